@@ -1,0 +1,170 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Config says how to open one AMQP connection.
+type Config struct {
+	// URL is an amqp:// or amqps:// URI, credentials included. It never
+	// appears in errors or logs as given: see Redact.
+	URL string
+	// TLS configures amqps connections. Nil verifies the server certificate
+	// against the system roots with the URL's host as server name.
+	TLS *tls.Config
+	// Heartbeat is the interval of AMQP heartbeats, which detect a dead peer.
+	// Zero means DefaultHeartbeat.
+	Heartbeat time.Duration
+	// ConnectionName is advertised as the client property connection_name,
+	// shown by the management UI and rabbitmqctl.
+	ConnectionName string
+	// DialTimeout bounds the TCP connect, TLS and AMQP handshakes together.
+	// Zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+}
+
+// Defaults for Config.
+const (
+	DefaultHeartbeat   = 60 * time.Second
+	DefaultDialTimeout = 30 * time.Second
+)
+
+// Dial opens a connection. It honours ctx for the whole handshake, not only
+// on entry. amqp091-go's own automatic recovery is never enabled: the
+// connection actor owns reconnection.
+func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
+	uri, err := amqp.ParseURI(cfg.URL)
+	if err != nil {
+		// url.Parse errors quote the whole URL, password included: do not
+		// wrap them.
+		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidURL, Redact(cfg.URL), scrubURLError(err))
+	}
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	heartbeat := cfg.Heartbeat
+	if heartbeat <= 0 {
+		heartbeat = DefaultHeartbeat
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+
+	var (
+		mu      sync.Mutex
+		netConn net.Conn
+	)
+	props := amqp.NewConnectionProperties()
+	if cfg.ConnectionName != "" {
+		props.SetClientConnectionName(cfg.ConnectionName)
+	}
+	props["product"] = "hato"
+	acfg := amqp.Config{
+		Heartbeat:       heartbeat,
+		TLSClientConfig: cfg.TLS,
+		Properties:      props,
+		Locale:          "en_US",
+		Dial: func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the TLS and AMQP handshakes; amqp091-go clears the
+			// deadline once the connection is open.
+			if err := c.SetDeadline(deadline); err != nil {
+				_ = c.Close()
+				return nil, err
+			}
+			mu.Lock()
+			netConn = c
+			mu.Unlock()
+			return c, nil
+		},
+	}
+	if uri.Scheme == "amqps" && acfg.TLSClientConfig == nil {
+		acfg.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
+	}
+
+	// Abort a handshake in progress when ctx ends.
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if netConn != nil {
+			_ = netConn.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	conn, err := amqp.DialConfig(cfg.URL, acfg)
+	if !stop() {
+		// ctx ended during the dial; whatever came back is unusable.
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrDial, Redact(cfg.URL), ctx.Err())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDial, classify(Redact(cfg.URL), err))
+	}
+	return conn, nil
+}
+
+// Redact returns the URL with its password replaced, for logs and errors.
+// Input that does not parse as a URL is replaced entirely.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<invalid url>"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	return u.String()
+}
+
+// scrubURLError keeps the reason of a URL parse error without the URL.
+func scrubURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "://") {
+		return "malformed URL"
+	}
+	return msg
+}
+
+// BuildURL assembles an AMQP URL from parts, escaping each as needed.
+// vhost "/" is the default virtual host.
+func BuildURL(tlsOn bool, host string, port int, login, password, vhost string) string {
+	scheme := "amqp"
+	if tlsOn {
+		scheme = "amqps"
+	}
+	u := url.URL{
+		Scheme: scheme,
+		User:   url.UserPassword(login, password),
+		Host:   net.JoinHostPort(host, fmt.Sprint(port)),
+	}
+	if vhost != "" && vhost != "/" {
+		u.Path = "/" + vhost
+		u.RawPath = "/" + url.PathEscape(vhost)
+	} else {
+		u.Path = "/"
+	}
+	return u.String()
+}
