@@ -1,0 +1,418 @@
+package broker
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Request is one message to publish with a broker confirm.
+//
+// A Request moves from pending (queued) to written (sent, awaiting its
+// confirm) to finished; Done is called exactly once, when it finishes. A
+// written request whose channel dies before its confirm goes back to pending
+// and is handed to the Publisher's Closed callback to be sent again (at least
+// once: the broker may already have it).
+type Request struct {
+	Exchange   string
+	RoutingKey string
+	// Mandatory makes an unroutable message come back as ErrUnroutable
+	// instead of being dropped by the broker.
+	Mandatory bool
+	Msg       amqp.Publishing
+	// Done receives the outcome: nil once confirmed (and, if Mandatory,
+	// routed), else why not. It is called from a publisher goroutine and must
+	// not block.
+	Done func(err error)
+
+	state    atomic.Int32
+	attempts int // channel deaths while written; touched by one owner at a time
+}
+
+const (
+	reqPending int32 = iota
+	reqWritten
+	reqFinished
+)
+
+// Finish completes the request with err unless it already finished. It
+// reports whether this call finished it.
+func (r *Request) Finish(err error) bool {
+	if r.state.Swap(reqFinished) == reqFinished {
+		return false
+	}
+	if r.Done != nil {
+		r.Done(err)
+	}
+	return true
+}
+
+// Abandon finishes the request with err only if it was not written yet (a
+// caller giving up before the message left). It reports whether it did.
+func (r *Request) Abandon(err error) bool {
+	if !r.state.CompareAndSwap(reqPending, reqFinished) {
+		return false
+	}
+	if r.Done != nil {
+		r.Done(err)
+	}
+	return true
+}
+
+// Finished reports whether the request has its outcome.
+func (r *Request) Finished() bool { return r.state.Load() == reqFinished }
+
+// MaxAttempts is how many channel deaths a written request survives before
+// it fails with the channel's error: a message that itself kills the channel
+// (too large, refused) must not be resent forever.
+const MaxAttempts = 3
+
+// DefaultMaxInFlight bounds unconfirmed publishes per Publisher.
+const DefaultMaxInFlight = 1024
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	// MaxInFlight bounds written-but-unconfirmed requests. Zero means
+	// DefaultMaxInFlight.
+	MaxInFlight int
+	// Closed is called exactly once when the channel is gone, with the close
+	// error (nil after Close) and every request that has no outcome yet, in
+	// submission order, reset to pending so they can be submitted elsewhere.
+	Closed func(err error, unfinished []*Request)
+}
+
+// Publisher owns one channel in confirm mode. Submit never blocks; a writer
+// goroutine sends requests in order and a reader goroutine matches confirms
+// and returns to them.
+type Publisher struct {
+	ch  *amqp.Channel
+	cfg PublisherConfig
+
+	mu       sync.Mutex
+	queue    []*Request
+	inflight map[uint64]*Request
+	closed   bool
+	paused   bool
+
+	signal     chan struct{} // wakes the writer
+	slots      chan struct{} // one token per written, unconfirmed request
+	stop       chan struct{} // closed by the reader when the channel is gone
+	writerDone chan struct{}
+	done       chan struct{} // closed after Closed was called
+	count      atomic.Int64  // submitted, without an outcome, not handed back
+}
+
+// NewPublisher puts ch in confirm mode and starts the session goroutines. It
+// blocks on a broker round trip. On error ch is closed.
+func NewPublisher(ch *amqp.Channel, cfg PublisherConfig) (*Publisher, error) {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	// The confirm buffer holds every outstanding publish, so amqp091-go
+	// never waits on (or drops) a confirmation.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, cfg.MaxInFlight+1))
+	returns := ch.NotifyReturn(make(chan amqp.Return, cfg.MaxInFlight+1))
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, classify("confirm.select", err)
+	}
+	p := &Publisher{
+		ch:         ch,
+		cfg:        cfg,
+		inflight:   make(map[uint64]*Request),
+		signal:     make(chan struct{}, 1),
+		slots:      make(chan struct{}, cfg.MaxInFlight),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	go p.write()
+	go p.read(confirms, returns, closes)
+	return p, nil
+}
+
+// Submit queues requests for sending. It never blocks. It returns false, and
+// keeps none of them, once the publisher is closed.
+func (p *Publisher) Submit(reqs ...*Request) bool {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	p.queue = append(p.queue, reqs...)
+	p.count.Add(int64(len(reqs)))
+	p.mu.Unlock()
+	p.wake()
+	return true
+}
+
+// Outstanding is the number of submitted requests without an outcome.
+func (p *Publisher) Outstanding() int { return int(p.count.Load()) }
+
+// SetPaused stops (true) or resumes (false) sending queued requests, for
+// broker flow control (connection.blocked). Confirms keep being processed.
+func (p *Publisher) SetPaused(paused bool) {
+	p.mu.Lock()
+	p.paused = paused
+	p.mu.Unlock()
+	p.wake()
+}
+
+// Close closes the channel. Requests without an outcome are handed to
+// Closed. Non-blocking.
+func (p *Publisher) Close() {
+	go func() { _ = p.ch.Close() }()
+}
+
+// Done is closed once the channel is gone and Closed has returned.
+func (p *Publisher) Done() <-chan struct{} { return p.done }
+
+func (p *Publisher) wake() {
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+// write sends queued requests in order, one slot each, until the channel is
+// gone or unusable.
+func (p *Publisher) write() {
+	defer close(p.writerDone)
+	for {
+		select {
+		case <-p.signal:
+		case <-p.stop:
+			return
+		}
+		for {
+			p.mu.Lock()
+			if p.paused || len(p.queue) == 0 {
+				p.mu.Unlock()
+				break
+			}
+			r := p.queue[0]
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			p.mu.Unlock()
+
+			if r.state.Load() != reqPending {
+				p.count.Add(-1) // abandoned while queued
+				continue
+			}
+			select {
+			case p.slots <- struct{}{}:
+			case <-p.stop:
+				p.requeueFront(r)
+				return
+			}
+			if !p.send(r) {
+				return
+			}
+		}
+	}
+}
+
+// send writes one request. It reports false when the channel is unusable.
+func (p *Publisher) send(r *Request) bool {
+	if !r.state.CompareAndSwap(reqPending, reqWritten) {
+		<-p.slots
+		p.count.Add(-1)
+		return true
+	}
+	if r.Mandatory && r.Msg.MessageId == "" {
+		// Returns are matched to requests by message id.
+		r.Msg.MessageId = "hato-" + RandomID()
+	}
+	// Only this goroutine publishes, so the next sequence number is this
+	// request's delivery tag; record it before the confirm can arrive.
+	p.mu.Lock()
+	tag := p.ch.GetNextPublishSeqNo()
+	p.inflight[tag] = r
+	p.mu.Unlock()
+
+	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, r.Msg); err != nil {
+		p.mu.Lock()
+		delete(p.inflight, tag)
+		p.mu.Unlock()
+		<-p.slots
+		var ae *amqp.Error
+		if !errors.As(err, &ae) {
+			// Refused before any I/O (e.g. an invalid header table): this
+			// request's own fault.
+			p.count.Add(-1)
+			r.Finish(classify("publish", err))
+			return true
+		}
+		r.state.Store(reqPending)
+		p.requeueFront(r)
+		return false
+	}
+	return true
+}
+
+func (p *Publisher) requeueFront(r *Request) {
+	p.mu.Lock()
+	p.queue = append([]*Request{r}, p.queue...)
+	p.mu.Unlock()
+}
+
+// read matches confirms and returns to requests until the channel closes,
+// then hands back what has no outcome.
+func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
+	returned := map[string]amqp.Return{}
+	var closeErr *amqp.Error
+	for confirms != nil || closes != nil {
+		select {
+		case c, ok := <-confirms:
+			if !ok {
+				confirms = nil
+				continue
+			}
+			// A basic.return precedes the ack of the same message, and
+			// amqp091-go hands both over from one reader goroutine, so the
+			// return is already buffered: collect before matching.
+			for drained := false; !drained && returns != nil; {
+				select {
+				case ret, ok := <-returns:
+					if !ok {
+						returns = nil
+						continue
+					}
+					returned[ret.MessageId] = ret
+				default:
+					drained = true
+				}
+			}
+			p.confirm(c, returned)
+		case ret, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			returned[ret.MessageId] = ret
+		case e, ok := <-closes:
+			if !ok {
+				closes = nil
+				continue
+			}
+			if e != nil {
+				closeErr = e
+			}
+		}
+	}
+	if returns != nil {
+		go func() {
+			for range returns {
+			}
+		}()
+	}
+	close(p.stop)
+	<-p.writerDone
+	p.finish(closeErr)
+}
+
+func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return) {
+	p.mu.Lock()
+	r, ok := p.inflight[c.DeliveryTag]
+	delete(p.inflight, c.DeliveryTag)
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	<-p.slots
+	p.count.Add(-1)
+	var err error
+	switch {
+	case !c.Ack:
+		err = ErrNacked
+	case r.Mandatory:
+		if ret, hit := returned[r.Msg.MessageId]; hit {
+			delete(returned, r.Msg.MessageId)
+			err = &ReturnError{Code: ret.ReplyCode, Text: ret.ReplyText, Exchange: ret.Exchange, RoutingKey: ret.RoutingKey}
+		}
+	}
+	r.Finish(err)
+}
+
+// finish runs once, after the writer stopped.
+func (p *Publisher) finish(closeErr *amqp.Error) {
+	soft := closeErr != nil && closeErr.Recover // a channel-level error
+	p.mu.Lock()
+	p.closed = true
+	unfinished := make([]*Request, 0, len(p.inflight)+len(p.queue))
+	// In-flight requests were submitted before queued ones; delivery tags
+	// give their order.
+	for _, tag := range slices.Sorted(maps.Keys(p.inflight)) {
+		r := p.inflight[tag]
+		if soft {
+			r.attempts++
+		}
+		unfinished = append(unfinished, r)
+	}
+	unfinished = append(unfinished, p.queue...)
+	p.inflight = nil
+	p.queue = nil
+	p.mu.Unlock()
+
+	var err error
+	if closeErr != nil {
+		err = classify("publish channel closed", closeErr)
+	}
+	kept := unfinished[:0]
+	for _, r := range unfinished {
+		if r.Finished() {
+			continue
+		}
+		if soft {
+			if cause := blame(closeErr, r); cause != nil {
+				r.Finish(cause)
+				continue
+			}
+		}
+		r.state.CompareAndSwap(reqWritten, reqPending)
+		kept = append(kept, r)
+	}
+	p.count.Store(0)
+	if p.cfg.Closed != nil {
+		p.cfg.Closed(err, kept)
+	}
+	close(p.done)
+}
+
+// blame decides whether a channel-level error is this request's own doing,
+// so it fails instead of being sent again: a publish to a missing or
+// forbidden exchange named in the error, or a request that has now been in
+// flight through MaxAttempts channel errors.
+func blame(closeErr *amqp.Error, r *Request) error {
+	if closeErr.Code == amqp.NotFound || closeErr.Code == amqp.AccessRefused {
+		if strings.Contains(closeErr.Reason, "exchange '"+r.Exchange+"'") {
+			return classify("publish to exchange "+r.Exchange, closeErr)
+		}
+	}
+	if r.attempts >= MaxAttempts {
+		return classify("publish failed repeatedly", closeErr)
+	}
+	return nil
+}
+
+// ReturnError is the outcome of a mandatory publish the broker returned.
+// It matches ErrUnroutable with errors.Is.
+type ReturnError struct {
+	Code       uint16
+	Text       string
+	Exchange   string
+	RoutingKey string
+}
+
+func (e *ReturnError) Error() string {
+	return "hato/broker: message returned by broker: " + e.Text + " (exchange " + e.Exchange + ", routing key " + e.RoutingKey + ")"
+}
+
+// Is makes errors.Is(err, ErrUnroutable) true.
+func (e *ReturnError) Is(target error) bool { return target == ErrUnroutable }
