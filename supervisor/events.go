@@ -1,0 +1,90 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+)
+
+// EventKind says what happened to a supervised child.
+type EventKind int
+
+const (
+	// EventReady: the child reported ChildReady.
+	EventReady EventKind = iota + 1
+	// EventFailed: the child crashed (panicked); a restart is scheduled
+	// after Event.Delay.
+	EventFailed
+	// EventRestarted: the child was restarted after a failure.
+	EventRestarted
+	// EventStopped: the child stopped although nobody asked the supervisor
+	// to stop it (it was stopped or poisoned from outside); it is spawned
+	// again after Event.Delay.
+	EventStopped
+	// EventRespawned: a stopped child was spawned again.
+	EventRespawned
+	// EventGaveUp: the child exhausted its restart budget or failed
+	// permanently. It is stopped and stays stopped.
+	EventGaveUp
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventReady:
+		return "ready"
+	case EventFailed:
+		return "failed"
+	case EventRestarted:
+		return "restarted"
+	case EventStopped:
+		return "stopped"
+	case EventRespawned:
+		return "respawned"
+	case EventGaveUp:
+		return "gave-up"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is one supervision event. Every event is logged; Config.OnEvent
+// receives them too.
+type Event struct {
+	Time  time.Time
+	Kind  EventKind
+	Child string
+	// Reason is why the child failed or gave up (nil for Ready, Restarted,
+	// Respawned).
+	Reason error
+	// Failures counts the child's failures since its last quiet period.
+	Failures int
+	// Delay is the backoff before the restart (EventFailed, EventStopped).
+	Delay time.Duration
+}
+
+func (e Event) String() string {
+	s := fmt.Sprintf("%s %s", e.Child, e.Kind)
+	if e.Failures > 0 {
+		s += fmt.Sprintf(" failures=%d", e.Failures)
+	}
+	if e.Delay > 0 {
+		s += fmt.Sprintf(" delay=%s", e.Delay)
+	}
+	if e.Reason != nil {
+		s += ": " + e.Reason.Error()
+	}
+	return s
+}
+
+// PanicError is the Reason of an EventFailed caused by a panic that was not
+// an error.
+type PanicError struct {
+	Value any
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+func asError(reason any) error {
+	if err, ok := reason.(error); ok {
+		return err
+	}
+	return &PanicError{Value: reason}
+}

@@ -1,0 +1,66 @@
+package supervisor
+
+import (
+	"time"
+)
+
+// The lifecycle protocol between the root supervisor and its children.
+// Children report with ctx.Send(ctx.Parent(), ...); the root sends Drain.
+
+// ChildReady is sent by a child to its parent each time it becomes ready
+// (connected, consuming). The first one counts for AwaitReady.
+type ChildReady struct {
+	Name string
+}
+
+// ChildFailed is sent by a child that cannot do its job. A Permanent
+// failure (a conflicting declaration, refused access) is not retried: the
+// root stops the child and reports EventGaveUp. A transient one is only
+// reported; the child retries by itself.
+type ChildFailed struct {
+	Name      string
+	Err       error
+	Permanent bool
+}
+
+// Drain asks a child to finish its work gracefully before Deadline: stop
+// taking new work, finish what is in hand, return the rest. The child closes
+// Done when it has drained (or gave up at the deadline). It stays alive until
+// stopped. A child that could not finish everything calls Unfinished (when
+// set) with how much it gave back or left, before closing Done.
+type Drain struct {
+	Deadline   time.Time
+	Done       chan struct{}
+	Unfinished func(n int)
+}
+
+// Messages for the root supervisor itself.
+
+// AwaitReady asks the root to send on Done once every child has reported
+// ChildReady (nil), or a child failed permanently (its error). Done must be
+// buffered (capacity 1).
+type AwaitReady struct {
+	Done chan error
+}
+
+// DrainChildren drains the named children (all when Names is empty) in
+// parallel and closes Done when all have drained. Unfinished, when set, is
+// called (from any goroutine) for each child that reported unfinished work.
+type DrainChildren struct {
+	Names      []string
+	Deadline   time.Time
+	Done       chan struct{}
+	Unfinished func(child string, n int)
+}
+
+// restartDue fires when a failed child's backoff has passed.
+type restartDue struct {
+	name string
+	seq  uint64
+}
+
+// respawnDue fires when an unexpectedly stopped child's backoff has passed.
+type respawnDue struct {
+	name string
+	seq  uint64
+}
