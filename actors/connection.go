@@ -1,0 +1,469 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+
+	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/supervisor"
+)
+
+// Errors the connection actor finishes publish requests with.
+var (
+	// ErrBufferFull: more publishes are waiting than the publish buffer
+	// holds.
+	ErrBufferFull = errors.New("hato: publish buffer full")
+	// ErrClosed: the connection actor stopped before the publish had an
+	// outcome.
+	ErrClosed = errors.New("hato: connection closed")
+)
+
+// ConnectionConfig configures the connection actor.
+type ConnectionConfig struct {
+	// Name is the actor's child name, reported in ChildReady.
+	Name string
+	// Publish and Consume dial the two connections (publishing must not
+	// share a connection with consuming: flow control on one must not stall
+	// the other). Give them distinct ConnectionName values.
+	Publish, Consume broker.Config
+	// Reconnect paces reconnection attempts. Zero means the supervisor
+	// package's default (100 ms doubling to 30 s, 20 % jitter).
+	Reconnect supervisor.Backoff
+	// PublishBuffer bounds publishes that are buffered or awaiting confirms;
+	// beyond it a publish fails with ErrBufferFull. Zero means 10,000.
+	PublishBuffer int
+	// MaxInFlight bounds unconfirmed publishes on the channel.
+	MaxInFlight int
+	// Logger receives connection events. Nil means zap.NewNop().
+	Logger *zap.Logger
+}
+
+// ConnectionProps returns the props of a connection actor. It owns both
+// AMQP connections and the publishing channel, opens channels for consumer
+// actors, buffers publishes while disconnected and reconnects with capped,
+// jittered backoff. It never blocks its mailbox on I/O: every dial, channel
+// open and close runs on a goroutine that reports back as a message.
+// amqp091-go's own recovery stays off.
+func ConnectionProps(cfg ConnectionConfig) *actor.Props {
+	if cfg.PublishBuffer <= 0 {
+		cfg.PublishBuffer = 10000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	shared := &connShared{}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &connection{cfg: cfg, shared: shared, log: cfg.Logger}
+	})
+}
+
+// connShared is what outlives a restart of the connection actor: publish
+// requests a closed publisher handed back. It is guarded by a mutex so a
+// request is always either here, in the actor's buffer, or finished.
+type connShared struct {
+	mu       sync.Mutex
+	stopped  bool
+	handback []*broker.Request
+	pending  []*broker.Request // survives restarts; owned by the actor's mailbox
+}
+
+type connection struct {
+	cfg    ConnectionConfig
+	shared *connShared
+	log    *zap.Logger
+	self   *actor.PID
+	sys    *actor.ActorSystem
+
+	ctx    context.Context // cancels dials in progress when the actor stops
+	cancel context.CancelFunc
+
+	gen       uint64 // current connection generation
+	dialing   bool
+	attempt   int
+	pub, sub  *amqp.Connection
+	publisher *broker.Publisher
+	blocked   bool
+	waiters   []*OpenChannel
+	drain     *supervisor.Drain
+	connected bool // publisher channel open on live connections
+}
+
+type dialResult struct {
+	gen      uint64
+	pub, sub *amqp.Connection
+	err      error
+}
+
+type connLost struct {
+	gen uint64
+	err error
+}
+
+type publisherResult struct {
+	gen uint64
+	p   *broker.Publisher
+	err error
+}
+
+type publisherClosed struct {
+	gen uint64
+	p   *broker.Publisher
+	err error
+}
+
+type blockedChanged struct {
+	gen    uint64
+	active bool
+	reason string
+}
+
+type redial struct{}
+
+type reopenPublisher struct{ gen uint64 }
+
+type drainCheck struct{}
+
+// Receive implements actor.Actor.
+func (c *connection) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		c.dial()
+	case *actor.Restarting:
+		c.teardown()
+	case *actor.Stopping:
+		c.stop()
+	case *redial:
+		if !c.dialing && c.pub == nil {
+			c.dial()
+		}
+	case *dialResult:
+		c.dialed(ctx, msg)
+	case *connLost:
+		c.lost(msg)
+	case *publisherResult:
+		c.publisherOpened(ctx, msg)
+	case *publisherClosed:
+		c.publisherGone(msg)
+	case *reopenPublisher:
+		if msg.gen == c.gen && c.publisher == nil && c.pub != nil && !c.pub.IsClosed() {
+			c.openPublisher()
+		}
+	case *blockedChanged:
+		if msg.gen != c.gen {
+			return
+		}
+		c.blocked = msg.active
+		if c.publisher != nil {
+			c.publisher.SetPaused(msg.active)
+		}
+		if msg.active {
+			c.log.Warn("broker blocked publishing (flow control)", zap.String("reason", msg.reason))
+		} else {
+			c.log.Info("broker unblocked publishing")
+		}
+	case *Publish:
+		c.publish(msg.Req)
+	case *OpenChannel:
+		if c.sub != nil && !c.sub.IsClosed() {
+			c.openFor(msg)
+		} else {
+			c.waiters = append(c.waiters, msg)
+		}
+	case *StatusRequest:
+		st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
+		if c.publisher != nil {
+			st.Outstanding = c.publisher.Outstanding()
+		}
+		ctx.Respond(st)
+	case *supervisor.Drain:
+		c.drain = msg
+		c.checkDrain()
+	case *drainCheck:
+		c.checkDrain()
+	}
+}
+
+func (c *connection) dial() {
+	c.dialing = true
+	ctx, cfg := c.ctx, c.cfg
+	self, sys := c.self, c.sys
+	gen := c.gen + 1
+	go func() {
+		pub, err := broker.Dial(ctx, cfg.Publish)
+		if err != nil {
+			sys.Root.Send(self, &dialResult{gen: gen, err: fmt.Errorf("publishing connection: %w", err)})
+			return
+		}
+		sub, err := broker.Dial(ctx, cfg.Consume)
+		if err != nil {
+			_ = pub.Close()
+			sys.Root.Send(self, &dialResult{gen: gen, err: fmt.Errorf("consuming connection: %w", err)})
+			return
+		}
+		sys.Root.Send(self, &dialResult{gen: gen, pub: pub, sub: sub})
+	}()
+}
+
+func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
+	c.dialing = false
+	if msg.err != nil {
+		c.attempt++
+		delay := c.cfg.Reconnect.Delay(c.attempt)
+		c.log.Warn("connect failed", zap.Error(msg.err), zap.Int("attempt", c.attempt), zap.Duration("retry_in", delay))
+		if c.gen == 0 && broker.Permanent(msg.err) {
+			// Never connected and the broker refused us (credentials,
+			// vhost, URL): report it so Start fails instead of waiting.
+			ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err, Permanent: true})
+		}
+		c.after(delay, &redial{})
+		return
+	}
+	c.gen = msg.gen
+	c.pub, c.sub = msg.pub, msg.sub
+	gen, self, sys := c.gen, c.self, c.sys
+	for _, conn := range []*amqp.Connection{msg.pub, msg.sub} {
+		closes := conn.NotifyClose(make(chan *amqp.Error, 1))
+		go func() {
+			// amqp091-go sends at most one error, then closes the channel.
+			var err error = broker.ErrClosed
+			for e := range closes {
+				if e != nil {
+					err = e
+				}
+			}
+			sys.Root.Send(self, &connLost{gen: gen, err: err})
+		}()
+	}
+	blocks := msg.pub.NotifyBlocked(make(chan amqp.Blocking, 4))
+	go func() {
+		for b := range blocks {
+			sys.Root.Send(self, &blockedChanged{gen: gen, active: b.Active, reason: b.Reason})
+		}
+	}()
+	c.log.Info("connected", zap.Uint64("generation", c.gen),
+		zap.String("publish_connection", c.cfg.Publish.ConnectionName),
+		zap.String("consume_connection", c.cfg.Consume.ConnectionName))
+	for _, w := range c.waiters {
+		c.openFor(w)
+	}
+	c.waiters = nil
+	c.openPublisher()
+}
+
+func (c *connection) openPublisher() {
+	pub, gen, self, sys, shared := c.pub, c.gen, c.self, c.sys, c.shared
+	maxInFlight := c.cfg.MaxInFlight
+	go func() {
+		ch, err := pub.Channel()
+		if err != nil {
+			sys.Root.Send(self, &publisherResult{gen: gen, err: err})
+			return
+		}
+		var p *broker.Publisher
+		p, err = broker.NewPublisher(ch, broker.PublisherConfig{
+			MaxInFlight: maxInFlight,
+			Closed: func(err error, unfinished []*broker.Request) {
+				shared.mu.Lock()
+				if shared.stopped {
+					shared.mu.Unlock()
+					for _, r := range unfinished {
+						r.Finish(ErrClosed)
+					}
+					return
+				}
+				shared.handback = append(shared.handback, unfinished...)
+				shared.mu.Unlock()
+				sys.Root.Send(self, &publisherClosed{gen: gen, p: p, err: err})
+			},
+		})
+		sys.Root.Send(self, &publisherResult{gen: gen, p: p, err: err})
+	}()
+}
+
+func (c *connection) publisherOpened(ctx actor.Context, msg *publisherResult) {
+	if msg.gen != c.gen || c.pub == nil {
+		if msg.p != nil {
+			msg.p.Close()
+		}
+		return
+	}
+	if msg.err != nil {
+		c.log.Warn("opening the publishing channel failed", zap.Error(msg.err))
+		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{gen: c.gen})
+		return
+	}
+	c.publisher = msg.p
+	c.connected = true
+	c.attempt = 0
+	if c.blocked {
+		c.publisher.SetPaused(true)
+	}
+	c.flush()
+	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.cfg.Name})
+}
+
+func (c *connection) publisherGone(msg *publisherClosed) {
+	c.takeHandback()
+	if msg.p != c.publisher {
+		c.flush()
+		return
+	}
+	c.publisher = nil
+	c.connected = false
+	if msg.err != nil {
+		c.log.Warn("publishing channel closed", zap.Error(msg.err))
+	}
+	if c.pub != nil && !c.pub.IsClosed() {
+		// A channel-level error (e.g. a publish to a missing exchange):
+		// the connection lives on, open a new channel.
+		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{gen: c.gen})
+	}
+	c.checkDrain()
+}
+
+// takeHandback moves requests returned by closed publishers to the front of
+// the buffer, in order.
+func (c *connection) takeHandback() {
+	c.shared.mu.Lock()
+	back := c.shared.handback
+	c.shared.handback = nil
+	c.shared.mu.Unlock()
+	if len(back) > 0 {
+		c.shared.pending = append(back, c.shared.pending...)
+	}
+}
+
+func (c *connection) lost(msg *connLost) {
+	if msg.gen != c.gen || c.pub == nil {
+		return
+	}
+	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err))
+	c.closeConns()
+	c.attempt = 1
+	c.after(c.cfg.Reconnect.Delay(c.attempt), &redial{})
+}
+
+// closeConns drops both connections; closing the consuming one closes every
+// consumer channel, so consumer actors reopen theirs.
+func (c *connection) closeConns() {
+	pub, sub := c.pub, c.sub
+	c.pub, c.sub, c.publisher = nil, nil, nil
+	c.connected = false
+	c.blocked = false
+	go func() {
+		if pub != nil {
+			_ = pub.Close()
+		}
+		if sub != nil {
+			_ = sub.Close()
+		}
+	}()
+}
+
+func (c *connection) publish(r *broker.Request) {
+	if r.Finished() {
+		return
+	}
+	outstanding := len(c.shared.pending)
+	if c.publisher != nil {
+		outstanding += c.publisher.Outstanding()
+	}
+	if outstanding >= c.cfg.PublishBuffer {
+		r.Finish(fmt.Errorf("%w (%d publishes outstanding)", ErrBufferFull, outstanding))
+		return
+	}
+	if c.publisher != nil && len(c.shared.pending) == 0 && c.publisher.Submit(r) {
+		return
+	}
+	c.shared.pending = append(c.shared.pending, r)
+}
+
+// flush submits buffered requests to the publisher.
+func (c *connection) flush() {
+	if c.publisher == nil || len(c.shared.pending) == 0 {
+		return
+	}
+	live := c.shared.pending[:0]
+	for _, r := range c.shared.pending {
+		if !r.Finished() {
+			live = append(live, r)
+		}
+	}
+	if c.publisher.Submit(live...) {
+		c.shared.pending = nil
+	} else {
+		c.shared.pending = live
+	}
+}
+
+func (c *connection) openFor(req *OpenChannel) {
+	sub, sys := c.sub, c.sys
+	go func() {
+		ch, err := sub.Channel()
+		sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: ch, Err: err})
+	}()
+}
+
+func (c *connection) checkDrain() {
+	if c.drain == nil {
+		return
+	}
+	outstanding := len(c.shared.pending)
+	if c.publisher != nil {
+		outstanding += c.publisher.Outstanding()
+	}
+	if outstanding == 0 || time.Now().After(c.drain.Deadline) {
+		if outstanding > 0 {
+			c.log.Warn("publishes unconfirmed at the drain deadline", zap.Int("outstanding", outstanding))
+			if c.drain.Unfinished != nil {
+				c.drain.Unfinished(outstanding)
+			}
+		}
+		close(c.drain.Done)
+		c.drain = nil
+		return
+	}
+	c.after(10*time.Millisecond, &drainCheck{})
+}
+
+func (c *connection) after(d time.Duration, msg any) {
+	self, sys := c.self, c.sys
+	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+}
+
+// teardown closes connections and cancels dials; buffered requests stay.
+func (c *connection) teardown() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.closeConns()
+}
+
+func (c *connection) stop() {
+	c.teardown()
+	c.shared.mu.Lock()
+	c.shared.stopped = true
+	rest := append(c.shared.handback, c.shared.pending...)
+	c.shared.handback, c.shared.pending = nil, nil
+	c.shared.mu.Unlock()
+	for _, r := range rest {
+		r.Finish(ErrClosed)
+	}
+	for _, w := range c.waiters {
+		c.sys.Root.Send(w.ReplyTo, &ChannelReply{Nonce: w.Nonce, Err: ErrClosed})
+	}
+	c.waiters = nil
+	if c.drain != nil {
+		close(c.drain.Done)
+		c.drain = nil
+	}
+}

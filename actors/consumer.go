@@ -1,0 +1,681 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+
+	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/supervisor"
+)
+
+// ConsumerConfig configures a consumer actor.
+type ConsumerConfig struct {
+	// Route is the subscription. Required.
+	Route *Route
+	// State outlives the actor's restarts (poison detection). Nil makes a
+	// fresh one.
+	State *RouteState
+	// Connection is the connection actor that opens channels and publishes.
+	Connection *actor.PID
+}
+
+// HandlerPanic is the failure a consumer actor reports to its supervisor
+// when a handler panics. The actor is restarted; the delivery in hand goes
+// back to the broker and is redelivered.
+type HandlerPanic struct {
+	Route     string
+	MessageID string
+	Value     any
+	Stack     []byte
+}
+
+func (p *HandlerPanic) Error() string {
+	return fmt.Sprintf("route %s: handler panicked: %v", p.Route, p.Value)
+}
+
+// ConsumerProps returns the props of a consumer actor: it asks the
+// connection actor for a channel, declares the route's topology, consumes,
+// runs the handler for each delivery on its own goroutine (at most
+// Route.Concurrency at a time) and settles each delivery by the handler's
+// outcome and the failure policy. A delivery is acked only after its handler
+// returned and every publish the handler made was confirmed.
+//
+// The actor never blocks its mailbox: channel setup, handlers and
+// dead-lettering report back as messages. On restart or stop it closes its
+// channel, so every delivery it held goes back to the queue.
+func ConsumerProps(cfg ConsumerConfig) *actor.Props {
+	if cfg.State == nil {
+		cfg.State = NewRouteState(0)
+	}
+	route := cfg.Route
+	if route.Logger == nil {
+		route.Logger = zap.NewNop()
+	}
+	if route.Concurrency <= 0 {
+		route.Concurrency = 1
+	}
+	policy := route.Failure.WithDefaults()
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &consumer{
+			route:  route,
+			policy: policy,
+			state:  cfg.State,
+			conn:   cfg.Connection,
+			log:    route.Logger,
+			jobs:   map[uint64]*job{},
+		}
+	})
+}
+
+type stage int
+
+const (
+	queued stage = iota
+	running
+	confirming
+	retryWait
+	deadLettering
+)
+
+// job is one delivery the actor holds.
+type job struct {
+	id       uint64
+	d        *broker.Delivery
+	key      uint64 // body hash, for poison detection
+	attempts int
+	stage    stage
+	err      error
+}
+
+type consumer struct {
+	route  *Route
+	policy FailurePolicy
+	state  *RouteState
+	conn   *actor.PID
+	log    *zap.Logger
+	self   *actor.PID
+	sys    *actor.ActorSystem
+	inc    uint64 // incarnation: async results of an earlier one are ignored
+
+	ctx    context.Context // handlers' context, cancelled on stop / drain timeout
+	cancel context.CancelFunc
+
+	session     *broker.Consumer
+	gen         uint64 // session generation: deliveries of older ones are void
+	opening     bool
+	nonce       uint64
+	openAttempt int
+
+	jobs    map[uint64]*job
+	queue   []*job // waiting for a handler slot, in delivery order
+	running int    // handler goroutines of this incarnation still running
+	nextID  uint64
+
+	drain       *supervisor.Drain
+	drainClosed bool // the session is being closed to finish the drain
+}
+
+// Async results; each carries the incarnation that started the work.
+type (
+	sessionStarted struct {
+		inc, gen uint64
+		s        *broker.Consumer
+		q        amqp.Queue
+		err      error
+	}
+	deliveryArrived struct {
+		inc, gen uint64
+		d        *broker.Delivery
+	}
+	sessionEnded struct {
+		inc, gen uint64
+		err      error
+	}
+	handlerDone struct {
+		inc, id  uint64
+		attempt  int
+		err      error
+		panicked bool
+		value    any
+		stack    []byte
+	}
+	publishesSettled struct {
+		inc, id uint64
+		attempt int
+		err     error
+	}
+	retryDue     struct{ inc, id uint64 }
+	deadLettered struct {
+		inc, id uint64
+		err     error
+	}
+	deadLetterRetry struct{ inc, id uint64 }
+	reopen          struct{ inc uint64 }
+	drainTimeout    struct{ inc uint64 }
+)
+
+// Receive implements actor.Actor.
+func (c *consumer) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+		c.inc = rand.Uint64()
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		c.requestChannel(ctx)
+	case *actor.Restarting:
+		c.abandon()
+	case *actor.Stopping:
+		c.abandon()
+		if c.drain != nil {
+			close(c.drain.Done)
+			c.drain = nil
+		}
+	case *ChannelReply:
+		c.channelReply(msg)
+	case *sessionStarted:
+		c.sessionStarted(ctx, msg)
+	case *deliveryArrived:
+		if msg.inc == c.inc && msg.gen == c.gen {
+			c.arrived(ctx, msg.d)
+		}
+	case *sessionEnded:
+		if msg.inc == c.inc && msg.gen == c.gen {
+			c.sessionEnded(msg.err)
+		}
+	case *handlerDone:
+		if msg.inc == c.inc {
+			c.handlerDone(ctx, msg)
+		}
+	case *publishesSettled:
+		if msg.inc != c.inc {
+			return
+		}
+		if j := c.jobs[msg.id]; j != nil && j.stage == confirming && j.attempts == msg.attempt {
+			if msg.err != nil {
+				c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", msg.err))
+			} else {
+				c.settle(ctx, j, Ack, nil)
+			}
+		}
+	case *retryDue:
+		if msg.inc != c.inc {
+			return
+		}
+		if j := c.jobs[msg.id]; j != nil && j.stage == retryWait {
+			if c.drain != nil {
+				c.release(j)
+				return
+			}
+			j.stage = queued
+			c.queue = append([]*job{j}, c.queue...)
+			c.pump()
+		}
+	case *deadLettered:
+		if msg.inc == c.inc {
+			c.deadLettered(ctx, msg)
+		}
+	case *deadLetterRetry:
+		if msg.inc != c.inc {
+			return
+		}
+		if j := c.jobs[msg.id]; j != nil && j.stage == deadLettering {
+			c.publishDeadLetter(ctx, j)
+		}
+	case *reopen:
+		if msg.inc == c.inc && c.session == nil && !c.opening && c.drain == nil {
+			c.requestChannel(ctx)
+		}
+	case *supervisor.Drain:
+		c.startDrain(msg)
+	case *drainTimeout:
+		if msg.inc == c.inc && c.drain != nil {
+			c.log.Warn("drain deadline passed: returning unfinished deliveries to the broker",
+				zap.Int("unfinished", len(c.jobs)), zap.Int("handlers_running", c.running))
+			if c.drain.Unfinished != nil && len(c.jobs) > 0 {
+				c.drain.Unfinished(len(c.jobs))
+			}
+			c.cancel()
+			c.finishDrain()
+		}
+	}
+}
+
+func (c *consumer) requestChannel(ctx actor.Context) {
+	c.opening = true
+	c.nonce = rand.Uint64()
+	ctx.Send(c.conn, &OpenChannel{ReplyTo: c.self, Nonce: c.nonce})
+}
+
+func (c *consumer) channelReply(msg *ChannelReply) {
+	if msg.Nonce != c.nonce || !c.opening {
+		// Stale: from an earlier request or incarnation.
+		if msg.Channel != nil {
+			go func() { _ = msg.Channel.Close() }()
+		}
+		return
+	}
+	if c.drain != nil {
+		c.opening = false
+		if msg.Channel != nil {
+			go func() { _ = msg.Channel.Close() }()
+		}
+		c.finishDrain()
+		return
+	}
+	if msg.Err != nil {
+		c.opening = false
+		c.scheduleReopen(fmt.Errorf("open channel: %w", msg.Err))
+		return
+	}
+	c.gen++
+	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
+	cfg := broker.ConsumerConfig{
+		Topology:       c.route.Topology,
+		Prefetch:       c.route.Prefetch,
+		GlobalPrefetch: c.route.GlobalPrefetch,
+		Deliver: func(d *broker.Delivery) {
+			sys.Root.Send(self, &deliveryArrived{inc: inc, gen: gen, d: d})
+		},
+		Closed: func(err error) {
+			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
+		},
+	}
+	ch := msg.Channel
+	go func() {
+		s, q, err := broker.StartConsumer(ch, cfg)
+		sys.Root.Send(self, &sessionStarted{inc: inc, gen: gen, s: s, q: q, err: err})
+	}()
+}
+
+func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
+	if msg.inc != c.inc || msg.gen != c.gen {
+		if msg.s != nil {
+			msg.s.Close()
+		}
+		return
+	}
+	c.opening = false
+	if msg.err != nil {
+		if c.drain != nil {
+			c.finishDrain()
+			return
+		}
+		if broker.Permanent(msg.err) {
+			c.log.Error("route cannot consume", zap.String("queue", c.route.Topology.Queue), zap.Error(msg.err))
+			ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: msg.err, Permanent: true})
+			return
+		}
+		c.scheduleReopen(msg.err)
+		return
+	}
+	c.session = msg.s
+	c.openAttempt = 0
+	if c.drain != nil {
+		c.finishDrain()
+		return
+	}
+	c.log.Info("consuming",
+		zap.String("queue", msg.q.Name), zap.Int("messages", msg.q.Messages),
+		zap.String("exchange", c.route.Topology.ExchangeName()), zap.String("binding_key", c.route.Topology.BindingKey))
+	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.route.Name})
+}
+
+func (c *consumer) scheduleReopen(err error) {
+	c.openAttempt++
+	delay := c.route.Reopen.Delay(c.openAttempt)
+	c.log.Warn("route channel unavailable, reopening",
+		zap.Error(err), zap.Int("attempt", c.openAttempt), zap.Duration("retry_in", delay))
+	c.after(delay, &reopen{inc: c.inc})
+}
+
+func (c *consumer) sessionEnded(err error) {
+	c.session = nil
+	// Everything held came from that channel: the broker requeued it.
+	// Handlers still running finish on their own; their results are void.
+	c.jobs = map[uint64]*job{}
+	c.queue = nil
+	if c.drain != nil {
+		close(c.drain.Done)
+		c.drain = nil
+		return
+	}
+	if err != nil {
+		c.scheduleReopen(err)
+	}
+}
+
+func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
+	if c.drain != nil {
+		d.Nack(true)
+		return
+	}
+	c.nextID++
+	j := &job{id: c.nextID, d: d, key: messageKey(d)}
+	c.jobs[j.id] = j
+	if reason := c.poisoned(j); reason != nil {
+		c.deadLetter(ctx, j, reason)
+		return
+	}
+	c.queue = append(c.queue, j)
+	c.pump()
+}
+
+// poisoned reports why a redelivered message must not run again: it crashed
+// its handler or was requeued more than MaxRedeliveries times (counted by the
+// broker for quorum queues, by the route's memory otherwise).
+func (c *consumer) poisoned(j *job) error {
+	if !j.d.Redelivered {
+		return nil
+	}
+	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.MaxRedeliveries) {
+		return fmt.Errorf("poison message: delivered %d times (limit %d)", n, c.policy.MaxRedeliveries)
+	}
+	if n := c.state.count(j.key); n > c.policy.MaxRedeliveries {
+		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)
+	}
+	return nil
+}
+
+func (c *consumer) pump() {
+	for c.running < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
+		j := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		c.start(j)
+	}
+}
+
+func (c *consumer) start(j *job) {
+	j.stage = running
+	j.attempts++
+	c.running++
+	inc, id, attempt, self, sys := c.inc, j.id, j.attempts, c.self, c.sys
+	tr := newTracker(func(err error) {
+		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
+	})
+	hctx := WithTracker(c.ctx, tr)
+	handle, d := c.route.Handle, j.d
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				sys.Root.Send(self, &handlerDone{inc: inc, id: id, attempt: attempt, panicked: true, value: v, stack: debug.Stack()})
+				tr.seal()
+			}
+		}()
+		err := handle(hctx, d)
+		sys.Root.Send(self, &handlerDone{inc: inc, id: id, attempt: attempt, err: err})
+		tr.seal()
+	}()
+}
+
+func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
+	c.running--
+	j := c.jobs[msg.id]
+	if j == nil || j.stage != running || j.attempts != msg.attempt {
+		c.pump()
+		c.checkDrained()
+		return
+	}
+	if msg.panicked {
+		n := c.state.mark(j.key)
+		p := &HandlerPanic{Route: c.route.Name, MessageID: j.d.MessageId, Value: msg.value, Stack: msg.stack}
+		c.log.Error("handler panicked; restarting the route's actor, the message goes back to the queue",
+			zap.Any("panic", msg.value), zap.String("message_id", j.d.MessageId),
+			zap.String("routing_key", j.d.RoutingKey), zap.Int("crashes", n), zap.ByteString("stack", msg.stack))
+		// Let it crash: the supervisor restarts this actor. Closing the
+		// channel first hands every delivery back at once instead of after
+		// the restart backoff.
+		c.abandon()
+		panic(p)
+	}
+	action := ActionOf(msg.err)
+	if action == Ack {
+		// Acked once every publish the handler made is confirmed: the
+		// tracker reports (possibly at once).
+		j.stage = confirming
+	} else {
+		c.settle(ctx, j, action, msg.err)
+	}
+	c.pump()
+}
+
+// settle carries out action for j.
+func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
+	switch action {
+	case Ack:
+		j.d.Ack()
+		c.done(j)
+	case Drop:
+		c.log.Warn("message dropped by handler", c.fields(j, err)...)
+		j.d.Ack()
+		c.done(j)
+		c.event(j, Drop, err)
+	case Retry:
+		if c.drain != nil {
+			c.log.Warn("handler failed while draining; message returned to the queue", c.fields(j, err)...)
+			c.release(j)
+			return
+		}
+		if j.attempts >= c.policy.MaxAttempts {
+			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts: %w", j.attempts, err))
+			return
+		}
+		delay := c.policy.Backoff.Delay(j.attempts)
+		c.log.Warn("handler failed; retrying", append(c.fields(j, err), zap.Duration("retry_in", delay))...)
+		j.stage = retryWait
+		c.after(delay, &retryDue{inc: c.inc, id: j.id})
+	case Requeue:
+		n := c.state.mark(j.key)
+		if n > c.policy.MaxRedeliveries {
+			c.deadLetter(ctx, j, fmt.Errorf("requeued %d times: %w", n, err))
+			return
+		}
+		c.log.Warn("handler asked to requeue", append(c.fields(j, err), zap.Int("requeues", n))...)
+		j.d.Nack(true)
+		delete(c.jobs, j.id)
+		c.checkDrained()
+	case DeadLetter:
+		c.deadLetter(ctx, j, err)
+	}
+}
+
+// release returns j to the queue without counting it against the message.
+func (c *consumer) release(j *job) {
+	j.d.Nack(true)
+	delete(c.jobs, j.id)
+	c.checkDrained()
+}
+
+// done forgets a job settled for good.
+func (c *consumer) done(j *job) {
+	delete(c.jobs, j.id)
+	c.state.forget(j.key)
+	c.checkDrained()
+}
+
+func (c *consumer) deadLetter(ctx actor.Context, j *job, reason error) {
+	if reason == nil {
+		reason = errors.New("dead-lettered by handler")
+	}
+	j.err = reason
+	if c.policy.DeadLetterQueue == "" {
+		c.log.Error("message rejected (no dead-letter queue configured)", c.fields(j, reason)...)
+		j.d.Reject(false)
+		c.done(j)
+		c.event(j, DeadLetter, reason)
+		return
+	}
+	j.stage = deadLettering
+	c.publishDeadLetter(ctx, j)
+}
+
+func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
+	inc, id, self, sys := c.inc, j.id, c.self, c.sys
+	req := deadLetterRequest(j.d, c.policy.DeadLetterQueue, c.route, j.attempts, j.err)
+	req.Done = func(err error) {
+		sys.Root.Send(self, &deadLettered{inc: inc, id: id, err: err})
+	}
+	ctx.Send(c.conn, &Publish{Req: req})
+}
+
+func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
+	j := c.jobs[msg.id]
+	if j == nil || j.stage != deadLettering {
+		return
+	}
+	if msg.err != nil {
+		// Never drop the message and never loop: hold it and try again.
+		delay := c.policy.Backoff.Delay(3)
+		c.log.Error("dead-lettering failed; holding the message and retrying",
+			append(c.fields(j, msg.err), zap.Duration("retry_in", delay))...)
+		c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
+		return
+	}
+	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
+	j.d.Ack()
+	c.done(j)
+	c.event(j, DeadLetter, j.err)
+}
+
+func (c *consumer) startDrain(msg *supervisor.Drain) {
+	if c.drain != nil {
+		close(msg.Done)
+		return
+	}
+	c.drain = msg
+	c.after(time.Until(msg.Deadline), &drainTimeout{inc: c.inc})
+	if c.session != nil {
+		c.session.Cancel()
+	}
+	for _, j := range c.queue {
+		j.d.Nack(true)
+		delete(c.jobs, j.id)
+	}
+	c.queue = nil
+	for _, j := range c.jobs {
+		if j.stage == retryWait {
+			c.release(j)
+		}
+	}
+	c.checkDrained()
+}
+
+// checkDrained finishes a drain once nothing is held.
+func (c *consumer) checkDrained() {
+	if c.drain != nil && len(c.jobs) == 0 {
+		c.finishDrain()
+	}
+}
+
+// finishDrain closes the session (the broker requeues whatever is still
+// unsettled); sessionEnded then completes the drain.
+func (c *consumer) finishDrain() {
+	if c.drainClosed {
+		return
+	}
+	if c.session == nil {
+		if !c.opening {
+			close(c.drain.Done)
+			c.drain = nil
+		}
+		// An open in progress ends in sessionStarted, which comes back here.
+		return
+	}
+	c.drainClosed = true
+	c.session.Close()
+}
+
+// abandon cancels handlers and closes the channel: the broker redelivers
+// everything this actor held.
+func (c *consumer) abandon() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.session != nil {
+		c.session.Close()
+		c.session = nil
+	}
+	c.jobs = map[uint64]*job{}
+	c.queue = nil
+}
+
+func (c *consumer) after(d time.Duration, msg any) {
+	self, sys := c.self, c.sys
+	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+}
+
+func (c *consumer) fields(j *job, err error) []zap.Field {
+	f := []zap.Field{
+		zap.String("route", c.route.Name),
+		zap.String("queue", c.route.Topology.Queue),
+		zap.String("routing_key", j.d.RoutingKey),
+		zap.Int("attempts", j.attempts),
+		zap.Bool("redelivered", j.d.Redelivered),
+	}
+	if j.d.MessageId != "" {
+		f = append(f, zap.String("message_id", j.d.MessageId))
+	}
+	var mu interface{ MessageUUID() string }
+	if errors.As(err, &mu) && mu.MessageUUID() != "" {
+		f = append(f, zap.String("message_uuid", mu.MessageUUID()))
+	}
+	if err != nil {
+		f = append(f, zap.Error(err))
+	}
+	return f
+}
+
+func (c *consumer) event(j *job, action Action, err error) {
+	if c.route.Events == nil {
+		return
+	}
+	c.route.Events(DeliveryEvent{
+		Route: c.route.Name, Action: action, MessageID: j.d.MessageId, RoutingKey: j.d.RoutingKey,
+		Attempts: j.attempts, Err: err, DeadLetterQ: c.policy.DeadLetterQueue,
+	})
+}
+
+// messageKey identifies a message across redeliveries for poison detection.
+func messageKey(d *broker.Delivery) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(d.Exchange))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(d.RoutingKey))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(d.MessageId))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write(d.Body)
+	return h.Sum64()
+}
+
+// deliveryCount reads the x-delivery-count header quorum queues set.
+func deliveryCount(h amqp.Table) (int64, bool) {
+	switch v := h["x-delivery-count"].(type) {
+	case int64:
+		return v, true
+	case int32:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int8:
+		return int64(v), true
+	case int:
+		return int64(v), true
+	case uint8:
+		return int64(v), true
+	case uint16:
+		return int64(v), true
+	case uint32:
+		return int64(v), true
+	}
+	return 0, false
+}

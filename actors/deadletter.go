@@ -1,0 +1,76 @@
+package actors
+
+import (
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker"
+)
+
+// Headers hato adds to a dead-lettered message.
+const (
+	HeaderReason           = "x-hato-reason"
+	HeaderAttempts         = "x-hato-attempts"
+	HeaderOriginalExchange = "x-hato-original-exchange"
+	HeaderOriginalKey      = "x-hato-original-routing-key"
+	HeaderOriginalQueue    = "x-hato-original-queue"
+	HeaderDeadLetteredAt   = "x-hato-dead-lettered-at"
+	HeaderService          = "x-hato-service"
+	HeaderRoute            = "x-hato-route"
+	HeaderOriginalUserID   = "x-hato-original-user-id"
+)
+
+// deadLetterRequest republishes d to queue through the default exchange:
+// body and properties as they were, headers extended with why and where
+// from. It is mandatory, so a missing dead-letter queue is an error rather
+// than a silent drop. The user-id property moves to a header: the broker
+// refuses a user-id other than the publishing connection's.
+func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts int, reason error) *broker.Request {
+	headers := make(amqp.Table, len(d.Headers)+9)
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	if reason != nil {
+		headers[HeaderReason] = truncate(reason.Error(), 4096)
+	}
+	headers[HeaderAttempts] = int64(attempts)
+	headers[HeaderOriginalExchange] = d.Exchange
+	headers[HeaderOriginalKey] = d.RoutingKey
+	headers[HeaderOriginalQueue] = route.Topology.Queue
+	headers[HeaderDeadLetteredAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	headers[HeaderRoute] = route.Name
+	if route.Service != "" {
+		headers[HeaderService] = route.Service
+	}
+	if d.UserId != "" {
+		headers[HeaderOriginalUserID] = d.UserId
+	}
+	return &broker.Request{
+		Exchange:   "",
+		RoutingKey: queue,
+		Mandatory:  true,
+		Msg: amqp.Publishing{
+			Headers:         headers,
+			ContentType:     d.ContentType,
+			ContentEncoding: d.ContentEncoding,
+			DeliveryMode:    d.DeliveryMode,
+			Priority:        d.Priority,
+			CorrelationId:   d.CorrelationId,
+			ReplyTo:         d.ReplyTo,
+			Expiration:      d.Expiration,
+			MessageId:       d.MessageId,
+			Timestamp:       d.Timestamp,
+			Type:            d.Type,
+			AppId:           d.AppId,
+			Body:            d.Body,
+		},
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

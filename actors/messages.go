@@ -1,0 +1,47 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker"
+)
+
+// Messages the connection actor accepts.
+
+// Publish asks the connection actor to publish Req with a broker confirm.
+// Req.Done is called exactly once with the outcome; while the broker is
+// unreachable the request waits in a bounded buffer (ErrBufferFull beyond
+// it) and is sent after reconnecting.
+type Publish struct {
+	Req *broker.Request
+}
+
+// OpenChannel asks the connection actor for a channel on the consuming
+// connection. The reply, a *ChannelReply with the same Nonce, is sent to
+// ReplyTo once the connection is up. The receiver owns the channel.
+type OpenChannel struct {
+	ReplyTo *actor.PID
+	Nonce   uint64
+}
+
+// ChannelReply answers OpenChannel. Exactly one of Channel and Err is set.
+// A receiver that no longer wants the channel must close it.
+type ChannelReply struct {
+	Nonce   uint64
+	Channel *amqp.Channel
+	Err     error
+}
+
+// StatusRequest asks the connection actor for a ConnectionStatus reply
+// (use RequestFuture).
+type StatusRequest struct{}
+
+// ConnectionStatus is the connection actor's state.
+type ConnectionStatus struct {
+	Connected   bool
+	Generation  uint64 // increments on every successful (re)connection
+	Blocked     bool   // the broker's flow control blocks publishing
+	Buffered    int    // publishes waiting for a connection
+	Outstanding int    // publishes sent, awaiting their confirm
+}

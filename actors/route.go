@@ -1,0 +1,206 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/supervisor"
+	"go.uber.org/zap"
+)
+
+// Route is everything a consumer actor needs to run one subscription. It is
+// built once by the hato package and shared, read-only, by every incarnation
+// of the route's consumer actor.
+type Route struct {
+	// Name identifies the route in logs, events and its actor's name.
+	Name string
+	// Topology is declared on every (re)connection.
+	Topology broker.Topology
+	// Prefetch and GlobalPrefetch are the QoS of the route's channel.
+	Prefetch, GlobalPrefetch int
+	// Concurrency is how many handlers run at once. 1 keeps order.
+	Concurrency int
+	// Handle processes one delivery: decoding, middleware, the user's
+	// handler. It runs on its own goroutine. Its error decides the
+	// delivery's fate through Directive / ActionOf: nil acks.
+	Handle func(ctx context.Context, d *broker.Delivery) error
+	// Failure is the route's failure policy.
+	Failure FailurePolicy
+	// Logger is the route's logger.
+	Logger *zap.Logger
+	// Service is the service name, written into dead-letter headers.
+	Service string
+	// Reopen paces channel reopening after a channel or connection loss.
+	Reopen supervisor.Backoff
+	// Events, when set, receives delivery-level events (dead-lettered,
+	// dropped) from the consumer actor's goroutine. It must not block.
+	Events func(DeliveryEvent)
+}
+
+// FailurePolicy says what happens to a delivery whose handler fails.
+type FailurePolicy struct {
+	// MaxAttempts is how many times a failing handler runs in process for one
+	// delivery before the delivery is dead-lettered. Zero means 3.
+	MaxAttempts int
+	// Backoff paces those in-process retries.
+	Backoff supervisor.Backoff
+	// MaxRedeliveries bounds how often one message may come back from the
+	// broker because its handler asked to requeue it or crashed the actor;
+	// beyond it the message is dead-lettered. Zero means 5.
+	MaxRedeliveries int
+	// DeadLetterQueue is where failed messages are republished. Empty means
+	// no dead-letter queue: failed messages are rejected without requeue
+	// (the broker drops them, or routes them to a dead-letter exchange a
+	// broker policy configured).
+	DeadLetterQueue string
+}
+
+// WithDefaults fills zero fields.
+func (p FailurePolicy) WithDefaults() FailurePolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 3
+	}
+	if p.MaxRedeliveries <= 0 {
+		p.MaxRedeliveries = 5
+	}
+	if p.Backoff == (supervisor.Backoff{}) {
+		p.Backoff = supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
+	}
+	return p
+}
+
+// Action is what happens to a delivery after its handler ran.
+type Action int
+
+const (
+	// Ack: done, remove the message.
+	Ack Action = iota
+	// Retry: run the handler again in process after a backoff, up to
+	// FailurePolicy.MaxAttempts, then dead-letter. The default for errors.
+	Retry
+	// Requeue: return the message to the queue now (tomodachi's
+	// internal-service-error), bounded by FailurePolicy.MaxRedeliveries.
+	Requeue
+	// DeadLetter: dead-letter now (undecodable or hopeless messages).
+	DeadLetter
+	// Drop: remove the message on purpose (acked and logged).
+	Drop
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ack:
+		return "ack"
+	case Retry:
+		return "retry"
+	case Requeue:
+		return "requeue"
+	case DeadLetter:
+		return "dead-letter"
+	case Drop:
+		return "drop"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Directive is an error that says what to do with the delivery. Handlers
+// return one (via the hato package's Requeue, Retry, DeadLetter, Drop) to
+// override the default, which is Retry.
+type Directive struct {
+	Action Action
+	Err    error
+}
+
+func (d *Directive) Error() string {
+	if d.Err == nil {
+		return d.Action.String()
+	}
+	return d.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (d *Directive) Unwrap() error { return d.Err }
+
+// ActionOf maps a handler's error to an action: nil → Ack, a *Directive →
+// its action, anything else → Retry.
+func ActionOf(err error) Action {
+	if err == nil {
+		return Ack
+	}
+	var d *Directive
+	if errors.As(err, &d) {
+		return d.Action
+	}
+	return Retry
+}
+
+// DeliveryEvent reports what happened to a delivery that did not simply
+// succeed.
+type DeliveryEvent struct {
+	Route       string
+	Action      Action
+	MessageID   string
+	RoutingKey  string
+	Attempts    int
+	Err         error
+	DeadLetterQ string
+}
+
+// RouteState is the memory of a route that outlives its actor's restarts:
+// how often each message (by body hash) crashed a handler or was requeued,
+// so a poison message is recognised when the broker redelivers it. It is
+// bounded: the oldest entries are forgotten first.
+type RouteState struct {
+	mu    sync.Mutex
+	marks map[uint64]int
+	order []uint64
+	limit int
+}
+
+// NewRouteState returns an empty state remembering up to limit messages
+// (zero means 10,000).
+func NewRouteState(limit int) *RouteState {
+	if limit <= 0 {
+		limit = 10000
+	}
+	return &RouteState{marks: map[uint64]int{}, limit: limit}
+}
+
+// mark records one more crash or requeue of the message and returns the
+// new count.
+func (s *RouteState) mark(key uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.marks[key]
+	if !ok {
+		if len(s.order) >= s.limit {
+			delete(s.marks, s.order[0])
+			s.order = s.order[1:]
+		}
+		s.order = append(s.order, key)
+	}
+	n++
+	s.marks[key] = n
+	return n
+}
+
+// count returns the recorded count for the message.
+func (s *RouteState) count(key uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.marks[key]
+}
+
+// forget drops the message's record once it is settled for good.
+func (s *RouteState) forget(key uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.marks[key]; ok {
+		delete(s.marks, key)
+		// order keeps the stale key until it ages out; harmless.
+	}
+}

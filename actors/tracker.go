@@ -1,0 +1,85 @@
+package actors
+
+import (
+	"context"
+	"sync"
+)
+
+// Tracker counts the publishes a handler makes while it handles one
+// delivery, so the delivery is acked only after every one of them was
+// confirmed. The handler does not wait for the confirms: its publishes are
+// pipelined, and the consumer actor settles the delivery when the tracker
+// settles.
+type Tracker struct {
+	mu       sync.Mutex
+	pending  int
+	sealed   bool
+	fired    bool
+	err      error
+	onSettle func(err error)
+}
+
+func newTracker(onSettle func(err error)) *Tracker {
+	return &Tracker{onSettle: onSettle}
+}
+
+// Add registers one more publish. It returns false once the handler has
+// returned (the tracker is sealed): the publisher must then wait for its own
+// confirm instead.
+func (t *Tracker) Add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sealed {
+		return false
+	}
+	t.pending++
+	return true
+}
+
+// Done records the outcome of one publish registered with Add.
+func (t *Tracker) Done(err error) {
+	t.mu.Lock()
+	t.pending--
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	fire := t.sealed && t.pending == 0 && !t.fired
+	if fire {
+		t.fired = true
+	}
+	err = t.err
+	t.mu.Unlock()
+	if fire {
+		t.onSettle(err)
+	}
+}
+
+// seal marks the handler as returned; the settle callback runs once every
+// registered publish is done (at once if none is pending).
+func (t *Tracker) seal() {
+	t.mu.Lock()
+	t.sealed = true
+	fire := t.pending == 0 && !t.fired
+	if fire {
+		t.fired = true
+	}
+	err := t.err
+	t.mu.Unlock()
+	if fire {
+		t.onSettle(err)
+	}
+}
+
+type trackerKey struct{}
+
+// WithTracker returns ctx carrying t.
+func WithTracker(ctx context.Context, t *Tracker) context.Context {
+	return context.WithValue(ctx, trackerKey{}, t)
+}
+
+// TrackerFrom returns the tracker of the delivery being handled in ctx, if
+// any.
+func TrackerFrom(ctx context.Context) *Tracker {
+	t, _ := ctx.Value(trackerKey{}).(*Tracker)
+	return t
+}
