@@ -1,0 +1,114 @@
+package hato
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
+)
+
+// Errors. Publish errors also match the broker package's sentinels
+// (ErrNacked, ErrUnroutable, ErrExchangeNotFound, ...) re-exported here.
+var (
+	// ErrInvalidOption: an option or registration is invalid.
+	ErrInvalidOption = errors.New("hato: invalid option")
+	// ErrNotStarted: the service has not been started.
+	ErrNotStarted = errors.New("hato: service not started")
+	// ErrAlreadyStarted: Start was called twice, or Subscribe after Start.
+	ErrAlreadyStarted = errors.New("hato: service already started")
+	// ErrStopped: the service is stopping or stopped.
+	ErrStopped = errors.New("hato: service stopped")
+	// ErrBufferFull: too many publishes are waiting for the broker.
+	ErrBufferFull = actors.ErrBufferFull
+	// ErrConnectionClosed: the connection closed before a publish had an
+	// outcome.
+	ErrConnectionClosed = actors.ErrClosed
+	// ErrNacked: the broker refused a publish.
+	ErrNacked = broker.ErrNacked
+	// ErrUnroutable: a Mandatory publish matched no queue.
+	ErrUnroutable = broker.ErrUnroutable
+	// ErrExchangeNotFound: a publish named a missing exchange.
+	ErrExchangeNotFound = broker.ErrExchangeNotFound
+	// ErrPreconditionFailed: the broker refused a declaration that conflicts
+	// with what exists (a queue with other arguments).
+	ErrPreconditionFailed = broker.ErrPreconditionFailed
+	// ErrAccessRefused: the broker refused credentials or access.
+	ErrAccessRefused = broker.ErrAccessRefused
+	// ErrDrainIncomplete: Stop's drain deadline passed with deliveries in
+	// hand (they went back to the broker) or publishes unconfirmed.
+	ErrDrainIncomplete = errors.New("hato: drain incomplete")
+	// ErrRouteFailed: a route gave up (restart budget exhausted or its
+	// topology refused); the service stops with it unless
+	// WithKeepRunningOnRouteFailure.
+	ErrRouteFailed = errors.New("hato: route failed")
+)
+
+// FailurePolicy is a route's failure policy (see OnFailure).
+type FailurePolicy = actors.FailurePolicy
+
+// DeliveryEvent reports a message that was dead-lettered or dropped.
+type DeliveryEvent = actors.DeliveryEvent
+
+// Requeue returns err marked "requeue": the message goes back to the queue
+// at once (tomodachi's internal-service-error), up to the route's
+// MaxRedeliveries, then it is dead-lettered.
+func Requeue(err error) error { return &actors.Directive{Action: actors.Requeue, Err: err} }
+
+// Retry returns err marked "retry": the handler runs again in process after
+// a backoff, up to the route's MaxAttempts, then the message is
+// dead-lettered. This is what any unmarked error does.
+func Retry(err error) error { return &actors.Directive{Action: actors.Retry, Err: err} }
+
+// DeadLetter returns err marked "dead-letter": the message goes to the
+// dead-letter queue now.
+func DeadLetter(err error) error { return &actors.Directive{Action: actors.DeadLetter, Err: err} }
+
+// Drop returns err marked "drop": the message is acked and logged, on
+// purpose.
+func Drop(err error) error { return &actors.Directive{Action: actors.Drop, Err: err} }
+
+// DecodeError is why a delivery could not be decoded by its route's
+// envelope. The message is dead-lettered at once, never requeued. It wraps
+// the envelope error, so errors.Is matches the envelope package's sentinels.
+type DecodeError struct {
+	Envelope   string
+	MessageID  string
+	RoutingKey string
+	Err        error
+}
+
+func (e *DecodeError) Error() string {
+	id := e.MessageID
+	if id == "" {
+		id = "(no message id)"
+	}
+	return fmt.Sprintf("hato: undecodable message %s on %q: %v", id, e.RoutingKey, e.Err)
+}
+
+// Unwrap returns the envelope error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// MessageError is a handler's error with the uuid of the message it failed
+// on, for logs.
+type MessageError struct {
+	UUID string
+	Err  error
+}
+
+func (e *MessageError) Error() string { return fmt.Sprintf("message %s: %v", e.UUID, e.Err) }
+
+// Unwrap returns the handler's error.
+func (e *MessageError) Unwrap() error { return e.Err }
+
+// MessageUUID returns the message uuid.
+func (e *MessageError) MessageUUID() string { return e.UUID }
+
+func messageError(uuid string, err error) error {
+	if err == nil || uuid == "" {
+		return err
+	}
+	return &MessageError{UUID: uuid, Err: err}
+}
+
+func redactURL(u string) string { return broker.Redact(u) }

@@ -1,0 +1,484 @@
+package hato
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+
+	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/supervisor"
+)
+
+// Option configures a Service (see New).
+type Option interface {
+	applyService(*config) error
+}
+
+// RouteOption configures a route (see Subscribe).
+type RouteOption interface {
+	applyRoute(*routeConfig) error
+}
+
+// PublishOption configures one publish (see Service.Publish).
+type PublishOption interface {
+	applyPublish(*publishConfig) error
+}
+
+// Defaults, as tomodachi's options.amqp, plus hato's own.
+const (
+	DefaultHost           = "127.0.0.1"
+	DefaultPort           = 5672
+	DefaultLogin          = "guest"
+	DefaultPassword       = "guest"
+	DefaultVirtualHost    = "/"
+	DefaultHeartbeat      = 60 * time.Second
+	DefaultQueueTTL       = 86400 * time.Second
+	DefaultPrefetch       = 100
+	DefaultGlobalPrefetch = 400
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultStartTimeout   = 60 * time.Second
+	DefaultPublishBuffer  = 10000
+	DefaultActorTimeout   = 30 * time.Second
+)
+
+// config is a Service's resolved configuration.
+type config struct {
+	uuid string
+
+	url                       string
+	urlSet                    bool
+	host                      string
+	port                      int
+	login, password, vhost    string
+	partsSet                  bool
+	tls                       *tls.Config
+	tlsSet                    bool
+	heartbeat                 time.Duration
+	exchange                  string
+	routingKeyPrefix          string
+	queueNamePrefix           string
+	queueTTL                  time.Duration
+	prefetch, globalPrefetch  int
+	envelope                  envelope.Envelope
+	logger                    *zap.Logger
+	loggerSet                 bool
+	system                    *actor.ActorSystem
+	middleware                []Middleware
+	supervision               supervisor.Policy
+	failure                   actors.FailurePolicy
+	reconnect                 supervisor.Backoff
+	publishBuffer             int
+	drainTimeout              time.Duration
+	startTimeout              time.Duration
+	onSupervisorEvent         func(supervisor.Event)
+	onDeliveryEvent           func(actors.DeliveryEvent)
+	deadLetter                bool
+	keepRunningOnRouteFailure bool
+	connectionName            string
+}
+
+func defaultConfig() config {
+	return config{
+		host:           DefaultHost,
+		port:           DefaultPort,
+		login:          DefaultLogin,
+		password:       DefaultPassword,
+		vhost:          DefaultVirtualHost,
+		heartbeat:      DefaultHeartbeat,
+		exchange:       "amq.topic",
+		queueTTL:       DefaultQueueTTL,
+		prefetch:       DefaultPrefetch,
+		globalPrefetch: DefaultGlobalPrefetch,
+		envelope:       envelope.JSON,
+		logger:         zap.NewNop(),
+		publishBuffer:  DefaultPublishBuffer,
+		drainTimeout:   DefaultDrainTimeout,
+		startTimeout:   DefaultStartTimeout,
+		deadLetter:     true,
+	}
+}
+
+type serviceOption func(*config) error
+
+func (f serviceOption) applyService(c *config) error { return f(c) }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// WithUUID sets the service instance's uuid (random by default). It names
+// non-competing queues and prefixes message uuids.
+func WithUUID(uuid string) Option {
+	return serviceOption(func(c *config) error {
+		if uuid == "" {
+			return invalid("empty uuid")
+		}
+		c.uuid = uuid
+		return nil
+	})
+}
+
+// WithURL sets the broker URL (amqp:// or amqps://, credentials and vhost
+// included). Without it, the host/port/credential options or, when none of
+// those is given, the AMQP_URL environment variable, or tomodachi's defaults
+// (amqp://guest:guest@127.0.0.1:5672/) apply.
+func WithURL(url string) Option {
+	return serviceOption(func(c *config) error {
+		if _, err := amqp.ParseURI(url); err != nil {
+			return invalid("URL %q does not parse", redactURL(url))
+		}
+		c.url, c.urlSet = url, true
+		return nil
+	})
+}
+
+// WithHost sets the broker host (default 127.0.0.1).
+func WithHost(host string) Option {
+	return serviceOption(func(c *config) error {
+		if host == "" {
+			return invalid("empty host")
+		}
+		c.host, c.partsSet = host, true
+		return nil
+	})
+}
+
+// WithPort sets the broker port (default 5672).
+func WithPort(port int) Option {
+	return serviceOption(func(c *config) error {
+		if port <= 0 || port > 65535 {
+			return invalid("port %d out of range", port)
+		}
+		c.port, c.partsSet = port, true
+		return nil
+	})
+}
+
+// WithCredentials sets login and password (default guest/guest).
+func WithCredentials(login, password string) Option {
+	return serviceOption(func(c *config) error {
+		c.login, c.password, c.partsSet = login, password, true
+		return nil
+	})
+}
+
+// WithVirtualHost sets the virtual host (default "/").
+func WithVirtualHost(vhost string) Option {
+	return serviceOption(func(c *config) error {
+		if vhost == "" {
+			return invalid("empty virtual host")
+		}
+		c.vhost, c.partsSet = vhost, true
+		return nil
+	})
+}
+
+// WithTLS turns TLS on (amqps) with cfg; nil means verify the server
+// against the system roots. Certificate verification is on unless cfg says
+// otherwise.
+func WithTLS(cfg *tls.Config) Option {
+	return serviceOption(func(c *config) error {
+		c.tls, c.tlsSet = cfg, true
+		return nil
+	})
+}
+
+// WithHeartbeat sets the AMQP heartbeat interval (default 60 s, as
+// tomodachi): a dead peer is detected after about two intervals.
+func WithHeartbeat(d time.Duration) Option {
+	return serviceOption(func(c *config) error {
+		if d < time.Second {
+			return invalid("heartbeat %s below 1s", d)
+		}
+		c.heartbeat = d
+		return nil
+	})
+}
+
+// WithQueueNamePrefix prefixes every queue name (default none).
+func WithQueueNamePrefix(prefix string) Option {
+	return serviceOption(func(c *config) error {
+		c.queueNamePrefix = prefix
+		return nil
+	})
+}
+
+// WithQueueTTL sets the queues' x-expires (default 24 h, as tomodachi);
+// zero declares queues without it. It must match what other nodes sharing
+// the queues declare, or the broker refuses the declaration.
+func WithQueueTTL(ttl time.Duration) Option {
+	return serviceOption(func(c *config) error {
+		if ttl < 0 || ttl > 0 && ttl < time.Millisecond {
+			return invalid("queue TTL %s", ttl)
+		}
+		c.queueTTL = ttl
+		return nil
+	})
+}
+
+// WithLogger sets the service's logger (default: none for a library
+// service; Run uses a production logger when none was set). Proto.Actor's
+// own logs are routed to it too.
+func WithLogger(l *zap.Logger) Option {
+	return serviceOption(func(c *config) error {
+		if l == nil {
+			return invalid("nil logger")
+		}
+		c.logger, c.loggerSet = l, true
+		return nil
+	})
+}
+
+// WithActorSystem embeds the service in an existing actor system: its root
+// supervisor is spawned there and the system is not shut down by Stop.
+func WithActorSystem(sys *actor.ActorSystem) Option {
+	return serviceOption(func(c *config) error {
+		if sys == nil {
+			return invalid("nil actor system")
+		}
+		c.system = sys
+		return nil
+	})
+}
+
+// WithMiddleware appends message middleware; the first is the outermost.
+func WithMiddleware(mw ...Middleware) Option {
+	return serviceOption(func(c *config) error {
+		for _, m := range mw {
+			if m == nil {
+				return invalid("nil middleware")
+			}
+		}
+		c.middleware = append(c.middleware, mw...)
+		return nil
+	})
+}
+
+// WithReconnectBackoff paces reconnection after a connection loss (default
+// 100 ms doubling to 30 s with 20 % jitter).
+func WithReconnectBackoff(b supervisor.Backoff) Option {
+	return serviceOption(func(c *config) error {
+		c.reconnect = b
+		return nil
+	})
+}
+
+// WithPublishBuffer bounds publishes waiting for the broker (buffered while
+// disconnected or awaiting confirms); beyond it Publish fails with
+// ErrBufferFull. Default 10,000.
+func WithPublishBuffer(n int) Option {
+	return serviceOption(func(c *config) error {
+		if n <= 0 {
+			return invalid("publish buffer %d", n)
+		}
+		c.publishBuffer = n
+		return nil
+	})
+}
+
+// WithDrainTimeout bounds how long Stop lets handlers in flight finish
+// (default 30 s); what is unfinished then goes back to the broker.
+func WithDrainTimeout(d time.Duration) Option {
+	return serviceOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("drain timeout %s", d)
+		}
+		c.drainTimeout = d
+		return nil
+	})
+}
+
+// WithStartTimeout bounds how long Run waits for the broker and every route
+// at start (default 60 s).
+func WithStartTimeout(d time.Duration) Option {
+	return serviceOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("start timeout %s", d)
+		}
+		c.startTimeout = d
+		return nil
+	})
+}
+
+// WithSupervisorEvents receives every supervision event (restarts, give-ups)
+// of the service's actors. fn runs on the root supervisor's goroutine and
+// must not block.
+func WithSupervisorEvents(fn func(supervisor.Event)) Option {
+	return serviceOption(func(c *config) error {
+		c.onSupervisorEvent = fn
+		return nil
+	})
+}
+
+// WithDeliveryEvents receives an event for every message dead-lettered or
+// dropped. fn runs on a consumer actor's goroutine and must not block.
+func WithDeliveryEvents(fn func(DeliveryEvent)) Option {
+	return serviceOption(func(c *config) error {
+		c.onDeliveryEvent = fn
+		return nil
+	})
+}
+
+// WithKeepRunningOnRouteFailure keeps the service running when a route
+// gives up (exhausts its restart budget or cannot declare its queue). By
+// default such a failure stops the service with an error, so Run exits
+// non-zero and the process supervisor restarts it.
+func WithKeepRunningOnRouteFailure() Option {
+	return serviceOption(func(c *config) error {
+		c.keepRunningOnRouteFailure = true
+		return nil
+	})
+}
+
+// WithConnectionName sets the prefix of the AMQP connection names
+// ("<prefix>-pub", "<prefix>-sub"). Default "<service name>-<uuid prefix>".
+func WithConnectionName(prefix string) Option {
+	return serviceOption(func(c *config) error {
+		if prefix == "" {
+			return invalid("empty connection name")
+		}
+		c.connectionName = prefix
+		return nil
+	})
+}
+
+// Options shared by services, routes and publishes.
+
+type exchangeOption string
+
+// Exchange sets the exchange: the service default (amq.topic), a route's
+// exchange (declared as a durable topic exchange unless it is amq.topic),
+// or a publish's.
+func Exchange(name string) exchangeOption { return exchangeOption(name) }
+
+func (o exchangeOption) applyService(c *config) error {
+	if o == "" {
+		return invalid("empty exchange")
+	}
+	c.exchange = string(o)
+	return nil
+}
+func (o exchangeOption) applyRoute(r *routeConfig) error     { r.exchange = string(o); return nil }
+func (o exchangeOption) applyPublish(p *publishConfig) error { p.exchange = string(o); return nil }
+
+type routingKeyPrefixOption string
+
+// RoutingKeyPrefix sets the routing-key prefix: the service default, or a
+// publish's override (empty means none for that publish).
+func RoutingKeyPrefix(prefix string) routingKeyPrefixOption { return routingKeyPrefixOption(prefix) }
+
+func (o routingKeyPrefixOption) applyService(c *config) error {
+	c.routingKeyPrefix = string(o)
+	return nil
+}
+func (o routingKeyPrefixOption) applyPublish(p *publishConfig) error {
+	prefix := string(o)
+	p.prefix = &prefix
+	return nil
+}
+
+type envelopeOption struct{ e envelope.Envelope }
+
+// Envelope selects the message envelope: the service default (JSON, as
+// tomodachi's JsonBase), a route's, or a publish's. envelope.Raw sends and
+// receives bodies as they are.
+func Envelope(e envelope.Envelope) envelopeOption { return envelopeOption{e} }
+
+func (o envelopeOption) applyService(c *config) error {
+	if o.e == nil {
+		return invalid("nil envelope")
+	}
+	c.envelope = o.e
+	return nil
+}
+func (o envelopeOption) applyRoute(r *routeConfig) error {
+	if o.e == nil {
+		return invalid("nil envelope")
+	}
+	r.envelope = o.e
+	return nil
+}
+func (o envelopeOption) applyPublish(p *publishConfig) error {
+	if o.e == nil {
+		return invalid("nil envelope")
+	}
+	p.envelope = o.e
+	return nil
+}
+
+type prefetchOption struct{ perConsumer, global int }
+
+// Prefetch sets the QoS: per consumer (default 100) and per channel
+// (default 400), for the service's routes or one route.
+func Prefetch(perConsumer, global int) prefetchOption { return prefetchOption{perConsumer, global} }
+
+func (o prefetchOption) check() error {
+	if o.perConsumer <= 0 || o.perConsumer > 65535 || o.global < 0 || o.global > 65535 {
+		return invalid("prefetch %d/%d", o.perConsumer, o.global)
+	}
+	return nil
+}
+func (o prefetchOption) applyService(c *config) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	c.prefetch, c.globalPrefetch = o.perConsumer, o.global
+	return nil
+}
+func (o prefetchOption) applyRoute(r *routeConfig) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	r.prefetch, r.globalPrefetch = o.perConsumer, o.global
+	return nil
+}
+
+type failureOption FailurePolicy
+
+// OnFailure sets the failure policy: in-process retries with backoff, the
+// redelivery limit for poison messages, and the dead-letter queue — for the
+// service's routes or one route.
+func OnFailure(p FailurePolicy) failureOption { return failureOption(p) }
+
+func (o failureOption) applyService(c *config) error { c.failure = FailurePolicy(o); return nil }
+func (o failureOption) applyRoute(r *routeConfig) error {
+	p := FailurePolicy(o)
+	r.failure = &p
+	return nil
+}
+
+type supervisionOption supervisor.Policy
+
+// Supervision sets how a crashed route actor is restarted (backoff, quiet
+// period, restart budget): for every route of the service, or one route.
+func Supervision(p supervisor.Policy) supervisionOption { return supervisionOption(p) }
+
+func (o supervisionOption) applyService(c *config) error {
+	c.supervision = supervisor.Policy(o)
+	return nil
+}
+func (o supervisionOption) applyRoute(r *routeConfig) error {
+	p := supervisor.Policy(o)
+	r.supervision = &p
+	return nil
+}
+
+type deadLetterOption struct{ enabled bool }
+
+// WithoutDeadLetterQueue stops declaring "<queue>.dlq" queues: a message
+// that fails for good is then rejected without requeue (dropped by the
+// broker unless a broker policy dead-letters it). For the service or one
+// route.
+func WithoutDeadLetterQueue() deadLetterOption { return deadLetterOption{false} }
+
+func (o deadLetterOption) applyService(c *config) error { c.deadLetter = o.enabled; return nil }
+func (o deadLetterOption) applyRoute(r *routeConfig) error {
+	v := o.enabled
+	r.deadLetter = &v
+	return nil
+}

@@ -1,0 +1,183 @@
+package hato
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
+)
+
+// publishConfig is one publish's resolved options.
+type publishConfig struct {
+	exchange  string
+	prefix    *string
+	envelope  envelope.Envelope
+	mandatory bool
+	transient bool
+	wait      bool
+	headers   amqp.Table
+}
+
+type publishOption func(*publishConfig) error
+
+func (f publishOption) applyPublish(p *publishConfig) error { return f(p) }
+
+// Mandatory makes a publish that matches no queue fail with ErrUnroutable
+// instead of being dropped by the broker.
+func Mandatory() PublishOption {
+	return publishOption(func(p *publishConfig) error { p.mandatory = true; return nil })
+}
+
+// Transient publishes a non-persistent message (tomodachi's default);
+// hato's default is persistent.
+func Transient() PublishOption {
+	return publishOption(func(p *publishConfig) error { p.transient = true; return nil })
+}
+
+// Headers sets AMQP headers on the message.
+func Headers(h amqp.Table) PublishOption {
+	return publishOption(func(p *publishConfig) error {
+		if err := h.Validate(); err != nil {
+			return invalid("headers: %v", err)
+		}
+		p.headers = h
+		return nil
+	})
+}
+
+// WaitForConfirm makes a publish from inside a handler wait for its confirm
+// like any other (by default it returns at once and the delivery is acked
+// only after the confirm).
+func WaitForConfirm() PublishOption {
+	return publishOption(func(p *publishConfig) error { p.wait = true; return nil })
+}
+
+// Publish builds a message from data with the service's envelope (or the
+// Envelope option's) and publishes it with routingKey, tomodachi's
+// amqp_publish(service, data, routing_key, ...). The envelope's topic is the
+// key without prefix; the message is published with the prefix (the
+// service's, or the RoutingKeyPrefix option's) and the key encoded as
+// tomodachi encodes it, to the service's exchange (or the Exchange option's).
+// Messages are persistent and confirmed by the broker.
+//
+// Outside a handler, Publish returns once the broker confirmed the message,
+// or with an error: never silently dropped. While the broker is unreachable
+// it waits (bounded by ctx and the publish buffer) and the message is sent
+// after reconnecting. If ctx ends after the message was sent, Publish
+// returns ctx's error although the message may still arrive.
+//
+// Inside a handler (ctx is, or derives from, the handler's context), Publish
+// returns as soon as the message is handed over: the handler does not wait,
+// and the delivery being handled is acked only after every such publish was
+// confirmed; a failed one makes the delivery fail instead.
+func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts ...PublishOption) error {
+	pc := publishConfig{exchange: s.cfg.exchange, envelope: s.cfg.envelope}
+	for _, o := range opts {
+		if o == nil {
+			return invalid("nil publish option")
+		}
+		if err := o.applyPublish(&pc); err != nil {
+			return err
+		}
+	}
+	prefix := s.cfg.routingKeyPrefix
+	if pc.prefix != nil {
+		prefix = *pc.prefix
+	}
+	now := time.Now()
+	msgUUID := s.uuid + "." + envelope.NewUUID4()
+	body, err := pc.envelope.Build(envelope.Build{
+		Service:     envelope.Service{Name: s.name, UUID: s.uuid},
+		Topic:       routingKey,
+		MessageUUID: msgUUID,
+		Time:        now,
+	}, data, envelope.Options{})
+	if err != nil {
+		return fmt.Errorf("hato: publish %q: %w", routingKey, err)
+	}
+	mode := amqp.Persistent
+	if pc.transient {
+		mode = amqp.Transient
+	}
+	req := &broker.Request{
+		Exchange:   pc.exchange,
+		RoutingKey: broker.BindingKey(prefix, routingKey),
+		Mandatory:  pc.mandatory,
+		Msg: amqp.Publishing{
+			Headers:      pc.headers,
+			ContentType:  pc.envelope.ContentType(),
+			DeliveryMode: mode,
+			MessageId:    msgUUID,
+			Timestamp:    now,
+			AppId:        s.name,
+			Body:         body,
+		},
+	}
+	return s.send(ctx, req, pc.wait)
+}
+
+// send hands req to the connection actor and waits for its outcome, unless
+// it is made from a handler and may be tracked instead.
+func (s *Service) send(ctx context.Context, req *broker.Request, wait bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !wait {
+		if tr := actors.TrackerFrom(ctx); tr != nil && tr.Add() {
+			req.Done = func(err error) {
+				s.outstanding.Delete(req)
+				tr.Done(err)
+			}
+			if err := s.hand(req); err != nil {
+				req.Finish(err)
+				return err
+			}
+			return nil
+		}
+	}
+	done := make(chan error, 1)
+	req.Done = func(err error) {
+		s.outstanding.Delete(req)
+		done <- err
+	}
+	if err := s.hand(req); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("hato: publish %q: %w", req.RoutingKey, err)
+		}
+		return nil
+	case <-ctx.Done():
+		if req.Abandon(ctx.Err()) {
+			return ctx.Err()
+		}
+		// Already sent: its confirm may still come, but the caller stops
+		// waiting.
+		return ctx.Err()
+	}
+}
+
+// hand passes req to the connection actor unless publishing is closed.
+func (s *Service) hand(req *broker.Request) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.pubClosed {
+		return ErrStopped
+	}
+	s.mu.Lock()
+	conn, started := s.conn, s.state == stateRunning || s.state == stateStopping || s.state == stateStarting
+	s.mu.Unlock()
+	if conn == nil || !started {
+		return ErrNotStarted
+	}
+	s.outstanding.Store(req, struct{}{})
+	s.system.Root.Send(conn, &actors.Publish{Req: req})
+	return nil
+}

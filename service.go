@@ -1,0 +1,550 @@
+package hato
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+
+	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/supervisor"
+)
+
+// Hook is a lifecycle hook (see OnStart, OnStarted, OnStop).
+type Hook func(ctx context.Context) error
+
+// Service is a named service instance: its routes, its publishing, its
+// actors. Create it with New, register routes with Subscribe, then Run it,
+// or Start and Stop it when embedding.
+type Service struct {
+	name string
+	uuid string
+	cfg  config
+	log  *zap.Logger
+
+	mu        sync.Mutex
+	routes    []*route
+	regErr    error
+	onStart   []Hook
+	onStarted []Hook
+	onStop    []Hook
+	state     state
+	system    *actor.ActorSystem
+	ownSystem bool
+	root      *actor.PID
+	conn      *actor.PID
+	done      chan struct{}
+	fatal     error
+	fatalOnce sync.Once
+	failed    chan struct{} // closed on a fatal runtime failure
+	stopOnce  sync.Once
+	stopErr   error
+	doneOnce  sync.Once
+
+	// gate orders publishes before the connection's drain: Publish holds
+	// it shared while it hands a request to the connection actor; Stop
+	// takes it exclusively to close publishing.
+	gate        sync.RWMutex
+	pubClosed   bool
+	outstanding sync.Map // *broker.Request → struct{}: publishes without an outcome
+}
+
+type state int
+
+const (
+	stateNew state = iota
+	stateStarting
+	stateRunning
+	stateStopping
+	stateStopped
+)
+
+// New creates a service named name. Options are validated here; the
+// returned error wraps ErrInvalidOption.
+func New(name string, opts ...Option) (*Service, error) {
+	if name == "" {
+		return nil, invalid("empty service name")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil option")
+		}
+		if err := o.applyService(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.uuid == "" {
+		cfg.uuid = envelope.NewUUID4()
+	}
+	if err := cfg.resolveURL(); err != nil {
+		return nil, err
+	}
+	if cfg.connectionName == "" {
+		short := cfg.uuid
+		if len(short) > 8 {
+			short = short[:8]
+		}
+		cfg.connectionName = name + "-" + short
+	}
+	s := &Service{
+		name:   name,
+		uuid:   cfg.uuid,
+		cfg:    cfg,
+		log:    cfg.logger.With(zap.String("service", name), zap.String("service_uuid", cfg.uuid)),
+		done:   make(chan struct{}),
+		failed: make(chan struct{}),
+	}
+	return s, nil
+}
+
+// resolveURL picks the connection URL: WithURL, else the parts options,
+// else AMQP_URL, else tomodachi's defaults.
+func (c *config) resolveURL() error {
+	switch {
+	case c.urlSet:
+	case c.partsSet || c.tlsSet:
+		c.url = broker.BuildURL(c.tlsSet, c.host, c.port, c.login, c.password, c.vhost)
+	case os.Getenv("AMQP_URL") != "":
+		u := os.Getenv("AMQP_URL")
+		if _, err := amqp.ParseURI(u); err != nil {
+			return invalid("AMQP_URL %q does not parse", redactURL(u))
+		}
+		c.url = u
+	default:
+		c.url = broker.BuildURL(false, c.host, c.port, c.login, c.password, c.vhost)
+	}
+	return nil
+}
+
+// Name is the service name.
+func (s *Service) Name() string { return s.name }
+
+// UUID is the service instance's uuid.
+func (s *Service) UUID() string { return s.uuid }
+
+// Logger is the service's logger.
+func (s *Service) Logger() *zap.Logger { return s.log }
+
+// ActorSystem is the actor system the service runs in (nil before Start).
+func (s *Service) ActorSystem() *actor.ActorSystem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.system
+}
+
+// OnStart adds a hook run by Start before connecting (tomodachi's
+// _start_service). An error aborts Start.
+func (s *Service) OnStart(h Hook) { s.addHook(&s.onStart, h) }
+
+// OnStarted adds a hook run once every route consumes (tomodachi's
+// _started_service). An error stops the service.
+func (s *Service) OnStarted(h Hook) { s.addHook(&s.onStarted, h) }
+
+// OnStop adds a hook run by Stop after the routes drained and before
+// publishing closes, so it may still publish (tomodachi's _stop_service).
+func (s *Service) OnStop(h Hook) { s.addHook(&s.onStop, h) }
+
+func (s *Service) addHook(list *[]Hook, h Hook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h != nil {
+		*list = append(*list, h)
+	}
+}
+
+func (s *Service) register(r *route, err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateNew {
+		err = fmt.Errorf("%w: subscribe after start", ErrAlreadyStarted)
+	}
+	if err != nil {
+		if s.regErr == nil {
+			s.regErr = err
+		}
+		return err
+	}
+	r.name = fmt.Sprintf("route-%d-%s", len(s.routes), r.cfg.handlerName)
+	s.routes = append(s.routes, r)
+	return nil
+}
+
+// RouteInfo describes a registered route.
+type RouteInfo struct {
+	// Name is the route's actor name under the root supervisor.
+	Name       string
+	RoutingKey string
+	Exchange   string
+	Queue      string
+	BindingKey string
+	// DeadLetterQueue is empty when the route has none.
+	DeadLetterQueue string
+	// Actor is the route's consumer actor (nil before Start). Its PID stays
+	// the same across restarts.
+	Actor *actor.PID
+}
+
+// Routes describes the registered routes.
+func (s *Service) Routes() []RouteInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RouteInfo, 0, len(s.routes))
+	for _, r := range s.routes {
+		t := s.topology(r)
+		info := RouteInfo{Name: r.name, RoutingKey: r.cfg.routingKey, Exchange: t.ExchangeName(),
+			Queue: t.Queue, BindingKey: t.BindingKey, DeadLetterQueue: t.DeadLetterQueue}
+		if s.root != nil {
+			info.Actor = actor.NewPID(s.root.Address, s.root.Id+"/"+r.name)
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+func (s *Service) topology(r *route) broker.Topology {
+	rc := r.cfg
+	t := broker.Topology{
+		Exchange:   rc.exchange,
+		BindingKey: broker.BindingKey(s.cfg.routingKeyPrefix, rc.routingKey),
+		Queue:      s.queueOf(rc),
+		QueueTTL:   s.cfg.queueTTL,
+		QueueType:  rc.queueType,
+	}
+	if t.Exchange == "" {
+		t.Exchange = s.cfg.exchange
+	}
+	if !rc.competing {
+		t.MaxConsumers = 1
+	}
+	if p := s.failurePolicy(r); p.DeadLetterQueue != "" {
+		t.DeadLetterQueue = p.DeadLetterQueue
+	}
+	return t
+}
+
+func (s *Service) failurePolicy(r *route) FailurePolicy {
+	p := s.cfg.failure
+	if r.cfg.failure != nil {
+		p = *r.cfg.failure
+	}
+	dl := s.cfg.deadLetter
+	if r.cfg.deadLetter != nil {
+		dl = *r.cfg.deadLetter
+	}
+	if !dl {
+		p.DeadLetterQueue = ""
+	} else if p.DeadLetterQueue == "" {
+		p.DeadLetterQueue = s.queueOf(r.cfg) + ".dlq"
+	}
+	return p.WithDefaults()
+}
+
+// Start connects, declares every route's topology and starts consuming. It
+// returns once the broker connection is up and every route consumes, or
+// with an error when ctx ends first or the broker refuses something
+// permanently (credentials, a conflicting queue declaration); everything
+// started is stopped again then. Start may be called once.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != stateNew {
+		s.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	if s.regErr != nil {
+		s.mu.Unlock()
+		return s.regErr
+	}
+	s.state = stateStarting
+	hooks := append([]Hook(nil), s.onStart...)
+	s.mu.Unlock()
+
+	for _, h := range hooks {
+		if err := h(ctx); err != nil {
+			s.finishStopped()
+			return fmt.Errorf("hato: on-start hook: %w", err)
+		}
+	}
+	if err := s.spawn(); err != nil {
+		s.finishStopped()
+		return err
+	}
+	ready := make(chan error, 1)
+	s.system.Root.Send(s.root, &supervisor.AwaitReady{Done: ready})
+	var err error
+	select {
+	case err = <-ready:
+	case <-ctx.Done():
+		err = fmt.Errorf("hato: start: %w", ctx.Err())
+	}
+	if err != nil {
+		s.log.Error("start failed", zap.Error(err))
+		s.shutdownActors()
+		s.finishStopped()
+		return err
+	}
+	s.mu.Lock()
+	s.state = stateRunning
+	hooks = append([]Hook(nil), s.onStarted...)
+	s.mu.Unlock()
+	s.log.Info("service started", zap.Int("routes", len(s.routes)))
+	for _, h := range hooks {
+		if err := h(ctx); err != nil {
+			err = fmt.Errorf("hato: on-started hook: %w", err)
+			s.fail(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// spawn creates the actor system (unless embedded) and the root supervisor
+// with the connection actor and one consumer actor per route.
+func (s *Service) spawn() error {
+	sys := s.cfg.system
+	if sys == nil {
+		zl := s.log.Named("protoactor")
+		sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return slog.New(zapslog.NewHandler(zl.Core()))
+		}))
+		s.ownSystem = true
+	}
+	s.system = sys
+	rootName := fmt.Sprintf("hato-%s-%s", s.name, s.uuid)
+	rootID := rootName
+	connPID := actor.NewPID(sys.Address(), rootID+"/connection")
+
+	children := []supervisor.ChildSpec{{
+		Name: "connection",
+		Props: actors.ConnectionProps(actors.ConnectionConfig{
+			Name:          "connection",
+			Publish:       s.dialConfig("pub"),
+			Consume:       s.dialConfig("sub"),
+			Reconnect:     s.cfg.reconnect,
+			PublishBuffer: s.cfg.publishBuffer,
+			Logger:        s.log.Named("connection"),
+		}),
+		Policy: supervisor.Policy{MaxRestarts: -1},
+	}}
+	for _, r := range s.routes {
+		r := r
+		policy := s.cfg.supervision
+		if r.cfg.supervision != nil {
+			policy = *r.cfg.supervision
+		}
+		prefetch, global := s.cfg.prefetch, s.cfg.globalPrefetch
+		if r.cfg.prefetch > 0 {
+			prefetch, global = r.cfg.prefetch, r.cfg.globalPrefetch
+		}
+		ar := &actors.Route{
+			Name:           r.name,
+			Topology:       s.topology(r),
+			Prefetch:       prefetch,
+			GlobalPrefetch: global,
+			Concurrency:    r.cfg.concurrency,
+			Handle:         r.handle(s),
+			Failure:        s.failurePolicy(r),
+			Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
+			Service:        s.name,
+			Reopen:         s.cfg.reconnect,
+			Events:         s.cfg.onDeliveryEvent,
+		}
+		children = append(children, supervisor.ChildSpec{
+			Name:   r.name,
+			Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID}),
+			Policy: policy,
+		})
+	}
+	props := supervisor.Props(supervisor.Config{
+		Children: children,
+		Logger:   s.log.Named("supervisor"),
+		OnEvent:  s.onEvent,
+	})
+	root, err := sys.Root.SpawnNamed(props, rootName)
+	if err != nil {
+		if s.ownSystem {
+			sys.Shutdown()
+		}
+		return fmt.Errorf("hato: spawn root supervisor: %w", err)
+	}
+	s.mu.Lock()
+	s.root, s.conn = root, connPID
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Service) dialConfig(kind string) broker.Config {
+	return broker.Config{
+		URL:            s.cfg.url,
+		TLS:            s.cfg.tls,
+		Heartbeat:      s.cfg.heartbeat,
+		ConnectionName: s.cfg.connectionName + "-" + kind,
+	}
+}
+
+// onEvent runs on the root supervisor's goroutine.
+func (s *Service) onEvent(e supervisor.Event) {
+	if s.cfg.onSupervisorEvent != nil {
+		s.cfg.onSupervisorEvent(e)
+	}
+	if e.Kind == supervisor.EventGaveUp && !s.cfg.keepRunningOnRouteFailure {
+		s.mu.Lock()
+		running := s.state == stateRunning
+		s.mu.Unlock()
+		if running {
+			s.fail(fmt.Errorf("%w: %s: %w", ErrRouteFailed, e.Child, e.Reason))
+		}
+	}
+}
+
+// fail records a fatal runtime failure; Run stops the service on it.
+func (s *Service) fail(err error) {
+	s.fatalOnce.Do(func() {
+		s.mu.Lock()
+		s.fatal = err
+		s.mu.Unlock()
+		s.log.Error("fatal failure, the service must stop", zap.Error(err))
+		close(s.failed)
+	})
+}
+
+// Failed is closed when the service hit a fatal runtime failure (see Err).
+// Run stops the service then; an embedding program should call Stop.
+func (s *Service) Failed() <-chan struct{} { return s.failed }
+
+// Done is closed once the service has stopped.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Err returns the fatal runtime failure, if any.
+func (s *Service) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fatal
+}
+
+// Stop stops the service gracefully: routes stop taking deliveries, handlers
+// in flight get until the drain timeout (or ctx's deadline, if sooner) to
+// finish, the rest goes back to the broker; OnStop hooks run; outstanding
+// publishes are confirmed; then the connections close and the actors stop.
+// It is idempotent: later calls wait for the first and return its result.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	st := s.state
+	if st == stateNew {
+		s.state = stateStopped
+		s.mu.Unlock()
+		s.doneOnce.Do(func() { close(s.done) })
+		return nil
+	}
+	s.mu.Unlock()
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	select {
+	case <-s.done:
+		return s.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Service) stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.state = stateStopping
+	hooks := append([]Hook(nil), s.onStop...)
+	routeNames := make([]string, len(s.routes))
+	for i, r := range s.routes {
+		routeNames[i] = r.name
+	}
+	s.mu.Unlock()
+	s.log.Info("stopping: draining routes")
+
+	deadline := time.Now().Add(s.cfg.drainTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	var errs []error
+	if err := s.waitDrain(ctx, routeNames, deadline); err != nil {
+		errs = append(errs, err)
+	}
+	for _, h := range hooks {
+		if err := h(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("hato: on-stop hook: %w", err))
+		}
+	}
+	s.gate.Lock()
+	s.pubClosed = true
+	s.gate.Unlock()
+	if err := s.waitDrain(ctx, []string{"connection"}, deadline); err != nil {
+		errs = append(errs, err)
+	}
+	s.shutdownActors()
+	s.finishStopped()
+	s.log.Info("service stopped")
+	return errors.Join(errs...)
+}
+
+// waitDrain drains the named children. It returns an error wrapping
+// ErrDrainIncomplete when one of them could not finish by the deadline.
+func (s *Service) waitDrain(ctx context.Context, names []string, deadline time.Time) error {
+	done := make(chan struct{})
+	var mu sync.Mutex
+	var unfinished []string
+	s.system.Root.Send(s.root, &supervisor.DrainChildren{
+		Names: names, Deadline: deadline, Done: done,
+		Unfinished: func(child string, n int) {
+			mu.Lock()
+			unfinished = append(unfinished, fmt.Sprintf("%s: %d", child, n))
+			mu.Unlock()
+		},
+	})
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrDrainIncomplete, ctx.Err())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(unfinished) > 0 {
+		return fmt.Errorf("%w: unfinished at the deadline (returned to the broker, or unconfirmed): %v", ErrDrainIncomplete, unfinished)
+	}
+	return nil
+}
+
+// shutdownActors stops the root supervisor (and so every actor) and settles
+// any publish that never got an outcome.
+func (s *Service) shutdownActors() {
+	s.gate.Lock()
+	s.pubClosed = true
+	s.gate.Unlock()
+	if s.root != nil {
+		if err := s.system.Root.StopFuture(s.root).Wait(); err != nil {
+			s.log.Warn("stopping the root supervisor timed out", zap.Error(err))
+		}
+	}
+	s.outstanding.Range(func(k, _ any) bool {
+		k.(*broker.Request).Finish(ErrStopped)
+		return true
+	})
+	if s.ownSystem {
+		s.system.Shutdown()
+	}
+}
+
+func (s *Service) finishStopped() {
+	s.mu.Lock()
+	s.state = stateStopped
+	s.mu.Unlock()
+	s.gate.Lock()
+	s.pubClosed = true
+	s.gate.Unlock()
+	s.doneOnce.Do(func() { close(s.done) })
+}
