@@ -117,6 +117,15 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDial, classify(Redact(cfg.URL), err))
 	}
+	// amqp091-go clears the handshake deadline and sets a read deadline
+	// again only when the next frame arrives: if the network dies right
+	// after the handshake, nothing would ever notice. Arm the read deadline
+	// now (three heartbeats, amqp091-go's own rule); every frame re-arms it.
+	mu.Lock()
+	if netConn != nil {
+		_ = netConn.SetReadDeadline(time.Now().Add(3 * heartbeat))
+	}
+	mu.Unlock()
 	return conn, nil
 }
 

@@ -1,0 +1,370 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/test/leak"
+	"github.com/hato-go/hato/test/netproxy"
+)
+
+var amqpURL string
+
+func TestMain(m *testing.M) {
+	url, cleanup, err := brokertest.SetupVhost("broker")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	amqpURL = url
+	code := m.Run()
+	cleanup()
+	if code == 0 {
+		if err := goleak.Find(leak.Options()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func dial(t *testing.T, name string) *amqp.Connection {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := Dial(ctx, Config{URL: amqpURL, ConnectionName: name, Heartbeat: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func channel(t *testing.T, conn *amqp.Connection) *amqp.Channel {
+	t.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// closedResult captures a Publisher's Closed callback.
+type closedResult struct {
+	mu         sync.Mutex
+	err        error
+	unfinished []*Request
+	called     chan struct{}
+}
+
+func newClosedResult() *closedResult { return &closedResult{called: make(chan struct{})} }
+
+func (c *closedResult) fn(err error, unfinished []*Request) {
+	c.mu.Lock()
+	c.err, c.unfinished = err, unfinished
+	c.mu.Unlock()
+	close(c.called)
+}
+
+func request(exchange, key string, body string, done chan error) *Request {
+	return &Request{
+		Exchange: exchange, RoutingKey: key,
+		Msg:  amqp.Publishing{Body: []byte(body), DeliveryMode: amqp.Persistent},
+		Done: func(err error) { done <- err },
+	}
+}
+
+func TestPublisherConfirmsReturnsAndMissingExchange(t *testing.T) {
+	conn := dial(t, "broker-test-publisher")
+	setup := channel(t, conn)
+	q, err := setup.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := newClosedResult()
+	p, err := NewPublisher(channel(t, conn), PublisherConfig{MaxInFlight: 8, Closed: closed.fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Confirmed publishes, more than MaxInFlight at once.
+	done := make(chan error, 100)
+	for i := 0; i < 100; i++ {
+		p.Submit(request("", q.Name, fmt.Sprint(i), done))
+	}
+	for i := 0; i < 100; i++ {
+		if err := <-done; err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	brokertest.WaitFor(t, 5*time.Second, func() bool {
+		n, _ := brokertest.Inspect(t, conn, q.Name)
+		return n == 100
+	}, "100 messages in the queue")
+	if p.Outstanding() != 0 {
+		t.Errorf("outstanding %d after every confirm", p.Outstanding())
+	}
+
+	// A mandatory publish that no queue takes comes back as ErrUnroutable;
+	// the same publish, routable, succeeds.
+	unroutable := request("amq.topic", "no.such.binding", "x", done)
+	unroutable.Mandatory = true
+	routable := request("", q.Name, "y", done)
+	routable.Mandatory = true
+	p.Submit(unroutable, routable)
+	if err := <-done; !errors.Is(err, ErrUnroutable) {
+		t.Fatalf("unroutable mandatory publish: %v, want ErrUnroutable", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("routable mandatory publish: %v", err)
+	}
+
+	// A publish to a missing exchange fails with ErrExchangeNotFound and
+	// kills the channel; requests queued behind it come back unfinished, to
+	// be sent elsewhere.
+	p.SetPaused(true)
+	bad := request("no.such.exchange", "k", "z", done)
+	behind := request("", q.Name, "behind", done)
+	p.Submit(bad, behind)
+	p.SetPaused(false)
+	if err := <-done; !errors.Is(err, ErrExchangeNotFound) {
+		t.Fatalf("publish to a missing exchange: %v, want ErrExchangeNotFound", err)
+	}
+	select {
+	case <-closed.called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Closed never called")
+	}
+	closed.mu.Lock()
+	defer closed.mu.Unlock()
+	if !errors.Is(closed.err, ErrExchangeNotFound) {
+		t.Errorf("close error %v", closed.err)
+	}
+	for _, r := range closed.unfinished {
+		if r.Finished() {
+			t.Errorf("a finished request was handed back")
+		}
+	}
+	if p.Submit(request("", q.Name, "late", done)) {
+		t.Error("Submit accepted a request after close")
+	}
+	<-p.Done()
+}
+
+func TestPublisherHandsBackWhatTheChannelTookWithIt(t *testing.T) {
+	conn := dial(t, "broker-test-handback")
+	closed := newClosedResult()
+	p, err := NewPublisher(channel(t, conn), PublisherConfig{Closed: closed.fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetPaused(true)
+	done := make(chan error, 10)
+	reqs := []*Request{request("", "q1", "1", done), request("", "q2", "2", done)}
+	p.Submit(reqs...)
+	abandoned := request("", "q3", "3", done)
+	p.Submit(abandoned)
+	if !abandoned.Abandon(context.Canceled) {
+		t.Fatal("a queued request must be abandonable")
+	}
+	<-done // the abandoned one
+	_ = conn.Close()
+	select {
+	case <-closed.called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Closed never called")
+	}
+	closed.mu.Lock()
+	defer closed.mu.Unlock()
+	if len(closed.unfinished) != 2 || closed.unfinished[0] != reqs[0] || closed.unfinished[1] != reqs[1] {
+		t.Fatalf("handed back %d requests, want the two unfinished ones in order", len(closed.unfinished))
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a handed-back request was finished: %v", err)
+	default:
+	}
+}
+
+func TestConsumerSettlesOnItsOwnChannelAndRequeuesOnClose(t *testing.T) {
+	conn := dial(t, "broker-test-consumer")
+	setup := channel(t, conn)
+	queue := "broker-test-" + RandomID()
+	topo := Topology{Queue: queue, BindingKey: queue, QueueTTL: time.Minute}
+	defer func() { _, _ = channel(t, conn).QueueDelete(queue, false, false, false) }()
+	if _, err := topo.Declare(setup); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := setup.Publish("", queue, false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliveries := make(chan *Delivery, 100)
+	ended := make(chan error, 1)
+	c, q, err := StartConsumer(channel(t, conn), ConsumerConfig{
+		Topology: topo, Prefetch: 4,
+		Deliver: func(d *Delivery) { deliveries <- d },
+		Closed:  func(err error) { ended <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Name != queue {
+		t.Fatalf("queue %q", q.Name)
+	}
+	// Prefetch 4: four arrive; ack two, reject one, keep one.
+	var held []*Delivery
+	for i := 0; i < 4; i++ {
+		select {
+		case d := <-deliveries:
+			held = append(held, d)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no delivery")
+		}
+	}
+	held[0].Ack()
+	held[1].Ack()
+	held[2].Reject(false)
+	// Two more arrive once three are settled... then close: everything
+	// unsettled goes back to the queue.
+	for i := 0; i < 3; i++ {
+		<-deliveries
+	}
+	c.Close()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("graceful close reported %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Closed never called")
+	}
+	held[3].Ack() // after close: dropped, never sent on another channel
+	n, consumers := brokertest.Inspect(t, conn, queue)
+	if n != 7 || consumers != 0 {
+		t.Fatalf("queue has %d messages and %d consumers, want 7 (10 - 2 acked - 1 rejected) and 0", n, consumers)
+	}
+}
+
+func TestConsumerReportsBrokerCancel(t *testing.T) {
+	conn := dial(t, "broker-test-cancel")
+	queue := "broker-test-" + RandomID()
+	topo := Topology{Queue: queue, BindingKey: queue}
+	ended := make(chan error, 1)
+	_, _, err := StartConsumer(channel(t, conn), ConsumerConfig{
+		Topology: topo, Prefetch: 1,
+		Deliver: func(*Delivery) {},
+		Closed:  func(err error) { ended <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := channel(t, conn).QueueDelete(queue, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrConsumerCancelled) {
+			t.Fatalf("ended with %v, want ErrConsumerCancelled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deleted queue must end the session")
+	}
+}
+
+func TestDialRedactsAndClassifies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := amqp.ParseURI(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Password = "not-the-password"
+	_, err = Dial(ctx, Config{URL: u.String()})
+	if !errors.Is(err, ErrAccessRefused) || !Permanent(err) {
+		t.Fatalf("bad password: %v, want a permanent ErrAccessRefused", err)
+	}
+	if contains(err.Error(), "not-the-password") {
+		t.Fatalf("password in error: %v", err)
+	}
+	_, err = Dial(ctx, Config{URL: "amqp://u:secret@[::1"})
+	if !errors.Is(err, ErrInvalidURL) || contains(err.Error(), "secret") {
+		t.Fatalf("invalid URL: %v", err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := Dial(cctx, Config{URL: amqpURL}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled dial: %v", err)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestBuildURLAndRedact(t *testing.T) {
+	for _, tc := range []struct {
+		tls                bool
+		host               string
+		port               int
+		login, pass, vhost string
+		want               string
+	}{
+		{false, "127.0.0.1", 5672, "guest", "guest", "/", "amqp://guest:guest@127.0.0.1:5672/"},
+		{true, "rabbit", 5671, "u", "p@ss/w?rd", "prod", "amqps://u:p%40ss%2Fw%3Frd@rabbit:5671/prod"},
+		{false, "::1", 5672, "u", "p", "a/b", "amqp://u:p@[::1]:5672/a%2Fb"},
+	} {
+		got := BuildURL(tc.tls, tc.host, tc.port, tc.login, tc.pass, tc.vhost)
+		if got != tc.want {
+			t.Errorf("BuildURL = %s, want %s", got, tc.want)
+		}
+		u, err := amqp.ParseURI(got)
+		if err != nil || u.Password != tc.pass || u.Vhost != tc.vhost {
+			t.Errorf("%s parses to %+v (%v)", got, u, err)
+		}
+		if r := Redact(got); !contains(r, ":xxxxx@") {
+			t.Errorf("Redact(%s) = %s", got, r)
+		}
+	}
+}
+
+func TestDialDetectsANetworkThatDiesRightAfterTheHandshake(t *testing.T) {
+	u, err := amqp.ParseURI(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	host, port, _ := strings.Cut(proxy.Addr(), ":")
+	u.Host = host
+	fmt.Sscan(port, &u.Port)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := Dial(ctx, Config{URL: u.String(), Heartbeat: time.Second, ConnectionName: "broker-test-dead-net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	proxy.Pause() // not a single frame after the handshake
+	select {
+	case <-closed:
+	case <-time.After(15 * time.Second):
+		proxy.CutAll() // so the deferred Close does not hang as well
+		t.Fatal("a connection whose network died right after the handshake was never closed")
+	}
+	proxy.Resume()
+}
