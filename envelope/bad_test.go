@@ -176,28 +176,40 @@ func TestValidatorCauseIsReachable(t *testing.T) {
 	}
 }
 
-func TestLargeBodiesWithDefaultLimits(t *testing.T) {
+func TestLargeBodies(t *testing.T) {
+	// 16 MiB is over the default body limit: refused, typed, for each
+	// envelope; with a raised limit it parses.
+	raised := Options{MaxBodySize: 32 << 20, MaxDecompressedSize: 32 << 20}
 	t.Run("json 16 MiB", func(t *testing.T) {
 		var s string
-		if _, err := JSON.Parse(bigJSONBody(16<<20), &s, Options{}); err != nil || len(s) != 16<<20 {
-			t.Fatalf("len %d, %v", len(s), err)
+		if _, err := JSON.Parse(bigJSONBody(16<<20), &s, Options{}); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("default limit: %v, want ErrTooLarge", err)
+		}
+		if _, err := JSON.Parse(bigJSONBody(16<<20), &s, raised); err != nil || len(s) != 16<<20 {
+			t.Fatalf("raised limit: len %d, %v", len(s), err)
 		}
 	})
 	t.Run("protobuf 16 MiB", func(t *testing.T) {
 		var b []byte
-		if _, err := Protobuf.Parse(pbBody("proto", make([]byte, 16<<20)), &b, Options{}); err != nil || len(b) != 16<<20 {
-			t.Fatalf("len %d, %v", len(b), err)
+		if _, err := Protobuf.Parse(pbBody("proto", make([]byte, 16<<20)), &b, Options{}); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("default limit: %v, want ErrTooLarge", err)
+		}
+		if _, err := Protobuf.Parse(pbBody("proto", make([]byte, 16<<20)), &b, raised); err != nil || len(b) != 16<<20 {
+			t.Fatalf("raised limit: len %d, %v", len(b), err)
 		}
 	})
 	t.Run("raw 16 MiB", func(t *testing.T) {
 		var b []byte
-		if _, err := Raw.Parse(make([]byte, 16<<20), &b, Options{}); err != nil || len(b) != 16<<20 {
-			t.Fatalf("len %d, %v", len(b), err)
+		if _, err := Raw.Parse(make([]byte, 16<<20), &b, Options{}); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("default limit: %v, want ErrTooLarge", err)
+		}
+		if _, err := Raw.Parse(make([]byte, 16<<20), &b, raised); err != nil || len(b) != 16<<20 {
+			t.Fatalf("raised limit: len %d, %v", len(b), err)
 		}
 	})
 	t.Run("no limit", func(t *testing.T) {
 		var b []byte
-		if _, err := Raw.Parse(make([]byte, 2<<20), &b, Options{MaxBodySize: -1}); err != nil {
+		if _, err := Raw.Parse(make([]byte, 9<<20), &b, Options{MaxBodySize: -1}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -81,10 +81,13 @@ type Options struct {
 	Values map[string]any
 }
 
-// Default limits, applied when Options leaves them zero.
+// Default limits, applied when Options leaves them zero. Pub/sub messages
+// are small (tomodachi compresses anything over 60000 characters); a body
+// beyond these is far more likely a mistake or an attack than an event, and
+// is refused with ErrTooLarge. Raise them per route with Options.
 const (
-	DefaultMaxBodySize         int64 = 64 << 20 // 64 MiB
-	DefaultMaxDecompressedSize int64 = 64 << 20 // 64 MiB
+	DefaultMaxBodySize         int64 = 8 << 20  // 8 MiB
+	DefaultMaxDecompressedSize int64 = 32 << 20 // 32 MiB
 )
 
 // Envelope builds message bodies and parses them back: tomodachi's
