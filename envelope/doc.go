@@ -84,7 +84,7 @@
 // Parse refuses a body longer than Options.MaxBodySize before decoding it,
 // and stops inflating compressed data as soon as it would exceed
 // Options.MaxDecompressedSize, so a decompression bomb costs at most about
-// twice the limit in allocation. Both default to 64 MiB
+// twice the limit in allocation. They default to 8 MiB and 32 MiB
 // ([DefaultMaxBodySize], [DefaultMaxDecompressedSize]); a negative value
 // means no limit. JSON nesting is limited to 10000 levels, as in
 // encoding/json.
