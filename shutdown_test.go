@@ -1,0 +1,119 @@
+package hato_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/test/hatotest"
+)
+
+func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
+	key := hatotest.Key(t, "drain")
+	first, second := hatotest.NewCollector(), hatotest.NewCollector()
+	var started atomic.Int32
+	svc := newService(t, "draining", hato.WithDrainTimeout(5*time.Second))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		started.Add(1)
+		time.Sleep(200 * time.Millisecond)
+		first.Add(idOf(m))
+		return nil
+	}, hato.Concurrency(4), hato.Prefetch(10, 0))
+	hatotest.Start(t, svc)
+
+	ids := fmtIDs("d", 40)
+	publishN(t, publisher(t), key, ids)
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return started.Load() >= 4 }, "handlers running")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if n := int(started.Load()); first.Total() != n {
+		t.Errorf("%d handlers started but %d finished: Stop must let handlers in flight finish", n, first.Total())
+	}
+
+	// What the first instance did not handle is still in the queue.
+	conn := brokertest.Dial(t, amqpURL, "test-drain-inspect")
+	queue := svc.Routes()[0].Queue
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		n, _ := brokertest.Inspect(t, conn, queue)
+		return n == len(ids)-first.Total()
+	}, "the %d unhandled messages back in the queue", len(ids)-first.Total())
+
+	next := newService(t, "draining")
+	mustSubscribe(t, next, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		second.Add(idOf(m))
+		return nil
+	})
+	hatotest.Start(t, next)
+	second.WaitDistinct(t, len(ids)-first.Total(), 20*time.Second)
+	for _, id := range ids {
+		if n := first.Count(id) + second.Count(id); n != 1 {
+			t.Errorf("%s handled %d times, want exactly once across the two instances", id, n)
+		}
+	}
+}
+
+func TestStopAtTheDrainDeadlineReturnsUnfinishedDeliveries(t *testing.T) {
+	key := hatotest.Key(t, "stuck")
+	var cancelled atomic.Bool
+	var started atomic.Int32
+	svc := newService(t, "stuck", hato.WithDrainTimeout(300*time.Millisecond))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		started.Add(1)
+		<-ctx.Done() // a handler that only stops when told to
+		cancelled.Store(true)
+		return ctx.Err()
+	})
+	hatotest.Start(t, svc)
+	publishN(t, publisher(t), key, []string{"stuck-1", "stuck-2"})
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return started.Load() == 1 }, "handler running")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := svc.Stop(ctx)
+	if !errorsIs(err, hato.ErrDrainIncomplete) {
+		t.Fatalf("stop = %v, want ErrDrainIncomplete", err)
+	}
+	if hato.ExitCode(&hato.RunError{Code: hato.ExitStopIncomplete, Err: err}) != hato.ExitStopIncomplete {
+		t.Error("exit code mapping")
+	}
+	brokertest.WaitFor(t, 5*time.Second, cancelled.Load, "the handler's context cancelled at the deadline")
+
+	got := hatotest.NewCollector()
+	next := newService(t, "stuck")
+	mustSubscribe(t, next, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		got.Add(idOf(m))
+		return nil
+	})
+	hatotest.Start(t, next)
+	got.WaitDistinct(t, 2, 20*time.Second)
+}
+
+func TestStopIsIdempotentAndPublishAfterStopFails(t *testing.T) {
+	svc := newService(t, "idempotent")
+	hatotest.Start(t, svc)
+	ctx := context.Background()
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	select {
+	case <-svc.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+	if err := svc.Publish(ctx, "x", "k"); !errorsIs(err, hato.ErrStopped) {
+		t.Fatalf("publish after stop: %v, want ErrStopped", err)
+	}
+	if err := svc.Start(ctx); !errorsIs(err, hato.ErrAlreadyStarted) {
+		t.Fatalf("start after stop: %v, want ErrAlreadyStarted", err)
+	}
+}

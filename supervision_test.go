@@ -1,0 +1,114 @@
+package hato_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/supervisor"
+	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/test/hatotest"
+)
+
+// fastSupervision restarts quickly and never gives up within a test.
+var fastSupervision = hato.Supervision(supervisor.Policy{
+	Backoff:     supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
+	MaxRestarts: 1000,
+})
+
+type events struct {
+	mu   sync.Mutex
+	list []supervisor.Event
+}
+
+func (e *events) add(ev supervisor.Event) {
+	e.mu.Lock()
+	e.list = append(e.list, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) count(kind supervisor.EventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.list {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
+	key := hatotest.Key(t, "panics")
+	ev := &events{}
+	got := hatotest.NewCollector()
+	var seen sync.Map
+	svc := newService(t, "panicky", fastSupervision, hato.WithSupervisorEvents(ev.add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		id := idOf(m)
+		// Every tenth message panics the first time it is handled.
+		if _, again := seen.LoadOrStore(id, true); !again && id[len(id)-1] == '3' {
+			panic("handler bug on " + id)
+		}
+		got.Add(id)
+		return nil
+	}, hato.Concurrency(4))
+	hatotest.Start(t, svc)
+
+	ids := fmtIDs("p", 300)
+	publishN(t, publisher(t), key, ids)
+	got.WaitDistinct(t, len(ids), 30*time.Second)
+	if missing := got.Missing(ids); len(missing) > 0 {
+		t.Fatalf("lost %d messages: %v", len(missing), missing)
+	}
+	if n := ev.count(supervisor.EventFailed); n == 0 {
+		t.Error("no EventFailed: the panics did not reach the supervisor")
+	}
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return ev.count(supervisor.EventRestarted) > 0 }, "a restart")
+	select {
+	case <-svc.Failed():
+		t.Fatalf("service failed: %v", svc.Err())
+	default:
+	}
+}
+
+func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
+	key := hatotest.Key(t, "killed")
+	ev := &events{}
+	got := hatotest.NewCollector()
+	var handled atomic.Int32
+	svc := newService(t, "killable", fastSupervision, hato.WithSupervisorEvents(ev.add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		handled.Add(1)
+		time.Sleep(time.Millisecond) // a handler doing some work
+		got.Add(idOf(m))
+		return nil
+	})
+	hatotest.Start(t, svc)
+	pid := svc.Routes()[0].Actor
+	sys := svc.ActorSystem()
+
+	ids := fmtIDs("k", 600)
+	published := publishAsync(publisher(t), key, ids)
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 100 }, "some handled")
+	sys.Root.Stop(pid)
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.count(supervisor.EventRespawned) == 1 }, "respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 300 }, "more handled")
+	sys.Root.Poison(pid)
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.count(supervisor.EventRespawned) == 2 }, "second respawn")
+
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
+	got.WaitDistinct(t, len(ids), 30*time.Second)
+	if missing := got.Missing(ids); len(missing) > 0 {
+		t.Fatalf("lost %d messages", len(missing))
+	}
+	if ev.count(supervisor.EventStopped) != 2 {
+		t.Errorf("EventStopped %d, want 2", ev.count(supervisor.EventStopped))
+	}
+}
