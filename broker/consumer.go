@@ -14,7 +14,7 @@ type ConsumerConfig struct {
 	// Prefetch is the per-consumer prefetch (basic.qos global=false).
 	Prefetch int
 	// GlobalPrefetch is the per-channel prefetch (basic.qos global=true).
-	// Zero leaves it unset.
+	// Zero leaves it unset; it is not set for quorum queues, which refuse it.
 	GlobalPrefetch int
 	// Tag is the consumer tag; empty means a random "hato-..." tag.
 	Tag string
@@ -100,7 +100,9 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 	if err := ch.Qos(cfg.Prefetch, 0, false); err != nil {
 		return fail(classify("basic.qos", err))
 	}
-	if cfg.GlobalPrefetch > 0 {
+	// Quorum queues refuse a per-channel (global) prefetch with a
+	// connection-level error; the channel has only this consumer anyway.
+	if cfg.GlobalPrefetch > 0 && cfg.Topology.QueueType != Quorum {
 		if err := ch.Qos(cfg.GlobalPrefetch, 0, true); err != nil {
 			return fail(classify("basic.qos global", err))
 		}
