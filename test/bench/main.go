@@ -1,0 +1,213 @@
+// Command bench is hato's forwarding benchmark (make bench).
+//
+// It measures the seed's forwarding service — subscribe to an input key,
+// forward each message's data to an output key — implemented two ways,
+// against the real broker, in one process:
+//
+//   - hato: hato.New + hato.Subscribe + svc.Publish with default options
+//     (JSON envelope, prefetch 100/400, concurrency 1), and a variant with
+//     hato.Concurrency(8) labelled hato/conc8;
+//   - baseline: the same service written by hand on amqp091-go (see
+//     baseline.go).
+//
+// A driver with its own connections publishes JSON envelopes to the input
+// key and consumes the output key. For each implementation and round it
+// measures throughput (N messages published as fast as the driver can,
+// first publish to last forwarded message received) and latency at a fixed
+// rate (publish → received, p50/p99/p99.9/max), and checks that every
+// published id arrived exactly once. Implementations run interleaved, round
+// after round, in one throw-away vhost with unique keys and queues per run.
+//
+// Flags: -n, -warmup, -rate, -duration, -rounds, -pad, -impl (a subset,
+// e.g. -impl baseline,hato), -json FILE, -cpuprofile FILE, -stall. In a CPU
+// profile every goroutine carries a label role=driver or role=svc-<impl>,
+// so one implementation's cost can be isolated:
+//
+//	go run ./test/bench -cpuprofile /tmp/bench.prof
+//	go tool pprof -tags /tmp/bench.prof
+//	go tool pprof -tagfocus 'role=^svc-hato$' -top -cum /tmp/bench.prof
+//
+// It exits non-zero only on errors (lost or duplicated messages, timeouts,
+// broker errors), never because a result is slow.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hato-go/hato/test/brokertest"
+)
+
+type options struct {
+	n          int
+	warmup     int
+	rate       int
+	duration   time.Duration
+	rounds     int
+	pad        int
+	impls      []string
+	jsonPath   string
+	cpuProfile string
+	stall      time.Duration
+}
+
+var allImpls = []string{"baseline", "hato", "hato/conc8"}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var o options
+	var impls string
+	flag.IntVar(&o.n, "n", 20000, "messages per throughput measurement")
+	flag.IntVar(&o.warmup, "warmup", 1000, "warm-up messages before each implementation's measurements (discarded)")
+	flag.IntVar(&o.rate, "rate", 2000, "publish rate of the latency measurement, msg/s")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "duration of the latency measurement")
+	flag.IntVar(&o.rounds, "rounds", 2, "rounds: every implementation is measured once per round, interleaved")
+	flag.IntVar(&o.pad, "pad", 200, "bytes of padding in each message's data")
+	flag.StringVar(&impls, "impl", strings.Join(allImpls, ","), "comma-separated implementations to run: "+strings.Join(allImpls, ", "))
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a measurement when no message arrives for this long")
+	flag.Parse()
+
+	for _, name := range strings.Split(impls, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(allImpls, name) {
+			fmt.Fprintf(os.Stderr, "bench: unknown implementation %q (have %s)\n", name, strings.Join(allImpls, ", "))
+			return 2
+		}
+		if !slices.Contains(o.impls, name) {
+			o.impls = append(o.impls, name)
+		}
+	}
+	switch {
+	case len(o.impls) == 0:
+		fmt.Fprintln(os.Stderr, "bench: -impl selects nothing")
+		return 2
+	case o.n <= 0 || o.warmup < 0 || o.rate <= 0 || o.rounds <= 0 || o.pad < 0 || o.duration.Seconds()*float64(o.rate) < 1:
+		fmt.Fprintln(os.Stderr, "bench: -n, -rate and -rounds must be positive, -rate × -duration at least 1 message; -warmup and -pad not negative")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
+
+	url, cleanup, err := brokertest.SetupVhost("bench")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer cleanup()
+
+	rep, err := measure(ctx, url, o)
+	if len(rep.Results) > 0 {
+		rep.print(os.Stdout)
+		if o.jsonPath != "" {
+			if werr := rep.writeJSON(o.jsonPath); werr != nil {
+				fmt.Fprintln(os.Stderr, "bench:", werr)
+				err = errors.Join(err, werr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
+		return 1
+	}
+	return 0
+}
+
+// measure runs every round; it returns what was measured even on error.
+func measure(ctx context.Context, url string, o options) (*report, error) {
+	// The driver's goroutines (and the amqp091-go ones its connections
+	// start) inherit this label; each service's get their own.
+	ctx = pprof.WithLabels(ctx, pprof.Labels("role", "driver"))
+	pprof.SetGoroutineLabels(ctx)
+	rep := &report{Options: o, Started: time.Now(), LoadStart: loadavg()}
+	defer func() { rep.LoadEnd = loadavg() }()
+	d, err := newDriver(url)
+	if err != nil {
+		return rep, err
+	}
+	defer d.close()
+	rep.Broker = d.brokerVersion
+	for round := 1; round <= o.rounds; round++ {
+		order := slices.Clone(o.impls)
+		if round%2 == 0 {
+			// Alternate the order so drift (broker GC, disk, caches) does
+			// not always favour the same implementation.
+			slices.Reverse(order)
+		}
+		for _, name := range order {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			logf("round %d/%d: %s", round, o.rounds, name)
+			res, err := d.session(ctx, newImpl(name), round, o)
+			rep.Results = append(rep.Results, res)
+			if err != nil {
+				return rep, fmt.Errorf("%s round %d: %w", name, round, err)
+			}
+		}
+	}
+	return rep, nil
+}
+
+func newImpl(name string) impl {
+	switch name {
+	case "baseline":
+		return &baseline{}
+	case "hato":
+		return &hatoImpl{name: name, concurrency: 1}
+	case "hato/conc8":
+		return &hatoImpl{name: name, concurrency: 8}
+	}
+	panic("unknown implementation " + name)
+}
+
+// impl is one implementation of the forwarding service.
+type impl interface {
+	Name() string
+	// Start connects, declares the input queue bound to in, and returns
+	// once it consumes.
+	Start(ctx context.Context, url, tag, in, out string) error
+	// Queues are the queues it declared, deleted after the run.
+	Queues() []string
+	// Err reports a failure of the running service (nil while healthy).
+	Err() error
+	// Stop stops it gracefully.
+	Stop(ctx context.Context) error
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
