@@ -63,7 +63,11 @@ func TestProtobufRawAndCustomEnvelopesThroughTheBroker(t *testing.T) {
 	var personMeta envelope.Metadata
 	var protoBytes, rawBody []byte
 	var custom string
-	done := func() bool { mu.Lock(); defer mu.Unlock(); return person != nil && protoBytes != nil && rawBody != nil && custom != "" }
+	done := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return person != nil && protoBytes != nil && rawBody != nil && custom != ""
+	}
 
 	svc := newService(t, "envelopes")
 	mustSubscribe(t, svc, protoKey, func(ctx context.Context, m *hato.Message[*testpb.Person]) error {

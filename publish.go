@@ -171,10 +171,8 @@ func (s *Service) hand(req *broker.Request) error {
 	if s.pubClosed {
 		return ErrStopped
 	}
-	s.mu.Lock()
-	conn, started := s.conn, s.state == stateRunning || s.state == stateStopping || s.state == stateStarting
-	s.mu.Unlock()
-	if conn == nil || !started {
+	conn := s.conn.Load()
+	if conn == nil {
 		return ErrNotStarted
 	}
 	s.outstanding.Store(req, struct{}{})

@@ -92,6 +92,7 @@ type Properties struct {
 // routeConfig is a route's resolved configuration.
 type routeConfig struct {
 	routingKey     string
+	queue          string // resolved once at registration
 	exchange       string
 	competing      bool
 	queueName      string
@@ -216,18 +217,7 @@ func Subscribe[T any](s *Service, routingKey string, h Handler[T], opts ...Route
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		final := func(ctx context.Context, m *Message[any]) error {
-			return h(ctx, m.typed.(*Message[T]))
-		}
-		chain := s.chain(final)
-		return func(ctx context.Context, d *broker.Delivery) error {
-			msg, err := decode[T](s, rc, d)
-			if err != nil {
-				return err
-			}
-			msg.ctx = ctx
-			return messageError(msg.Metadata.MessageUUID, chain(ctx, untyped(msg)))
-		}
+		return handleWith(s, rc, h)
 	}
 	return s.register(r, nil)
 }
@@ -275,21 +265,36 @@ func SubscribeActor[T any](s *Service, routingKey string, pid *actor.PID, opts .
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		handler := h(s)
-		final := func(ctx context.Context, m *Message[any]) error {
-			return handler(ctx, m.typed.(*Message[T]))
-		}
-		chain := s.chain(final)
+		return handleWith(s, rc, h(s))
+	}
+	return s.register(r, nil)
+}
+
+// handleWith is a route's delivery handler: decode into T, then the
+// middleware chain (skipped, with its untyped view, when there is none),
+// then h. Errors carry the message uuid for logs.
+func handleWith[T any](s *Service, rc routeConfig, h Handler[T]) func(ctx context.Context, d *broker.Delivery) error {
+	if len(s.cfg.middleware) == 0 {
 		return func(ctx context.Context, d *broker.Delivery) error {
 			msg, err := decode[T](s, rc, d)
 			if err != nil {
 				return err
 			}
 			msg.ctx = ctx
-			return messageError(msg.Metadata.MessageUUID, chain(ctx, untyped(msg)))
+			return messageError(msg.Metadata.MessageUUID, h(ctx, msg))
 		}
 	}
-	return s.register(r, nil)
+	chain := s.chain(func(ctx context.Context, m *Message[any]) error {
+		return h(ctx, m.typed.(*Message[T]))
+	})
+	return func(ctx context.Context, d *broker.Delivery) error {
+		msg, err := decode[T](s, rc, d)
+		if err != nil {
+			return err
+		}
+		msg.ctx = ctx
+		return messageError(msg.Metadata.MessageUUID, chain(ctx, untyped(msg)))
+	}
 }
 
 func (s *Service) routeConfig(routingKey, handlerName string, opts []RouteOption) (routeConfig, error) {
@@ -307,6 +312,7 @@ func (s *Service) routeConfig(routingKey, handlerName string, opts []RouteOption
 			return rc, fmt.Errorf("route %q: %w", routingKey, err)
 		}
 	}
+	rc.queue = s.queueOf(rc)
 	return rc, nil
 }
 
@@ -331,7 +337,7 @@ func decode[T any](s *Service, rc routeConfig, d *broker.Delivery) (*Message[T],
 		RoutingKey:          rc.routingKey,
 		DeliveredRoutingKey: broker.StripPrefix(s.cfg.routingKeyPrefix, broker.DecodeRoutingKey(d.RoutingKey)),
 		Exchange:            d.Exchange,
-		Queue:               s.queueOf(rc),
+		Queue:               rc.queue,
 		Redelivered:         d.Redelivered,
 		Body:                d.Body,
 		Properties: Properties{

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -42,7 +43,7 @@ type Service struct {
 	system    *actor.ActorSystem
 	ownSystem bool
 	root      *actor.PID
-	conn      *actor.PID
+	conn      atomic.Pointer[actor.PID] // the connection actor, once spawned
 	done      chan struct{}
 	fatal     error
 	fatalOnce sync.Once
@@ -217,7 +218,7 @@ func (s *Service) topology(r *route) broker.Topology {
 	t := broker.Topology{
 		Exchange:   rc.exchange,
 		BindingKey: broker.BindingKey(s.cfg.routingKeyPrefix, rc.routingKey),
-		Queue:      s.queueOf(rc),
+		Queue:      rc.queue,
 		QueueTTL:   s.cfg.queueTTL,
 		QueueType:  rc.queueType,
 	}
@@ -245,7 +246,7 @@ func (s *Service) failurePolicy(r *route) FailurePolicy {
 	if !dl {
 		p.DeadLetterQueue = ""
 	} else if p.DeadLetterQueue == "" {
-		p.DeadLetterQueue = s.queueOf(r.cfg) + ".dlq"
+		p.DeadLetterQueue = r.cfg.queue + ".dlq"
 	}
 	return p.WithDefaults()
 }
@@ -378,8 +379,9 @@ func (s *Service) spawn() error {
 		return fmt.Errorf("hato: spawn root supervisor: %w", err)
 	}
 	s.mu.Lock()
-	s.root, s.conn = root, connPID
+	s.root = root
 	s.mu.Unlock()
+	s.conn.Store(connPID)
 	return nil
 }
 

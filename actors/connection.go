@@ -61,7 +61,7 @@ func ConnectionProps(cfg ConnectionConfig) *actor.Props {
 	shared := &connShared{}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &connection{cfg: cfg, shared: shared, log: cfg.Logger}
-	})
+	}, actor.WithDispatcher(newWarmDispatcher()))
 }
 
 // connShared is what outlives a restart of the connection actor: publish

@@ -73,7 +73,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
 		}
-	})
+	}, actor.WithDispatcher(newWarmDispatcher()))
 }
 
 type stage int
@@ -90,10 +90,20 @@ const (
 type job struct {
 	id       uint64
 	d        *broker.Delivery
-	key      uint64 // body hash, for poison detection
+	key      uint64 // body hash, for poison detection; see keyOf
+	keyed    bool
 	attempts int
 	stage    stage
 	err      error
+}
+
+// keyOf identifies the message across redeliveries. It is computed only
+// when needed (a redelivery, a crash, a requeue), not for every delivery.
+func (j *job) keyOf() uint64 {
+	if !j.keyed {
+		j.key, j.keyed = messageKey(j.d), true
+	}
+	return j.key
 }
 
 type consumer struct {
@@ -117,8 +127,9 @@ type consumer struct {
 
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
-	running int    // handler goroutines of this incarnation still running
+	running int    // handlers of this incarnation started and not reported done
 	nextID  uint64
+	work    chan workItem // to this incarnation's Route.Concurrency workers
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
@@ -170,6 +181,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 		c.self, c.sys = ctx.Self(), ctx.ActorSystem()
 		c.inc = rand.Uint64()
 		c.ctx, c.cancel = context.WithCancel(context.Background())
+		c.startWorkers()
 		c.requestChannel(ctx)
 	case *actor.Restarting:
 		c.abandon()
@@ -359,7 +371,7 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 		return
 	}
 	c.nextID++
-	j := &job{id: c.nextID, d: d, key: messageKey(d)}
+	j := &job{id: c.nextID, d: d}
 	c.jobs[j.id] = j
 	if reason := c.poisoned(j); reason != nil {
 		c.deadLetter(ctx, j, reason)
@@ -379,7 +391,7 @@ func (c *consumer) poisoned(j *job) error {
 	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.MaxRedeliveries) {
 		return fmt.Errorf("poison message: delivered %d times (limit %d)", n, c.policy.MaxRedeliveries)
 	}
-	if n := c.state.count(j.key); n > c.policy.MaxRedeliveries {
+	if n := c.state.count(j.keyOf()); n > c.policy.MaxRedeliveries {
 		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)
 	}
 	return nil
@@ -394,6 +406,50 @@ func (c *consumer) pump() {
 	}
 }
 
+// workItem is one handler run for a worker.
+type workItem struct {
+	id      uint64
+	attempt int
+	d       *broker.Delivery
+	tr      *Tracker
+}
+
+// startWorkers starts Route.Concurrency long-lived handler goroutines for
+// this incarnation. Long-lived, so a handler's stack is grown once rather
+// than for every delivery. They exit when abandon closes the channel, after
+// the handler in hand returns.
+func (c *consumer) startWorkers() {
+	c.work = make(chan workItem, c.route.Concurrency)
+	for i := 0; i < c.route.Concurrency; i++ {
+		go worker(c.work, c.ctx, c.route.Handle, c.inc, c.self, c.sys)
+	}
+}
+
+func worker(work <-chan workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
+	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
+	for it := range work {
+		runHandler(it, ctx, handle, inc, self, sys)
+	}
+}
+
+// runHandler runs one handler and reports: handlerDone first, then the
+// tracker is sealed (so publishesSettled always comes after handlerDone).
+// A panic is recovered here and reported; the actor crashes on it.
+func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
+	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
+	defer func() {
+		if v := recover(); v != nil {
+			sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, panicked: true, value: v, stack: debug.Stack()})
+			it.tr.seal()
+		}
+	}()
+	err := handle(WithTracker(ctx, it.tr), it.d)
+	sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, err: err})
+	it.tr.seal()
+}
+
+// start hands j to a worker. pump calls it only while running <
+// Concurrency, and the channel holds Concurrency items, so it never blocks.
 func (c *consumer) start(j *job) {
 	j.stage = running
 	j.attempts++
@@ -402,19 +458,7 @@ func (c *consumer) start(j *job) {
 	tr := newTracker(func(err error) {
 		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
 	})
-	hctx := WithTracker(c.ctx, tr)
-	handle, d := c.route.Handle, j.d
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				sys.Root.Send(self, &handlerDone{inc: inc, id: id, attempt: attempt, panicked: true, value: v, stack: debug.Stack()})
-				tr.seal()
-			}
-		}()
-		err := handle(hctx, d)
-		sys.Root.Send(self, &handlerDone{inc: inc, id: id, attempt: attempt, err: err})
-		tr.seal()
-	}()
+	c.work <- workItem{id: id, attempt: attempt, d: j.d, tr: tr}
 }
 
 func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
@@ -426,7 +470,7 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		return
 	}
 	if msg.panicked {
-		n := c.state.mark(j.key)
+		n := c.state.mark(j.keyOf())
 		p := &HandlerPanic{Route: c.route.Name, MessageID: j.d.MessageId, Value: msg.value, Stack: msg.stack}
 		c.log.Error("handler panicked; restarting the route's actor, the message goes back to the queue",
 			zap.Any("panic", msg.value), zap.String("message_id", j.d.MessageId),
@@ -474,7 +518,7 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		j.stage = retryWait
 		c.after(delay, &retryDue{inc: c.inc, id: j.id})
 	case Requeue:
-		n := c.state.mark(j.key)
+		n := c.state.mark(j.keyOf())
 		if n > c.policy.MaxRedeliveries {
 			c.deadLetter(ctx, j, fmt.Errorf("requeued %d times: %w", n, err))
 			return
@@ -498,7 +542,9 @@ func (c *consumer) release(j *job) {
 // done forgets a job settled for good.
 func (c *consumer) done(j *job) {
 	delete(c.jobs, j.id)
-	c.state.forget(j.key)
+	if j.keyed || j.d.Redelivered {
+		c.state.forget(j.keyOf())
+	}
 	c.checkDrained()
 }
 
@@ -599,6 +645,10 @@ func (c *consumer) finishDrain() {
 func (c *consumer) abandon() {
 	if c.cancel != nil {
 		c.cancel()
+	}
+	if c.work != nil {
+		close(c.work)
+		c.work = nil
 	}
 	if c.session != nil {
 		c.session.Close()
