@@ -162,6 +162,7 @@ func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Erro
 	var (
 		closeErr   error
 		closing    bool
+		requested  bool // the owner asked for the close
 		closesOpen = true
 		buf        []op
 	)
@@ -200,7 +201,13 @@ func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Erro
 			}
 			buf = c.takeOps(buf)
 			for _, o := range buf {
-				if c.apply(o) {
+				if o.kind == opClose {
+					requested = true
+				}
+				if err := c.apply(o); err != nil || o.kind == opClose {
+					if err != nil && closeErr == nil {
+						closeErr = err
+					}
 					closing = true
 					break
 				}
@@ -215,14 +222,21 @@ func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Erro
 		}()
 	}
 	c.stop()
+	if closeErr == nil && !requested {
+		// The channel went away without an error we saw (amqp091-go reports
+		// none when our own Close after a failed ack wins the race with the
+		// connection's shutdown): still a failure to the owner.
+		closeErr = fmt.Errorf("%w: channel closed unexpectedly", ErrClosed)
+	}
 	if closeErr != nil {
 		closeErr = classify("channel closed", closeErr)
 	}
 	c.cfg.Closed(closeErr)
 }
 
-// apply performs one op; it reports whether the channel is closing.
-func (c *Consumer) apply(o op) bool {
+// apply performs one op. An error means the channel is unusable: it is
+// closed, and its close notification ends the loop.
+func (c *Consumer) apply(o op) error {
 	var err error
 	switch o.kind {
 	case opAck:
@@ -235,13 +249,10 @@ func (c *Consumer) apply(o op) bool {
 		err = c.ch.Cancel(c.cfg.Tag, false)
 	case opClose:
 		_ = c.ch.Close()
-		return true
+		return nil
 	}
 	if err != nil {
-		// The channel or connection is going away; its close notification
-		// ends the loop.
 		go func() { _ = c.ch.Close() }()
-		return true
 	}
-	return false
+	return err
 }
