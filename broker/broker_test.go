@@ -368,3 +368,67 @@ func TestDialDetectsANetworkThatDiesRightAfterTheHandshake(t *testing.T) {
 	}
 	proxy.Resume()
 }
+
+func TestPublisherHandsBackRequestsWhenTheConnectionIsReset(t *testing.T) {
+	u, err := amqp.ParseURI(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	host, port, _ := strings.Cut(proxy.Addr(), ":")
+	u.Host = host
+	fmt.Sscan(port, &u.Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := Dial(ctx, Config{URL: u.String(), ConnectionName: "broker-test-reset"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := newClosedResult()
+	p, err := NewPublisher(ch, PublisherConfig{Closed: closed.fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var mu sync.Mutex
+	var failed []error
+	var finished int
+	for i := 0; i < n; i++ {
+		p.Submit(&Request{Exchange: "", RoutingKey: "nowhere", Msg: amqp.Publishing{Body: make([]byte, 4096)},
+			Done: func(err error) {
+				mu.Lock()
+				finished++
+				if err != nil {
+					failed = append(failed, err)
+				}
+				mu.Unlock()
+			}})
+	}
+	proxy.CutAll() // mid-stream: writes fail with a reset
+	select {
+	case <-closed.called:
+	case <-time.After(15 * time.Second):
+		t.Fatal("Closed never called after the reset")
+	}
+	closed.mu.Lock()
+	handedBack := len(closed.unfinished)
+	closed.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) > 0 {
+		t.Fatalf("%d requests failed with %v: a connection reset must hand them back, not fail them", len(failed), failed[0])
+	}
+	if finished+handedBack != n {
+		t.Fatalf("%d confirmed + %d handed back != %d submitted", finished, handedBack, n)
+	}
+	t.Logf("%d confirmed before the reset, %d handed back", finished, handedBack)
+}

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -225,6 +224,14 @@ func (p *Publisher) send(r *Request) bool {
 		p.count.Add(-1)
 		return true
 	}
+	if err := r.Msg.Headers.Validate(); err != nil {
+		// The one failure that is the request's own: refused before any
+		// I/O. Every other publish error means the channel is unusable.
+		<-p.slots
+		p.count.Add(-1)
+		r.Finish(classify("publish", err))
+		return true
+	}
 	if r.Mandatory && r.Msg.MessageId == "" {
 		// Returns are matched to requests by message id.
 		r.Msg.MessageId = "hato-" + RandomID()
@@ -237,20 +244,15 @@ func (p *Publisher) send(r *Request) bool {
 	p.mu.Unlock()
 
 	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, r.Msg); err != nil {
+		// The channel or connection is broken (closed, reset, ...): the
+		// request goes back to the queue and is handed back on close.
 		p.mu.Lock()
 		delete(p.inflight, tag)
 		p.mu.Unlock()
 		<-p.slots
-		var ae *amqp.Error
-		if !errors.As(err, &ae) {
-			// Refused before any I/O (e.g. an invalid header table): this
-			// request's own fault.
-			p.count.Add(-1)
-			r.Finish(classify("publish", err))
-			return true
-		}
 		r.state.Store(reqPending)
 		p.requeueFront(r)
+		go func() { _ = p.ch.Close() }()
 		return false
 	}
 	return true
