@@ -315,8 +315,10 @@ func WithSupervisorEvents(fn func(supervisor.Event)) Option {
 	})
 }
 
-// WithDeliveryEvents receives an event for every message dead-lettered or
-// dropped. fn runs on a consumer actor's goroutine and must not block.
+// WithDeliveryEvents receives one event for every message dead-lettered
+// (once the dead-letter queue confirmed it) or dropped on purpose. fn is
+// called from hato's goroutines, possibly concurrently: it must be safe for
+// concurrent use and must not block.
 func WithDeliveryEvents(fn func(DeliveryEvent)) Option {
 	return serviceOption(func(c *config) error {
 		c.onDeliveryEvent = fn

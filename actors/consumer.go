@@ -360,9 +360,12 @@ func (c *consumer) sessionEnded(err error) {
 		c.drain = nil
 		return
 	}
-	if err != nil {
-		c.scheduleReopen(err)
+	// Only a drain or a restart closes a session on purpose, and a restart
+	// changes the incarnation: any other end means reopening.
+	if err == nil {
+		err = broker.ErrClosed
 	}
+	c.scheduleReopen(err)
 }
 
 func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
@@ -373,9 +376,27 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 	c.nextID++
 	j := &job{id: c.nextID, d: d}
 	c.jobs[j.id] = j
+	// A redelivery of a message already dead-lettered (its ack died with
+	// its channel) is acked, not dead-lettered twice. Only for messages with
+	// an id: two raw messages with equal bodies are different messages.
+	if d.Redelivered && d.MessageId != "" && c.state.isDeadLettered(j.keyOf()) {
+		c.log.Info("redelivered message was dead-lettered already; acking it", c.fields(j, nil)...)
+		j.d.Ack()
+		delete(c.jobs, j.id)
+		c.checkDrained()
+		return
+	}
 	if reason := c.poisoned(j); reason != nil {
 		c.deadLetter(ctx, j, reason)
 		return
+	}
+	if d.Redelivered {
+		// Continue the attempt budget where the previous delivery left it.
+		j.attempts = c.state.failures(j.keyOf())
+		if j.attempts >= c.policy.MaxAttempts {
+			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts before this redelivery", j.attempts))
+			return
+		}
 	}
 	c.queue = append(c.queue, j)
 	c.pump()
@@ -504,6 +525,7 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		c.done(j)
 		c.event(j, Drop, err)
 	case Retry:
+		c.state.fail(j.keyOf())
 		if c.drain != nil {
 			c.log.Warn("handler failed while draining; message returned to the queue", c.fields(j, err)...)
 			c.release(j)
@@ -543,6 +565,7 @@ func (c *consumer) release(j *job) {
 func (c *consumer) done(j *job) {
 	delete(c.jobs, j.id)
 	if j.keyed || j.d.Redelivered {
+		// Only a message that was hashed can have a record.
 		c.state.forget(j.keyOf())
 	}
 	c.checkDrained()
@@ -565,9 +588,20 @@ func (c *consumer) deadLetter(ctx actor.Context, j *job, reason error) {
 }
 
 func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
-	inc, id, self, sys := c.inc, j.id, c.self, c.sys
+	inc, id, self, sys, state, key := c.inc, j.id, c.self, c.sys, c.state, j.keyOf()
 	req := deadLetterRequest(j.d, c.policy.DeadLetterQueue, c.route, j.attempts, j.err)
+	ev := c.eventFor(j, DeadLetter, j.err)
+	events := c.route.Events
 	req.Done = func(err error) {
+		if err == nil {
+			// Recorded here, not in the actor: if the actor restarted
+			// meanwhile, the redelivered original must still be known, and
+			// the event must still be reported, exactly once.
+			state.setDeadLettered(key)
+			if events != nil {
+				events(ev)
+			}
+		}
 		sys.Root.Send(self, &deadLettered{inc: inc, id: id, err: err})
 	}
 	ctx.Send(c.conn, &Publish{Req: req})
@@ -588,8 +622,8 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 	}
 	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
 	j.d.Ack()
-	c.done(j)
-	c.event(j, DeadLetter, j.err)
+	delete(c.jobs, j.id)
+	c.checkDrained()
 }
 
 func (c *consumer) startDrain(msg *supervisor.Drain) {
@@ -685,13 +719,20 @@ func (c *consumer) fields(j *job, err error) []zap.Field {
 }
 
 func (c *consumer) event(j *job, action Action, err error) {
-	if c.route.Events == nil {
-		return
+	if c.route.Events != nil {
+		c.route.Events(c.eventFor(j, action, err))
 	}
-	c.route.Events(DeliveryEvent{
+}
+
+func (c *consumer) eventFor(j *job, action Action, err error) DeliveryEvent {
+	ev := DeliveryEvent{
 		Route: c.route.Name, Action: action, MessageID: j.d.MessageId, RoutingKey: j.d.RoutingKey,
-		Attempts: j.attempts, Err: err, DeadLetterQ: c.policy.DeadLetterQueue,
-	})
+		Attempts: j.attempts, Err: err,
+	}
+	if action == DeadLetter {
+		ev.DeadLetterQ = c.policy.DeadLetterQueue
+	}
+	return ev
 }
 
 // messageKey identifies a message across redeliveries for poison detection.

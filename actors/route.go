@@ -36,8 +36,10 @@ type Route struct {
 	Service string
 	// Reopen paces channel reopening after a channel or connection loss.
 	Reopen supervisor.Backoff
-	// Events, when set, receives delivery-level events (dead-lettered,
-	// dropped) from the consumer actor's goroutine. It must not block.
+	// Events, when set, receives one event per message dead-lettered
+	// (once the dead-letter queue confirmed it) or dropped, from the
+	// consumer actor's or the publisher's goroutine. It must be safe for
+	// concurrent use and must not block.
 	Events func(DeliveryEvent)
 }
 
@@ -150,15 +152,24 @@ type DeliveryEvent struct {
 	DeadLetterQ string
 }
 
-// RouteState is the memory of a route that outlives its actor's restarts:
-// how often each message (by body hash) crashed a handler or was requeued,
-// so a poison message is recognised when the broker redelivers it. It is
-// bounded: the oldest entries are forgotten first.
+// RouteState is the memory of a route that outlives its actor's restarts
+// and its channel's reconnections: for each message (by body hash), how
+// often it crashed a handler or was requeued, and how many handler attempts
+// failed. A message redelivered by the broker (after a crash, a requeue or a
+// connection loss) so continues from where it was: its poison limit and its
+// attempt budget are never reset by a redelivery. It is bounded: the oldest
+// entries are forgotten first.
 type RouteState struct {
 	mu    sync.Mutex
-	marks map[uint64]int
+	marks map[uint64]*marks
 	order []uint64
 	limit int
+}
+
+type marks struct {
+	redeliveries int  // crashes and requeues
+	failures     int  // failed handler attempts
+	deadLettered bool // republished to the dead-letter queue and confirmed
 }
 
 // NewRouteState returns an empty state remembering up to limit messages
@@ -167,7 +178,22 @@ func NewRouteState(limit int) *RouteState {
 	if limit <= 0 {
 		limit = 10000
 	}
-	return &RouteState{marks: map[uint64]int{}, limit: limit}
+	return &RouteState{marks: map[uint64]*marks{}, limit: limit}
+}
+
+// entry returns the message's record, creating it; s.mu must be held.
+func (s *RouteState) entry(key uint64) *marks {
+	m, ok := s.marks[key]
+	if !ok {
+		if len(s.order) >= s.limit {
+			delete(s.marks, s.order[0])
+			s.order = s.order[1:]
+		}
+		s.order = append(s.order, key)
+		m = &marks{}
+		s.marks[key] = m
+	}
+	return m
 }
 
 // mark records one more crash or requeue of the message and returns the
@@ -175,32 +201,60 @@ func NewRouteState(limit int) *RouteState {
 func (s *RouteState) mark(key uint64) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n, ok := s.marks[key]
-	if !ok {
-		if len(s.order) >= s.limit {
-			delete(s.marks, s.order[0])
-			s.order = s.order[1:]
-		}
-		s.order = append(s.order, key)
-	}
-	n++
-	s.marks[key] = n
-	return n
+	m := s.entry(key)
+	m.redeliveries++
+	return m.redeliveries
 }
 
-// count returns the recorded count for the message.
+// count returns how often the message crashed or was requeued.
 func (s *RouteState) count(key uint64) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.marks[key]
+	if m, ok := s.marks[key]; ok {
+		return m.redeliveries
+	}
+	return 0
+}
+
+// fail records one more failed handler attempt.
+func (s *RouteState) fail(key uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.entry(key).failures++
+}
+
+// failures returns how many handler attempts failed for the message.
+func (s *RouteState) failures(key uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.marks[key]; ok {
+		return m.failures
+	}
+	return 0
+}
+
+// setDeadLettered remembers that the message is safely in the dead-letter
+// queue, so a redelivery (its ack was lost with its channel) is acked
+// instead of dead-lettered twice.
+func (s *RouteState) setDeadLettered(key uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.entry(key)
+	m.deadLettered = true
+}
+
+// isDeadLettered reports whether the message was dead-lettered already.
+func (s *RouteState) isDeadLettered(key uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.marks[key]
+	return ok && m.deadLettered
 }
 
 // forget drops the message's record once it is settled for good.
 func (s *RouteState) forget(key uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.marks[key]; ok {
-		delete(s.marks, key)
-		// order keeps the stale key until it ages out; harmless.
-	}
+	delete(s.marks, key)
+	// order keeps the stale key until it ages out; harmless.
 }
