@@ -112,3 +112,36 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 		t.Errorf("EventStopped %d, want 2", ev.count(supervisor.EventStopped))
 	}
 }
+
+func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
+	key := hatotest.Key(t, "hopeless")
+	ev := &events{}
+	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.add), hato.Supervision(supervisor.Policy{
+		Backoff:     supervisor.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		MaxRestarts: 2,
+		Window:      time.Minute,
+	}), hato.OnFailure(hato.FailurePolicy{MaxRedeliveries: 100}))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		panic("always")
+	})
+	hatotest.Start(t, svc)
+	publishN(t, publisher(t), key, fmtIDs("h", 5))
+	select {
+	case <-svc.Failed():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the service did not fail after its route exhausted the restart budget")
+	}
+	if !errorsIs(svc.Err(), hato.ErrRouteFailed) || !errorsIs(svc.Err(), supervisor.ErrGaveUp) {
+		t.Errorf("Err() = %v, want ErrRouteFailed wrapping ErrGaveUp", svc.Err())
+	}
+	if ev.count(supervisor.EventGaveUp) != 1 {
+		t.Errorf("EventGaveUp reported %d times, want 1", ev.count(supervisor.EventGaveUp))
+	}
+	// The messages are still in the queue, not lost.
+	hatotest.Stop(t, svc)
+	conn := brokertest.Dial(t, amqpURL, "test-hopeless")
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		n, _ := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)
+		return n == 5
+	}, "the 5 messages back in the queue")
+}

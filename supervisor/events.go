@@ -9,7 +9,8 @@ import (
 type EventKind int
 
 const (
-	// EventReady: the child reported ChildReady.
+	// EventReady: the child reported ChildReady: it is connected and
+	// working, at start and again after each reconnection or restart.
 	EventReady EventKind = iota + 1
 	// EventFailed: the child crashed (panicked); a restart is scheduled
 	// after Event.Delay.

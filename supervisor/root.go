@@ -89,7 +89,9 @@ func (r *root) Receive(ctx actor.Context) {
 		r.stopping = true
 		r.resolveAwaiting(errors.New("hato/supervisor: stopped"))
 	case *ChildReady:
-		if c := r.children[msg.Name]; c != nil && !c.ready {
+		// Every time: after a reconnection or a restart too, so recovery is
+		// observable.
+		if c := r.children[msg.Name]; c != nil {
 			c.ready = true
 			r.emit(Event{Kind: EventReady, Child: msg.Name})
 			r.checkReady()
