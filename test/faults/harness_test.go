@@ -1,0 +1,352 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/supervisor"
+	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/test/hatotest"
+	"github.com/hato-go/hato/test/leak"
+)
+
+// N is the number of messages per scenario.
+const N = 10000
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(leak.Options()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// result is one row of the table.
+type result struct {
+	scenario   string
+	published  int
+	confirmed  int
+	handled    int
+	lost       int
+	duplicates int
+	unacked    int
+	recovery   time.Duration
+	notes      string
+}
+
+var table struct {
+	mu   sync.Mutex
+	rows []result
+}
+
+func record(r result) {
+	table.mu.Lock()
+	table.rows = append(table.rows, r)
+	table.mu.Unlock()
+}
+
+// printTable prints the results as a Markdown table (lines start with "|").
+func printTable() {
+	table.mu.Lock()
+	defer table.mu.Unlock()
+	fmt.Println()
+	fmt.Println("| scenario | published | confirmed | handled | lost | duplicates | unacked | recovery | notes |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range table.rows {
+		rec := "-"
+		if r.recovery > 0 {
+			rec = r.recovery.Round(10 * time.Millisecond).String()
+		}
+		fmt.Printf("| %s | %d | %d | %d | %d | %d | %d | %s | %s |\n",
+			r.scenario, r.published, r.confirmed, r.handled, r.lost, r.duplicates, r.unacked, rec, r.notes)
+	}
+	fmt.Println()
+}
+
+// run is the bookkeeping of one scenario.
+type run struct {
+	t         *testing.T
+	name      string
+	url       string
+	key       string
+	ids       []string
+	handled   *hatotest.Collector
+	confirmed sync.Map
+	nConf     atomic.Int64
+	published atomic.Int64
+	pubErrs   atomic.Int64
+
+	mu       sync.Mutex
+	starts   []time.Time // handler starts
+	confirms []time.Time // publish confirmations
+	ready    []time.Time // EventReady of the consumer's routes (reconnected)
+
+	faultStart, faultEnd time.Time
+}
+
+func newRun(t *testing.T, name string, n int) *run {
+	_, url := brokertest.NewVhost(t)
+	key := strings.ReplaceAll(name, " ", "-") + ".events"
+	return &run{t: t, name: name, url: url, key: key, ids: hatotest.IDs("m", n), handled: hatotest.NewCollector()}
+}
+
+// opts are the options of every service of the scenario.
+func (r *run) opts(extra ...hato.Option) []hato.Option {
+	base := append(hatotest.Options(r.t, r.url),
+		hato.WithReconnectBackoff(supervisor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}),
+		hato.WithHeartbeat(2*time.Second),
+		hato.WithDrainTimeout(10*time.Second),
+	)
+	return append(base, extra...)
+}
+
+// started records a handler start.
+func (r *run) started() {
+	now := time.Now()
+	r.mu.Lock()
+	r.starts = append(r.starts, now)
+	r.mu.Unlock()
+}
+
+// publishAll publishes every id from 4 goroutines and returns when all
+// calls returned.
+func (r *run) publishAll(p *hato.Service, key string) <-chan struct{} {
+	done := make(chan struct{})
+	const workers = 4
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(r.ids); i += workers {
+				id := r.ids[i]
+				r.published.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				err := p.Publish(ctx, map[string]string{"id": id}, key)
+				cancel()
+				if err != nil {
+					if r.pubErrs.Add(1) <= 5 {
+						r.t.Logf("publish %s: %v", id, err)
+					}
+					continue
+				}
+				r.confirmed.Store(id, true)
+				r.nConf.Add(1)
+				now := time.Now()
+				r.mu.Lock()
+				r.confirms = append(r.confirms, now)
+				r.mu.Unlock()
+			}
+		}(w)
+	}
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
+// waitConfirmed waits until a fraction of the ids was confirmed.
+func (r *run) waitConfirmed(fraction float64) {
+	want := int64(float64(len(r.ids)) * fraction)
+	brokertest.WaitFor(r.t, 2*time.Minute, func() bool { return r.nConf.Load() >= want }, "%d confirmed publishes", want)
+}
+
+// waitPublished waits for the publishers, failing after 3 minutes.
+func (r *run) waitPublished(done <-chan struct{}) {
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		r.t.Fatalf("publishers did not finish (%d of %d confirmed)", r.nConf.Load(), len(r.ids))
+	}
+}
+
+// settle waits until every confirmed id was handled (or the timeout).
+func (r *run) settle(timeout time.Duration) {
+	_ = brokertest.Eventually(timeout, func() bool { return r.lostCount() == 0 })
+}
+
+func (r *run) lostCount() int {
+	n := 0
+	r.confirmed.Range(func(k, _ any) bool {
+		if r.handled.Count(k.(string)) == 0 {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+func (r *run) lostIDs(max int) []string {
+	var out []string
+	r.confirmed.Range(func(k, _ any) bool {
+		if r.handled.Count(k.(string)) == 0 {
+			out = append(out, k.(string))
+		}
+		return len(out) < max
+	})
+	sort.Strings(out)
+	return out
+}
+
+// onEvent records when the consumer's routes became ready again.
+func (r *run) onEvent(e supervisor.Event) {
+	if e.Kind == supervisor.EventReady && strings.HasPrefix(e.Child, "route-") {
+		now := time.Now()
+		r.mu.Lock()
+		r.ready = append(r.ready, now)
+		r.mu.Unlock()
+	}
+}
+
+// first returns the first time in ts after t0 (zero if none).
+func first(ts []time.Time, t0 time.Time) time.Time {
+	for _, t := range ts {
+		if t.After(t0) {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// Recovery measures, from the fault's start to: a route consuming again
+// (reconnected), a handler starting after the fault ended, or a publish
+// confirmed after the fault ended.
+func (r *run) sinceFault(t time.Time) time.Duration {
+	if t.IsZero() || r.faultStart.IsZero() {
+		return 0
+	}
+	return t.Sub(r.faultStart)
+}
+
+func (r *run) reconnected(routes int) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, last := 0, time.Time{}
+	for _, t := range r.ready {
+		if t.After(r.faultStart) {
+			n++
+			last = t
+			if n == routes {
+				break
+			}
+		}
+	}
+	if n < routes {
+		return 0
+	}
+	return r.sinceFault(last)
+}
+
+func (r *run) handledAfterFault() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sinceFault(first(r.starts, r.faultEnd))
+}
+
+func (r *run) confirmedAfterFault() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sinceFault(first(r.confirms, r.faultEnd))
+}
+
+// leftInQueues counts messages still in the queues (ready or unacked)
+// once every consumer is gone.
+func (r *run) leftInQueues(queues ...string) int {
+	conn := brokertest.Dial(r.t, r.url, "faults-inspector-"+strings.ReplaceAll(r.name, " ", "-"))
+	total := 0
+	for _, q := range queues {
+		n, _, err := brokertest.InspectQueue(conn, q)
+		if err != nil {
+			r.t.Errorf("inspect %s: %v", q, err)
+			continue
+		}
+		total += n
+	}
+	return total
+}
+
+// finish builds and records the row, failing the test on a lost message or
+// a message left in the queue.
+func (r *run) finish(left int, recovery time.Duration, notes string) result {
+	res := result{
+		scenario:   r.name,
+		published:  int(r.published.Load()),
+		confirmed:  int(r.nConf.Load()),
+		handled:    r.handled.Distinct(),
+		lost:       r.lostCount(),
+		duplicates: r.handled.Total() - r.handled.Distinct(),
+		unacked:    left,
+		recovery:   recovery,
+		notes:      notes,
+	}
+	record(res)
+	if res.lost > 0 {
+		r.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, r.lostIDs(5))
+	}
+	if res.unacked > 0 {
+		r.t.Errorf("%d messages left in the queues", res.unacked)
+	}
+	if res.confirmed != len(r.ids) {
+		r.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(r.ids), r.pubErrs.Load())
+	}
+	return res
+}
+
+// consumer makes the scenario's consuming service with one route on the
+// scenario key whose handler records ids (then calls extra, if any).
+func (r *run) consumer(name string, extra func(ctx context.Context, id string) error, opts []hato.Option, ropts ...hato.RouteOption) *hato.Service {
+	svc, err := hato.New(name, r.opts(append([]hato.Option{hato.WithSupervisorEvents(r.onEvent)}, opts...)...)...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	err = hato.Subscribe(svc, r.key, func(ctx context.Context, m *hato.Message[map[string]string]) error {
+		r.started()
+		id := m.Data["id"]
+		if extra != nil {
+			if err := extra(ctx, id); err != nil {
+				return err
+			}
+		}
+		r.handled.Add(id)
+		return nil
+	}, ropts...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return svc
+}
+
+func (r *run) publisher(name string, opts ...hato.Option) *hato.Service {
+	p, err := hato.New(name, r.opts(opts...)...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	hatotest.Start(r.t, p)
+	return p
+}
+
+func amqpDial(t *testing.T, url string) *amqp.Connection {
+	return brokertest.Dial(t, url, "faults-driver")
+}
+
+// fastSupervision restarts crashed routes quickly, with a budget no
+// scenario exhausts.
+var fastSupervision = hato.Supervision(supervisor.Policy{
+	Backoff:     supervisor.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+	MaxRestarts: 200,
+	Window:      time.Minute,
+})
