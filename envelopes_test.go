@@ -157,23 +157,6 @@ func (textEnvelope) Parse(body []byte, dst any, opts envelope.Options) (envelope
 	return envelope.Message{Metadata: envelope.Metadata{Topic: string(topic)}}, nil
 }
 
-type deliveryEvents struct {
-	mu   sync.Mutex
-	list []hato.DeliveryEvent
-}
-
-func (d *deliveryEvents) add(e hato.DeliveryEvent) {
-	d.mu.Lock()
-	d.list = append(d.list, e)
-	d.mu.Unlock()
-}
-
-func (d *deliveryEvents) snapshot() []hato.DeliveryEvent {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]hato.DeliveryEvent(nil), d.list...)
-}
-
 func jsonBody(encoding, data string) []byte {
 	return []byte(`{"service": {"name": "bad", "uuid": null}, "metadata": {"message_uuid": "None.x", ` +
 		`"protocol_version": "tomodachi-json-base--1.0.0", "timestamp": 1.5, "topic": "t", "data_encoding": "` +
@@ -195,9 +178,9 @@ func zlibBomb(t *testing.T) []byte {
 
 func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.T) {
 	jsonKey, protoKey := hatotest.Key(t, "json"), hatotest.Key(t, "proto")
-	evs := &deliveryEvents{}
+	evs := &hatotest.DeliveryEvents{}
 	good := hatotest.NewCollector()
-	svc := newService(t, "hardened", hato.WithDeliveryEvents(evs.add))
+	svc := newService(t, "hardened", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, jsonKey, func(ctx context.Context, m *hato.Message[payload]) error {
 		good.Add(idOf(m))
 		return nil
@@ -264,9 +247,9 @@ func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.
 	if missing := good.Missing(goodIDs); len(missing) > 0 {
 		t.Fatalf("good messages lost around bad ones: %v", missing)
 	}
-	brokertest.WaitFor(t, 30*time.Second, func() bool { return len(evs.snapshot()) >= len(bad) }, "every bad message dead-lettered")
+	brokertest.WaitFor(t, 30*time.Second, func() bool { return len(evs.Snapshot()) >= len(bad) }, "every bad message dead-lettered")
 	byID := map[string]hato.DeliveryEvent{}
-	for _, e := range evs.snapshot() {
+	for _, e := range evs.Snapshot() {
 		byID[e.MessageID] = e
 	}
 	for _, b := range bad {

@@ -2,6 +2,7 @@ package hato_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -90,3 +91,5 @@ func routeQueue(t *testing.T, s *hato.Service, i int) string {
 }
 
 func fmtIDs(prefix string, n int) []string { return hatotest.IDs(prefix, n) }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

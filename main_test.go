@@ -1,11 +1,7 @@
 package hato_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/leak"
@@ -18,20 +14,5 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	url, cleanup, err := brokertest.SetupVhost("hato")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	amqpURL = url
-	vhost = vhostOf(url)
-	code := m.Run()
-	cleanup()
-	if code == 0 {
-		if err := goleak.Find(leak.Options()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak after all tests:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	brokertest.Main(m, "hato", func(url string) { amqpURL, vhost = url, vhostOf(url) }, leak.Find)
 }

@@ -27,10 +27,10 @@ import (
 
 func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 	key := hatotest.Key(t, "quorum")
-	evs := &deliveryEvents{}
+	evs := &hatotest.DeliveryEvents{}
 	var counts []int
 	var mu sync.Mutex
-	svc := newService(t, "quorum", hato.WithDeliveryEvents(evs.add))
+	svc := newService(t, "quorum", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		mu.Lock()
 		counts = append(counts, m.DeliveryCount)
@@ -48,7 +48,7 @@ func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 	}
 
 	publishN(t, publisher(t), key, []string{"poison"})
-	brokertest.WaitFor(t, 20*time.Second, func() bool { return len(evs.snapshot()) == 1 }, "dead-lettered")
+	brokertest.WaitFor(t, 20*time.Second, func() bool { return len(evs.Snapshot()) == 1 }, "dead-lettered")
 	mu.Lock()
 	defer mu.Unlock()
 	if len(counts) < 2 || counts[0] != 0 || counts[1] != 1 {

@@ -19,35 +19,12 @@ var fastSupervision = hato.Supervision(supervisor.Policy{
 	MaxRestarts: 1000,
 })
 
-type events struct {
-	mu   sync.Mutex
-	list []supervisor.Event
-}
-
-func (e *events) add(ev supervisor.Event) {
-	e.mu.Lock()
-	e.list = append(e.list, ev)
-	e.mu.Unlock()
-}
-
-func (e *events) count(kind supervisor.EventKind) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, ev := range e.list {
-		if ev.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
 func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 	key := hatotest.Key(t, "panics")
-	ev := &events{}
+	ev := &hatotest.SupervisorEvents{}
 	got := hatotest.NewCollector()
 	var seen sync.Map
-	svc := newService(t, "panicky", fastSupervision, hato.WithSupervisorEvents(ev.add))
+	svc := newService(t, "panicky", fastSupervision, hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		id := idOf(m)
 		// Every tenth message panics the first time it is handled.
@@ -65,10 +42,10 @@ func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 	if missing := got.Missing(ids); len(missing) > 0 {
 		t.Fatalf("lost %d messages: %v", len(missing), missing)
 	}
-	if n := ev.count(supervisor.EventFailed); n == 0 {
+	if n := ev.Count(supervisor.EventFailed); n == 0 {
 		t.Error("no EventFailed: the panics did not reach the supervisor")
 	}
-	brokertest.WaitFor(t, 5*time.Second, func() bool { return ev.count(supervisor.EventRestarted) > 0 }, "a restart")
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return ev.Count(supervisor.EventRestarted) > 0 }, "a restart")
 	select {
 	case <-svc.Failed():
 		t.Fatalf("service failed: %v", svc.Err())
@@ -78,10 +55,10 @@ func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 
 func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 	key := hatotest.Key(t, "killed")
-	ev := &events{}
+	ev := &hatotest.SupervisorEvents{}
 	got := hatotest.NewCollector()
 	var handled atomic.Int32
-	svc := newService(t, "killable", fastSupervision, hato.WithSupervisorEvents(ev.add))
+	svc := newService(t, "killable", fastSupervision, hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		handled.Add(1)
 		time.Sleep(time.Millisecond) // a handler doing some work
@@ -96,10 +73,10 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 	published := publishAsync(publisher(t), key, ids)
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 100 }, "some handled")
 	sys.Root.Stop(pid)
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.count(supervisor.EventRespawned) == 1 }, "respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventRespawned) == 1 }, "respawn")
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 300 }, "more handled")
 	sys.Root.Poison(pid)
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.count(supervisor.EventRespawned) == 2 }, "second respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventRespawned) == 2 }, "second respawn")
 
 	if err := <-published; err != nil {
 		t.Fatal(err)
@@ -108,15 +85,15 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 	if missing := got.Missing(ids); len(missing) > 0 {
 		t.Fatalf("lost %d messages", len(missing))
 	}
-	if ev.count(supervisor.EventStopped) != 2 {
-		t.Errorf("EventStopped %d, want 2", ev.count(supervisor.EventStopped))
+	if ev.Count(supervisor.EventStopped) != 2 {
+		t.Errorf("EventStopped %d, want 2", ev.Count(supervisor.EventStopped))
 	}
 }
 
 func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	key := hatotest.Key(t, "hopeless")
-	ev := &events{}
-	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.add), hato.Supervision(supervisor.Policy{
+	ev := &hatotest.SupervisorEvents{}
+	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.Add), hato.Supervision(supervisor.Policy{
 		Backoff:     supervisor.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		MaxRestarts: 2,
 		Window:      time.Minute,
@@ -134,8 +111,8 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	if !errorsIs(svc.Err(), hato.ErrRouteFailed) || !errorsIs(svc.Err(), supervisor.ErrGaveUp) {
 		t.Errorf("Err() = %v, want ErrRouteFailed wrapping ErrGaveUp", svc.Err())
 	}
-	if ev.count(supervisor.EventGaveUp) != 1 {
-		t.Errorf("EventGaveUp reported %d times, want 1", ev.count(supervisor.EventGaveUp))
+	if ev.Count(supervisor.EventGaveUp) != 1 {
+		t.Errorf("EventGaveUp reported %d times, want 1", ev.Count(supervisor.EventGaveUp))
 	}
 	// The messages are still in the queue, not lost.
 	hatotest.Stop(t, svc)

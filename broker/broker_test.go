@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/leak"
@@ -21,21 +19,28 @@ import (
 var amqpURL string
 
 func TestMain(m *testing.M) {
-	url, cleanup, err := brokertest.SetupVhost("broker")
+	brokertest.Main(m, "broker", func(url string) { amqpURL = url }, leak.Find)
+}
+
+// viaProxy returns a netproxy in front of the test broker and the test
+// vhost's URL through it.
+func viaProxy(t *testing.T) (*netproxy.Proxy, string) {
+	t.Helper()
+	u, err := amqp.ParseURI(amqpURL)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		t.Fatal(err)
 	}
-	amqpURL = url
-	code := m.Run()
-	cleanup()
-	if code == 0 {
-		if err := goleak.Find(leak.Options()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
+	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.Exit(code)
+	t.Cleanup(func() { _ = proxy.Close() })
+	host, port, _ := strings.Cut(proxy.Addr(), ":")
+	u.Host = host
+	if _, err := fmt.Sscan(port, &u.Port); err != nil {
+		t.Fatal(err)
+	}
+	return proxy, u.String()
 }
 
 func dial(t *testing.T, name string) *amqp.Connection {
@@ -338,22 +343,10 @@ func TestBuildURLAndRedact(t *testing.T) {
 }
 
 func TestDialDetectsANetworkThatDiesRightAfterTheHandshake(t *testing.T) {
-	u, err := amqp.ParseURI(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	host, port, _ := strings.Cut(proxy.Addr(), ":")
-	u.Host = host
-	fmt.Sscan(port, &u.Port)
-
+	proxy, url := viaProxy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, Config{URL: u.String(), Heartbeat: time.Second, ConnectionName: "broker-test-dead-net"})
+	conn, err := Dial(ctx, Config{URL: url, Heartbeat: time.Second, ConnectionName: "broker-test-dead-net"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,21 +363,10 @@ func TestDialDetectsANetworkThatDiesRightAfterTheHandshake(t *testing.T) {
 }
 
 func TestPublisherHandsBackRequestsWhenTheConnectionIsReset(t *testing.T) {
-	u, err := amqp.ParseURI(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	host, port, _ := strings.Cut(proxy.Addr(), ":")
-	u.Host = host
-	fmt.Sscan(port, &u.Port)
+	proxy, url := viaProxy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, Config{URL: u.String(), ConnectionName: "broker-test-reset"})
+	conn, err := Dial(ctx, Config{URL: url, ConnectionName: "broker-test-reset"})
 	if err != nil {
 		t.Fatal(err)
 	}

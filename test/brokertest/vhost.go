@@ -122,3 +122,25 @@ func setupVhost(label string) (vhost, url string, del func() error, err error) {
 	}
 	return vhost, url, del, nil
 }
+
+// Main runs a test package in a vhost of its own: it creates the vhost,
+// calls setURL with its AMQP URL, runs the tests, deletes the vhost, then
+// runs check (for example a goroutine-leak check; nil for none) if the tests
+// passed, and exits. Call it from TestMain.
+func Main(m *testing.M, label string, setURL func(url string), check func() error) {
+	url, cleanup, err := SetupVhost(label)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	setURL(url)
+	code := m.Run()
+	cleanup()
+	if code == 0 && check != nil {
+		if err := check(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}

@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,15 +23,7 @@ import (
 var amqpURL string
 
 func TestMain(m *testing.M) {
-	url, cleanup, err := brokertest.SetupVhost("e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	amqpURL = url
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	brokertest.Main(m, "e2e", func(url string) { amqpURL = url }, nil)
 }
 
 // build compiles a package of this module into the test's temp dir.

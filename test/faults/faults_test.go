@@ -41,7 +41,7 @@ func TestFaults(t *testing.T) {
 func scenarioPanicsAndKills(t *testing.T) {
 	r := newRun(t, "handler panics + actor stopped/poisoned", N)
 	var seen sync.Map
-	var events evs
+	var events hatotest.SupervisorEvents
 	svc := r.consumer("faults-panics", func(ctx context.Context, id string) error {
 		// Every 1000th message panics the first time it is handled.
 		if strings.HasSuffix(id, "500") {
@@ -50,7 +50,7 @@ func scenarioPanicsAndKills(t *testing.T) {
 			}
 		}
 		return nil
-	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e supervisor.Event) { events.add(e); r.onEvent(e) })}, hato.Concurrency(4))
+	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e supervisor.Event) { events.Add(e); r.onEvent(e) })}, hato.Concurrency(4))
 	hatotest.Start(t, svc)
 	p := r.publisher("faults-panics-pub")
 	done := r.publishAll(p, r.key)
@@ -64,10 +64,10 @@ func scenarioPanicsAndKills(t *testing.T) {
 	r.waitPublished(done)
 	r.settle(time.Minute)
 	hatotest.Stop(t, svc)
-	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), events.firstRespawn(r.faultStart),
-		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.count(supervisor.EventFailed),
-			events.count(supervisor.EventRestarted), events.count(supervisor.EventRespawned)))
-	if events.count(supervisor.EventFailed) < 10 || events.count(supervisor.EventRespawned) < 2 {
+	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.sinceFault(firstTime(events.FirstAfter(supervisor.EventRespawned, r.faultStart))),
+		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.Count(supervisor.EventFailed),
+			events.Count(supervisor.EventRestarted), events.Count(supervisor.EventRespawned)))
+	if events.Count(supervisor.EventFailed) < 10 || events.Count(supervisor.EventRespawned) < 2 {
 		t.Errorf("supervision events: %s", res.notes)
 	}
 }
@@ -80,7 +80,7 @@ func scenarioPoison(t *testing.T) {
 	failing := map[string]bool{"m-17": true, "m-2500": true, "m-5000": true, "m-7777": true, "m-9999": true}
 	panicking := map[string]bool{"m-42": true, "m-6000": true, "m-8888": true}
 	var attempts sync.Map
-	var dl deliveries
+	var dl hatotest.DeliveryEvents
 	svc := r.consumer("faults-poison", func(ctx context.Context, id string) error {
 		n, _ := attempts.LoadOrStore(id, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
@@ -91,7 +91,7 @@ func scenarioPoison(t *testing.T) {
 			panic("injected permanent panic")
 		}
 		return nil
-	}, []hato.Option{fastSupervision, hato.WithDeliveryEvents(dl.add),
+	}, []hato.Option{fastSupervision, hato.WithDeliveryEvents(dl.Add),
 		hato.OnFailure(hato.FailurePolicy{MaxAttempts: 3, MaxRedeliveries: 3})})
 	hatotest.Start(t, svc)
 	p := r.publisher("faults-poison-pub")
@@ -104,7 +104,7 @@ func scenarioPoison(t *testing.T) {
 		r.confirmed.Delete(id)
 	}
 	r.settle(time.Minute)
-	brokertest.WaitFor(t, time.Minute, func() bool { return dl.len() == len(failing)+len(panicking) }, "poison dead-lettered")
+	brokertest.WaitFor(t, time.Minute, func() bool { return dl.Len() == len(failing)+len(panicking) }, "poison dead-lettered")
 	route := svc.Routes()[0]
 	hatotest.Stop(t, svc)
 
@@ -361,48 +361,6 @@ func scenarioMemoryAlarm(t *testing.T) {
 	}
 }
 
-type evs struct {
-	mu   sync.Mutex
-	list []supervisor.Event
-}
-
-func (e *evs) add(ev supervisor.Event) { e.mu.Lock(); e.list = append(e.list, ev); e.mu.Unlock() }
-
-// firstRespawn is the time from t0 to the first respawn after it.
-func (e *evs) firstRespawn(t0 time.Time) time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, ev := range e.list {
-		if ev.Kind == supervisor.EventRespawned && ev.Time.After(t0) {
-			return ev.Time.Sub(t0)
-		}
-	}
-	return 0
-}
-func (e *evs) count(k supervisor.EventKind) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, ev := range e.list {
-		if ev.Kind == k {
-			n++
-		}
-	}
-	return n
-}
-
-type deliveries struct {
-	mu   sync.Mutex
-	list []hato.DeliveryEvent
-}
-
-func (d *deliveries) add(e hato.DeliveryEvent) {
-	d.mu.Lock()
-	d.list = append(d.list, e)
-	d.mu.Unlock()
-}
-func (d *deliveries) len() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.list) }
-
 func buildExample(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "amqp-example")
@@ -459,3 +417,5 @@ func waitBound(t *testing.T, url string) {
 		return err == nil && consumers == 1
 	}, "the example node consuming")
 }
+
+func firstTime(t time.Time, _ bool) time.Time { return t }

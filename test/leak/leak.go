@@ -2,6 +2,7 @@
 package leak
 
 import (
+	"fmt"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -22,4 +23,13 @@ func Options() []goleak.Option {
 // VerifyTestMain runs the package's tests and fails if goroutines leak.
 func VerifyTestMain(m *testing.M, extra ...goleak.Option) {
 	goleak.VerifyTestMain(m, append(Options(), extra...)...)
+}
+
+// Find reports goroutines still running, ignoring Options; for TestMain
+// functions that run other cleanup first (see brokertest.Main).
+func Find() error {
+	if err := goleak.Find(Options()...); err != nil {
+		return fmt.Errorf("goroutine leak: %w", err)
+	}
+	return nil
 }

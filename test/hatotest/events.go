@@ -1,0 +1,76 @@
+package hatotest
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/supervisor"
+)
+
+// SupervisorEvents records supervision events; pass its Add to
+// hato.WithSupervisorEvents. Safe for concurrent use.
+type SupervisorEvents struct {
+	mu   sync.Mutex
+	list []supervisor.Event
+}
+
+// Add records an event.
+func (e *SupervisorEvents) Add(ev supervisor.Event) {
+	e.mu.Lock()
+	e.list = append(e.list, ev)
+	e.mu.Unlock()
+}
+
+// Count is how many events of kind were recorded.
+func (e *SupervisorEvents) Count(kind supervisor.EventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.list {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// FirstAfter is the time of the first event of kind after t0.
+func (e *SupervisorEvents) FirstAfter(kind supervisor.EventKind, t0 time.Time) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.list {
+		if ev.Kind == kind && ev.Time.After(t0) {
+			return ev.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// DeliveryEvents records delivery events; pass its Add to
+// hato.WithDeliveryEvents. Safe for concurrent use.
+type DeliveryEvents struct {
+	mu   sync.Mutex
+	list []hato.DeliveryEvent
+}
+
+// Add records an event.
+func (d *DeliveryEvents) Add(e hato.DeliveryEvent) {
+	d.mu.Lock()
+	d.list = append(d.list, e)
+	d.mu.Unlock()
+}
+
+// Snapshot returns the events so far.
+func (d *DeliveryEvents) Snapshot() []hato.DeliveryEvent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]hato.DeliveryEvent(nil), d.list...)
+}
+
+// Len is the number of events so far.
+func (d *DeliveryEvents) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.list)
+}
