@@ -338,7 +338,6 @@ func (s *Service) spawn() error {
 		Policy: supervisor.Policy{MaxRestarts: -1},
 	}}
 	for _, r := range s.routes {
-		r := r
 		policy := s.cfg.supervision
 		if r.cfg.supervision != nil {
 			policy = *r.cfg.supervision

@@ -234,7 +234,7 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 		closes := conn.NotifyClose(make(chan *amqp.Error, 1))
 		go func() {
 			// amqp091-go sends at most one error, then closes the channel.
-			var err error = broker.ErrClosed
+			err := broker.ErrClosed
 			for e := range closes {
 				if e != nil {
 					err = e

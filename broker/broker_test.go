@@ -182,7 +182,9 @@ func TestPublisherHandsBackWhatTheChannelTookWithIt(t *testing.T) {
 	if !abandoned.Abandon(context.Canceled) {
 		t.Fatal("a queued request must be abandonable")
 	}
-	<-done // the abandoned one
+	if err := <-done; !errors.Is(err, context.Canceled) { // the abandoned one
+		t.Fatalf("abandoned request finished with %v", err)
+	}
 	_ = conn.Close()
 	select {
 	case <-closed.called:
@@ -354,7 +356,8 @@ func TestDialDetectsANetworkThatDiesRightAfterTheHandshake(t *testing.T) {
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	proxy.Pause() // not a single frame after the handshake
 	select {
-	case <-closed:
+	case err := <-closed:
+		t.Logf("closed: %v", err)
 	case <-time.After(15 * time.Second):
 		proxy.CutAll() // so the deferred Close does not hang as well
 		t.Fatal("a connection whose network died right after the handshake was never closed")

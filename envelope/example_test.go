@@ -129,7 +129,7 @@ func Example_customEnvelope() {
 	body, _ := env.Build(envelope.Build{Topic: "greetings"}, "hello, world", envelope.Options{})
 
 	var plain, loud string
-	env.Parse(body, &plain, envelope.Options{})
+	_, _ = env.Parse(body, &plain, envelope.Options{})
 	msg, _ := env.Parse(body, &loud, envelope.Options{Values: map[string]any{"text.upper": true}})
 	fmt.Println(msg.Metadata.Topic, "|", plain, "|", loud)
 

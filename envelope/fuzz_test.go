@@ -140,7 +140,7 @@ func FuzzJSONParse(f *testing.F) {
 		_, errTyped := JSON.Parse(body, &typed, fuzzOpts)
 		if err != nil {
 			checkErr(t, err)
-			if errTyped == nil || sentinelOf(errTyped) != sentinelOf(err) {
+			if errTyped == nil || sentinelOf(errTyped) != sentinelOf(err) { //nolint:errorlint // sentinels compared as values
 				t.Fatalf("untyped failed with %v, typed with %v", err, errTyped)
 			}
 			return

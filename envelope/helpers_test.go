@@ -38,7 +38,7 @@ func wantKind(t testing.TB, err, want error, build bool) {
 	if err == nil {
 		t.Fatalf("no error, want %v", want)
 	}
-	if got := sentinelOf(err); got != want {
+	if got := sentinelOf(err); got != want { //nolint:errorlint // sentinels compared as values
 		t.Fatalf("error %q matches %v, want exactly %v", err, got, want)
 	}
 	var pe *ParseError
@@ -51,7 +51,7 @@ func wantKind(t testing.TB, err, want error, build bool) {
 func zlibOf(b []byte) []byte {
 	var buf bytes.Buffer
 	zw := zlib.NewWriter(&buf)
-	zw.Write(b)
+	_, _ = zw.Write(b)
 	zw.Close()
 	return buf.Bytes()
 }
@@ -69,7 +69,7 @@ func zlibZeros(n int) []byte {
 	zeros := make([]byte, seg)
 	var segs [3][]byte
 	for i := range segs {
-		zw.Write(zeros)
+		_, _ = zw.Write(zeros)
 		zw.Flush()
 		segs[i] = bytes.Clone(out.Bytes())
 		out.Reset()

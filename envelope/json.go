@@ -3,6 +3,7 @@ package envelope
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"unicode/utf8"
 )
@@ -231,7 +232,7 @@ func (w *jsonWire) dataText(opts Options) ([]byte, error) {
 		return nil, parseErr(jsonName, ErrMalformed, "base64_gzip_json data is not base64", err)
 	}
 	text, err := inflate(z[:n], opts.maxDecompressed())
-	if err == errInflateTooLarge {
+	if errors.Is(err, errInflateTooLarge) {
 		return nil, parseErr(jsonName, ErrTooLarge, "decompressed data exceeds the limit of "+itoa(opts.maxDecompressed())+" bytes", nil)
 	}
 	if err != nil {

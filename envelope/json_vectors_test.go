@@ -102,7 +102,7 @@ func TestJSONVectorsBuild(t *testing.T) {
 	for _, v := range jsonVectors(t) {
 		t.Run(v.Case, func(t *testing.T) {
 			in := buildInput(t, v.Expect.Service, v.Expect.Metadata)
-			body, err := JSON.Build(in, json.RawMessage(v.Expect.Data), Options{})
+			body, err := JSON.Build(in, v.Expect.Data, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

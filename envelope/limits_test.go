@@ -43,9 +43,9 @@ func TestInflate(t *testing.T) {
 			switch {
 			case c.want == nil && (err != nil || !bytes.Equal(out, data)):
 				t.Fatalf("got %d bytes, %v", len(out), err)
-			case c.want == errInflateTooLarge && err != errInflateTooLarge:
+			case errors.Is(c.want, errInflateTooLarge) && !errors.Is(err, errInflateTooLarge):
 				t.Fatalf("got %v, want too large", err)
-			case c.want == errCorrupt && (err == nil || err == errInflateTooLarge):
+			case errors.Is(c.want, errCorrupt) && (err == nil || errors.Is(err, errInflateTooLarge)):
 				t.Fatalf("got %v, want a corruption error", err)
 			}
 		})
@@ -75,7 +75,7 @@ func TestZlibBombIsBounded(t *testing.T) {
 			_, err := inflate(bomb, c.limit)
 			elapsed := time.Since(start)
 			runtime.ReadMemStats(&after)
-			if err != errInflateTooLarge {
+			if !errors.Is(err, errInflateTooLarge) {
 				t.Fatalf("got %v, want too large", err)
 			}
 			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > c.maxAlloc {

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"encoding/base64"
+	"errors"
 	"reflect"
 	"strings"
 	"unicode/utf8"
@@ -278,7 +279,7 @@ func decodeProtoData(enc string, data []byte, limit int64) ([]byte, error) {
 	}
 	if enc == EncodingGzipProto || enc == EncodingBase64GzipProto {
 		out, err := inflate(data, limit)
-		if err == errInflateTooLarge {
+		if errors.Is(err, errInflateTooLarge) {
 			return nil, parseErr(protobufName, ErrTooLarge, "decompressed data exceeds the limit of "+itoa(limit)+" bytes", nil)
 		}
 		if err != nil {

@@ -39,7 +39,9 @@ func TestRawCopies(t *testing.T) {
 	body, _ := Raw.Build(Build{}, in, Options{})
 	in[0] = 'X'
 	var out []byte
-	Raw.Parse(body, &out, Options{})
+	if _, err := Raw.Parse(body, &out, Options{}); err != nil {
+		t.Fatal(err)
+	}
 	body[1] = 'Y'
 	if string(out) != "abc" {
 		t.Errorf("aliasing: %q", out)

@@ -93,7 +93,6 @@ func newHarness(t *testing.T, policy Policy, names ...string) *harness {
 	}
 	var specs []ChildSpec
 	for _, n := range names {
-		n := n
 		st, dr := &atomic.Int32{}, &atomic.Int32{}
 		h.started[n], h.drained[n] = st, dr
 		specs = append(specs, ChildSpec{

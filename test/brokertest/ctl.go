@@ -26,7 +26,7 @@ func rabbitmqctlPath() (string, error) {
 	}
 	path, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("brokertest: %s not found (%v); install RabbitMQ with `scripts/rabbitmq.sh ensure` or set %s", name, err, EnvRabbitmqctl)
+		return "", fmt.Errorf("brokertest: %s not found (%w); install RabbitMQ with `scripts/rabbitmq.sh ensure` or set %s", name, err, EnvRabbitmqctl)
 	}
 	return path, nil
 }

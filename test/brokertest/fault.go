@@ -199,7 +199,7 @@ func startApp() error {
 		lastErr = Ping(BaseURL())
 		return lastErr == nil
 	}); err != nil {
-		return fmt.Errorf("broker started but AMQP is not reachable at %s: %v", Redact(BaseURL()), lastErr)
+		return fmt.Errorf("broker started but AMQP is not reachable at %s: %w", Redact(BaseURL()), lastErr)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func InspectQueue(conn *amqp.Connection, queue string) (messages, consumers int,
 		_ = ch.Close()
 		var aerr *amqp.Error
 		if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
-			return 0, 0, fmt.Errorf("inspect %q: %w (%v)", queue, ErrQueueNotFound, err)
+			return 0, 0, fmt.Errorf("inspect %q: %w (%w)", queue, ErrQueueNotFound, err)
 		}
 		return 0, 0, fmt.Errorf("inspect %q: %w", queue, err)
 	}

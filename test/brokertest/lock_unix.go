@@ -86,7 +86,7 @@ func (l *lockFiles) shared(deadline time.Time, onWait func()) error {
 	if err := flockWait(l.intent, syscall.LOCK_SH, deadline, onWait); err != nil {
 		return err
 	}
-	defer syscall.Flock(int(l.intent.Fd()), syscall.LOCK_UN)
+	defer func() { _ = syscall.Flock(int(l.intent.Fd()), syscall.LOCK_UN) }()
 	return flockWait(l.main, syscall.LOCK_SH, deadline, onWait)
 }
 
@@ -97,7 +97,7 @@ func (l *lockFiles) exclusive(deadline time.Time, onWait func()) error {
 	if err := flockWait(l.intent, syscall.LOCK_EX, deadline, onWait); err != nil {
 		return err
 	}
-	defer syscall.Flock(int(l.intent.Fd()), syscall.LOCK_UN)
+	defer func() { _ = syscall.Flock(int(l.intent.Fd()), syscall.LOCK_UN) }()
 	return flockWait(l.main, syscall.LOCK_EX, deadline, onWait)
 }
 
