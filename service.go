@@ -314,9 +314,9 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) spawn() error {
 	sys := s.cfg.system
 	if sys == nil {
-		zl := s.log.Named("protoactor")
+		core := s.log.Core()
 		sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-			return slog.New(zapslog.NewHandler(zl.Core()))
+			return slog.New(zapslog.NewHandler(core, zapslog.WithName("protoactor")))
 		}))
 		s.ownSystem = true
 	}
@@ -417,6 +417,32 @@ func (s *Service) fail(err error) {
 		s.log.Error("fatal failure, the service must stop", zap.Error(err))
 		close(s.failed)
 	})
+}
+
+// ConnectionStatus is the connection actor's state (see Service.Status).
+type ConnectionStatus = actors.ConnectionStatus
+
+// Status asks the connection actor for its state: connected, blocked by
+// the broker's flow control, publishes buffered while disconnected or
+// awaiting their confirm. For health checks; ErrNotStarted before Start.
+func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
+	conn := s.conn.Load()
+	if conn == nil {
+		return ConnectionStatus{}, ErrNotStarted
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	res, err := s.system.Root.RequestFuture(conn, &actors.StatusRequest{}, timeout).Result()
+	if err != nil {
+		return ConnectionStatus{}, fmt.Errorf("hato: status: %w", err)
+	}
+	st, ok := res.(*actors.ConnectionStatus)
+	if !ok {
+		return ConnectionStatus{}, fmt.Errorf("hato: status: unexpected reply %T", res)
+	}
+	return *st, nil
 }
 
 // Failed is closed when the service hit a fatal runtime failure (see Err).

@@ -179,6 +179,7 @@ func (c *connection) Receive(ctx actor.Context) {
 			c.waiters = append(c.waiters, msg)
 		}
 	case *StatusRequest:
+		c.prune()
 		st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
 		if c.publisher != nil {
 			st.Outstanding = c.publisher.Outstanding()
@@ -373,9 +374,10 @@ func (c *connection) publish(r *broker.Request) {
 	if r.Finished() {
 		return
 	}
-	outstanding := len(c.shared.pending)
-	if c.publisher != nil {
-		outstanding += c.publisher.Outstanding()
+	outstanding := c.outstanding()
+	if outstanding >= c.cfg.PublishBuffer {
+		c.prune() // callers that gave up still hold places
+		outstanding = c.outstanding()
 	}
 	if outstanding >= c.cfg.PublishBuffer {
 		r.Finish(fmt.Errorf("%w (%d publishes outstanding)", ErrBufferFull, outstanding))
@@ -387,21 +389,36 @@ func (c *connection) publish(r *broker.Request) {
 	c.shared.pending = append(c.shared.pending, r)
 }
 
-// flush submits buffered requests to the publisher.
-func (c *connection) flush() {
-	if c.publisher == nil || len(c.shared.pending) == 0 {
-		return
+// outstanding is how many publishes wait for the broker: buffered here or
+// awaiting their confirm.
+func (c *connection) outstanding() int {
+	n := len(c.shared.pending)
+	if c.publisher != nil {
+		n += c.publisher.Outstanding()
 	}
+	return n
+}
+
+// prune drops buffered requests whose callers gave up.
+func (c *connection) prune() {
 	live := c.shared.pending[:0]
 	for _, r := range c.shared.pending {
 		if !r.Finished() {
 			live = append(live, r)
 		}
 	}
-	if c.publisher.Submit(live...) {
+	clear(c.shared.pending[len(live):])
+	c.shared.pending = live
+}
+
+// flush submits buffered requests to the publisher.
+func (c *connection) flush() {
+	if c.publisher == nil || len(c.shared.pending) == 0 {
+		return
+	}
+	c.prune()
+	if c.publisher.Submit(c.shared.pending...) {
 		c.shared.pending = nil
-	} else {
-		c.shared.pending = live
 	}
 }
 
@@ -417,10 +434,7 @@ func (c *connection) checkDrain() {
 	if c.drain == nil {
 		return
 	}
-	outstanding := len(c.shared.pending)
-	if c.publisher != nil {
-		outstanding += c.publisher.Outstanding()
-	}
+	outstanding := c.outstanding()
 	if outstanding == 0 || time.Now().After(c.drain.Deadline) {
 		if outstanding > 0 {
 			c.log.Warn("publishes unconfirmed at the drain deadline", zap.Int("outstanding", outstanding))
