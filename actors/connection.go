@@ -269,10 +269,9 @@ func (c *connection) openPublisher() {
 			sys.Root.Send(self, &publisherResult{gen: gen, err: err})
 			return
 		}
-		var p *broker.Publisher
-		p, err = broker.NewPublisher(ch, broker.PublisherConfig{
+		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
 			MaxInFlight: maxInFlight,
-			Closed: func(err error, unfinished []*broker.Request) {
+			Closed: func(p *broker.Publisher, err error, unfinished []*broker.Request) {
 				shared.mu.Lock()
 				if shared.stopped {
 					shared.mu.Unlock()

@@ -74,7 +74,7 @@ type closedResult struct {
 
 func newClosedResult() *closedResult { return &closedResult{called: make(chan struct{})} }
 
-func (c *closedResult) fn(err error, unfinished []*Request) {
+func (c *closedResult) fn(_ *Publisher, err error, unfinished []*Request) {
 	c.mu.Lock()
 	c.err, c.unfinished = err, unfinished
 	c.mu.Unlock()

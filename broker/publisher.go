@@ -79,10 +79,11 @@ type PublisherConfig struct {
 	// MaxInFlight bounds written-but-unconfirmed requests. Zero means
 	// DefaultMaxInFlight.
 	MaxInFlight int
-	// Closed is called exactly once when the channel is gone, with the close
-	// error (nil after Close) and every request that has no outcome yet, in
-	// submission order, reset to pending so they can be submitted elsewhere.
-	Closed func(err error, unfinished []*Request)
+	// Closed is called exactly once when the channel is gone, with the
+	// publisher, the close error (nil after Close) and every request that
+	// has no outcome yet, in submission order, reset to pending so they can
+	// be submitted elsewhere. It may run before NewPublisher has returned.
+	Closed func(p *Publisher, err error, unfinished []*Request)
 }
 
 // Publisher owns one channel in confirm mode. Submit never blocks; a writer
@@ -382,7 +383,7 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 	}
 	p.count.Store(0)
 	if p.cfg.Closed != nil {
-		p.cfg.Closed(err, kept)
+		p.cfg.Closed(p, err, kept)
 	}
 	close(p.done)
 }
