@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"errors"
 	"io"
+	"sync"
 )
 
 // limitOf resolves an Options limit: zero means def, negative means no limit
@@ -56,11 +57,11 @@ var errInflateTooLarge = errors.New("decompressed data exceeds the limit")
 // corrupt or truncated. Data after the end of the zlib stream is ignored, as
 // Python's zlib.decompress ignores it.
 func inflate(src []byte, limit int64) ([]byte, error) {
-	zr, err := zlib.NewReader(bytes.NewReader(src))
+	zr, err := getZlibReader(src)
 	if err != nil {
 		return nil, err
 	}
-	defer zr.Close()
+	defer zlibReaders.Put(zr)
 
 	size := int64(len(src)) * 4
 	if size < 512 {
@@ -100,11 +101,32 @@ func inflate(src []byte, limit int64) ([]byte, error) {
 // deflate compresses src as a zlib stream at zlib's default level (6), as
 // Python's zlib.compress does. The bytes differ from CPython's zlib; any
 // inflater reads both.
+// Readers are pooled like writers; a reader is only put back after use.
+var zlibReaders sync.Pool
+
+func getZlibReader(src []byte) (io.ReadCloser, error) {
+	if zr, ok := zlibReaders.Get().(io.ReadCloser); ok {
+		if err := zr.(zlib.Resetter).Reset(bytes.NewReader(src), nil); err != nil {
+			return nil, err
+		}
+		return zr, nil
+	}
+	return zlib.NewReader(bytes.NewReader(src))
+}
+
+// Writers are pooled: a zlib writer allocates about a megabyte of state.
 func deflate(src []byte) []byte {
 	var out bytes.Buffer
 	out.Grow(len(src)/2 + 64)
-	zw, _ := zlib.NewWriterLevel(&out, zlib.DefaultCompression) // level is valid: no error
-	_, _ = zw.Write(src)                                        // bytes.Buffer writes cannot fail
+	zw := zlibWriters.Get().(*zlib.Writer)
+	zw.Reset(&out)
+	_, _ = zw.Write(src) // bytes.Buffer writes cannot fail
 	_ = zw.Close()
+	zlibWriters.Put(zw)
 	return out.Bytes()
 }
+
+var zlibWriters = sync.Pool{New: func() any {
+	zw, _ := zlib.NewWriterLevel(nil, zlib.DefaultCompression) // level is valid: no error
+	return zw
+}}
