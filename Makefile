@@ -37,7 +37,7 @@ bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service, and enve
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s).
 	@for pkg in ./envelope/ ./broker/; do \
 	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -295,6 +295,12 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	if s.state != stateStarting {
+		// Stop was called while starting.
+		s.mu.Unlock()
+		s.shutdownActors()
+		return ErrStopped
+	}
 	s.state = stateRunning
 	hooks = append([]Hook(nil), s.onStarted...)
 	s.mu.Unlock()
@@ -485,6 +491,12 @@ func (s *Service) Stop(ctx context.Context) error {
 
 func (s *Service) stop(ctx context.Context) error {
 	s.mu.Lock()
+	if s.root == nil {
+		// Stopped while Start had not spawned anything yet (or failed).
+		s.mu.Unlock()
+		s.finishStopped()
+		return nil
+	}
 	s.state = stateStopping
 	hooks := append([]Hook(nil), s.onStop...)
 	routeNames := make([]string, len(s.routes))
