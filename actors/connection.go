@@ -148,7 +148,7 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *dialResult:
 		c.dialed(ctx, msg)
 	case *connLost:
-		c.lost(msg)
+		c.lost(ctx, msg)
 	case *publisherResult:
 		c.publisherOpened(ctx, msg)
 	case *publisherClosed:
@@ -342,10 +342,11 @@ func (c *connection) takeHandback() {
 	}
 }
 
-func (c *connection) lost(msg *connLost) {
+func (c *connection) lost(ctx actor.Context, msg *connLost) {
 	if msg.gen != c.gen || c.pub == nil {
 		return
 	}
+	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err})
 	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err))
 	c.closeConns()
 	c.attempt = 1

@@ -201,7 +201,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 		}
 	case *sessionEnded:
 		if msg.inc == c.inc && msg.gen == c.gen {
-			c.sessionEnded(msg.err)
+			c.sessionEnded(ctx, msg.err)
 		}
 	case *handlerDone:
 		if msg.inc == c.inc {
@@ -349,7 +349,7 @@ func (c *consumer) scheduleReopen(err error) {
 	c.after(delay, &reopen{inc: c.inc})
 }
 
-func (c *consumer) sessionEnded(err error) {
+func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.session = nil
 	// Everything held came from that channel: the broker requeued it.
 	// Handlers still running finish on their own; their results are void.
@@ -365,6 +365,7 @@ func (c *consumer) sessionEnded(err error) {
 	if err == nil {
 		err = broker.ErrClosed
 	}
+	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: err})
 	c.scheduleReopen(err)
 }
 

@@ -26,6 +26,9 @@ const (
 	// EventGaveUp: the child exhausted its restart budget or failed
 	// permanently. It is stopped and stays stopped.
 	EventGaveUp
+	// EventUnavailable: the child lost its connection or channel and is
+	// recovering by itself (an EventReady follows when it has).
+	EventUnavailable
 )
 
 func (k EventKind) String() string {
@@ -42,6 +45,8 @@ func (k EventKind) String() string {
 		return "respawned"
 	case EventGaveUp:
 		return "gave-up"
+	case EventUnavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }

@@ -15,8 +15,9 @@ type ChildReady struct {
 
 // ChildFailed is sent by a child that cannot do its job. A Permanent
 // failure (a conflicting declaration, refused access) is not retried: the
-// root stops the child and reports EventGaveUp. A transient one is only
-// reported; the child retries by itself.
+// root stops the child and reports EventGaveUp. A transient one (a lost
+// connection or channel) is reported as EventUnavailable; the child
+// recovers by itself and reports ChildReady again.
 type ChildFailed struct {
 	Name      string
 	Err       error

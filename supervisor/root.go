@@ -102,7 +102,7 @@ func (r *root) Receive(ctx actor.Context) {
 			return
 		}
 		if !msg.Permanent {
-			r.log.Warn("child failure, retrying", zap.String("child", msg.Name), zap.Error(msg.Err))
+			r.emit(Event{Kind: EventUnavailable, Child: msg.Name, Reason: msg.Err})
 			return
 		}
 		r.giveUp(func(pid *actor.PID) { ctx.Stop(pid) }, c, msg.Err)
@@ -302,6 +302,8 @@ func (r *root) emit(e Event) {
 		r.log.Error("supervision: child gave up", fields...)
 	case EventFailed, EventStopped:
 		r.log.Warn("supervision: child failed", fields...)
+	case EventUnavailable:
+		r.log.Warn("supervision: child unavailable, recovering", fields...)
 	default:
 		r.log.Info("supervision", fields...)
 	}

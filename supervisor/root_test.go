@@ -34,6 +34,9 @@ func (p *probe) Receive(ctx actor.Context) {
 			panic("boom")
 		case "fail-permanently":
 			ctx.Send(ctx.Parent(), &ChildFailed{Name: p.name, Err: errors.New("refused"), Permanent: true})
+		case "lose-connection":
+			ctx.Send(ctx.Parent(), &ChildFailed{Name: p.name, Err: errors.New("connection lost")})
+			ctx.Send(ctx.Parent(), &ChildReady{Name: p.name})
 		}
 	case *Drain:
 		p.drained.Add(1)
@@ -227,5 +230,20 @@ func TestRootDrainsChildrenAndDoesNotRespawnThem(t *testing.T) {
 	waitFor(t, time.Second, func() bool { return h.rec.count("a", EventStopped) == 0 }, "no EventStopped")
 	if h.started["a"].Load() != 1 {
 		t.Error("drained child was respawned")
+	}
+}
+
+func TestRootReportsTransientLossAndRecovery(t *testing.T) {
+	h := newHarness(t, fastPolicy, "a")
+	if err := h.awaitReady(t); err != nil {
+		t.Fatal(err)
+	}
+	h.sys.Root.Send(h.child("a"), "lose-connection")
+	waitFor(t, 5*time.Second, func() bool { return h.rec.count("a", EventReady) == 2 }, "ready again")
+	if h.rec.count("a", EventUnavailable) != 1 || h.rec.count("a", EventGaveUp) != 0 {
+		t.Errorf("unavailable %d, gave up %d; want 1 and 0", h.rec.count("a", EventUnavailable), h.rec.count("a", EventGaveUp))
+	}
+	if h.started["a"].Load() != 1 {
+		t.Error("a transient loss must not restart the child")
 	}
 }

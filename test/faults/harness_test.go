@@ -96,6 +96,7 @@ type run struct {
 	starts   []time.Time // handler starts
 	confirms []time.Time // publish confirmations
 	ready    []time.Time // EventReady of the consumer's routes (reconnected)
+	down     []time.Time // EventUnavailable of the consumer's routes (lost)
 
 	faultStart, faultEnd time.Time
 }
@@ -204,12 +205,25 @@ func (r *run) lostIDs(max int) []string {
 
 // onEvent records when the consumer's routes became ready again.
 func (r *run) onEvent(e supervisor.Event) {
-	if e.Kind == supervisor.EventReady && strings.HasPrefix(e.Child, "route-") {
-		now := time.Now()
-		r.mu.Lock()
-		r.ready = append(r.ready, now)
-		r.mu.Unlock()
+	if !strings.HasPrefix(e.Child, "route-") {
+		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch e.Kind {
+	case supervisor.EventReady:
+		r.ready = append(r.ready, e.Time)
+	case supervisor.EventUnavailable:
+		r.down = append(r.down, e.Time)
+	}
+}
+
+// lostAt is when a route first lost its channel after t0 (the moment a
+// connection fault actually hit, whatever the injecting command's latency).
+func (r *run) lostAt(t0 time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return first(r.down, t0)
 }
 
 // first returns the first time in ts after t0 (zero if none).
