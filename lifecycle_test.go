@@ -93,16 +93,16 @@ func TestProtoActorLogsGoToTheServiceLogger(t *testing.T) {
 
 func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
 	key := hatotest.Key(t, "outage")
-	u, err := amqp.ParseURI(amqpURL)
+	target, err := brokertest.Addr(amqpURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	proxy, err := netproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	viaProxy, err := withHostPort(amqpURL, proxy.Addr())
+	viaProxy, err := brokertest.WithAddr(amqpURL, proxy.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,17 +178,4 @@ func TestBrokerNackComesBackAsAnError(t *testing.T) {
 	if err := p.Publish(ctx, "second", key); !errorsIs(err, hato.ErrNacked) {
 		t.Fatalf("publish into a full reject-publish queue: %v, want ErrNacked", err)
 	}
-}
-
-func withHostPort(url, addr string) (string, error) {
-	u, err := amqp.ParseURI(url)
-	if err != nil {
-		return "", err
-	}
-	host, port, _ := strings.Cut(addr, ":")
-	u.Host = host
-	if _, err := fmt.Sscan(port, &u.Port); err != nil {
-		return "", err
-	}
-	return u.String(), nil
 }

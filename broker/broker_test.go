@@ -26,21 +26,20 @@ func TestMain(m *testing.M) {
 // vhost's URL through it.
 func viaProxy(t *testing.T) (*netproxy.Proxy, string) {
 	t.Helper()
-	u, err := amqp.ParseURI(amqpURL)
+	target, err := brokertest.Addr(amqpURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	proxy, err := netproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
-	host, port, _ := strings.Cut(proxy.Addr(), ":")
-	u.Host = host
-	if _, err := fmt.Sscan(port, &u.Port); err != nil {
+	url, err := brokertest.WithAddr(amqpURL, proxy.Addr())
+	if err != nil {
 		t.Fatal(err)
 	}
-	return proxy, u.String()
+	return proxy, url
 }
 
 func dial(t *testing.T, name string) *amqp.Connection {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -151,4 +152,31 @@ func DialWith(t testing.TB, rawURL, connectionName string, cfg amqp.Config) *amq
 		}
 	})
 	return conn
+}
+
+// WithAddr returns rawURL pointing at addr ("host:port") instead, for
+// connecting through a proxy (see package netproxy).
+func WithAddr(rawURL, addr string) (string, error) {
+	u, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		return "", err
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	u.Host = host
+	if u.Port, err = strconv.Atoi(port); err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+// Addr returns the "host:port" rawURL connects to.
+func Addr(rawURL string) (string, error) {
+	u, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port)), nil
 }

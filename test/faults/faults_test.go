@@ -256,16 +256,16 @@ func scenarioBrokerRestart(t *testing.T) {
 // forwarding); heartbeats detect it; traffic resumes.
 func scenarioNetworkCut(t *testing.T) {
 	r := newRun(t, "network cut (proxy paused 8s)", N)
-	u, err := amqpURI(r.url)
+	target, err := brokertest.Addr(r.url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := netproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	proxy, err := netproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	viaProxy, err := throughProxy(r.url, proxy.Addr())
+	viaProxy, err := brokertest.WithAddr(r.url, proxy.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
