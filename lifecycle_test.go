@@ -15,7 +15,6 @@ import (
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
-	"github.com/hato-go/hato/test/netproxy"
 )
 
 func TestLifecycleHooksRunInOrderAndOnStopMayPublish(t *testing.T) {
@@ -93,19 +92,7 @@ func TestProtoActorLogsGoToTheServiceLogger(t *testing.T) {
 
 func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
 	key := hatotest.Key(t, "outage")
-	target, err := brokertest.Addr(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	viaProxy, err := brokertest.WithAddr(amqpURL, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, viaProxy := brokertest.Proxy(t, amqpURL)
 	got := hatotest.NewCollector()
 	sink := newService(t, "outage-sink")
 	mustSubscribe(t, sink, key, func(ctx context.Context, m *hato.Message[payload]) error {

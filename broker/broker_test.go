@@ -26,20 +26,7 @@ func TestMain(m *testing.M) {
 // vhost's URL through it.
 func viaProxy(t *testing.T) (*netproxy.Proxy, string) {
 	t.Helper()
-	target, err := brokertest.Addr(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	url, err := brokertest.WithAddr(amqpURL, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return proxy, url
+	return brokertest.Proxy(t, amqpURL)
 }
 
 func dial(t *testing.T, name string) *amqp.Connection {

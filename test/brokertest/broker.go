@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/test/netproxy"
 )
 
 // DefaultURL is the broker used when HATO_TEST_AMQP_URL is not set.
@@ -179,4 +181,24 @@ func Addr(rawURL string) (string, error) {
 		return "", err
 	}
 	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port)), nil
+}
+
+// Proxy starts a netproxy in front of the broker rawURL points at and
+// returns it with rawURL rewritten to go through it; t.Cleanup closes it.
+func Proxy(t testing.TB, rawURL string) (*netproxy.Proxy, string) {
+	t.Helper()
+	target, err := Addr(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := netproxy.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	url, err := WithAddr(rawURL, proxy.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proxy, url
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
-	"github.com/hato-go/hato/test/netproxy"
 )
 
 // TestFaults runs every scenario in turn and prints the table.
@@ -256,19 +255,7 @@ func scenarioBrokerRestart(t *testing.T) {
 // forwarding); heartbeats detect it; traffic resumes.
 func scenarioNetworkCut(t *testing.T) {
 	r := newRun(t, "network cut (proxy paused 8s)", N)
-	target, err := brokertest.Addr(r.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	viaProxy, err := brokertest.WithAddr(r.url, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, viaProxy := brokertest.Proxy(t, r.url)
 	svc := r.consumer("faults-netcut", nil, []hato.Option{hato.WithURL(viaProxy), hato.WithHeartbeat(2 * time.Second)}, hato.Concurrency(4))
 	hatotest.Start(t, svc)
 	p := r.publisher("faults-netcut-pub", hato.WithURL(viaProxy), hato.WithHeartbeat(2*time.Second))
