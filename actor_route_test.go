@@ -53,7 +53,7 @@ func TestActorRouteInAnEmbeddingActorSystem(t *testing.T) {
 	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
 
 	svc = newService(t, "embedded", hato.WithActorSystem(sys),
-		hato.OnFailure(hato.FailurePolicy{MaxAttempts: 3}))
+		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 3}))
 	if err := hato.SubscribeActor[payload](svc, in, pid, hato.ActorTimeout(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}

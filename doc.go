@@ -29,10 +29,18 @@
 // [HandlerName] map to its parameters, with the same defaults (amq.topic,
 // competing). [Envelope], [EnvelopeOptions] and [Validator] choose and
 // configure the route's envelope; [Concurrency] and [Prefetch] bound how many
-// messages a route handles and holds; [OnFailure] and [Supervision] say what
-// happens when handlers fail or crash; [QuorumQueue] opts into quorum queues
-// for queues hato owns alone. [SubscribeActor] makes a route whose handler is
-// a user's actor in an embedding actor system ([WithActorSystem]).
+// messages a route handles and holds; [FailureHandling] (a [FailurePolicy])
+// and [Supervision] say what happens when handlers fail or crash;
+// [NoDeadLetterQueue] turns dead-letter queues off; [QuorumQueue] opts into
+// quorum queues for queues hato owns alone. [SubscribeActor] makes a route
+// whose handler is a user's actor in an embedding actor system
+// ([WithActorSystem]).
+//
+// Options follow one naming rule, written at the top of options.go:
+// service-only options are With…; route and publish options are bare nouns;
+// an option valid in several places returns a type of its own
+// ([ExchangeOption], [FailureHandlingOption], ...) that says where it
+// applies.
 //
 // # Delivery guarantees
 //

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/supervisor"
 )
 
 // Errors. Publish errors also match the broker package's sentinels
@@ -44,11 +45,97 @@ var (
 	ErrRouteFailed = errors.New("hato: route failed")
 )
 
-// FailurePolicy is a route's failure policy (see OnFailure).
-type FailurePolicy = actors.FailurePolicy
+// FailurePolicy says what happens to a message whose handler fails: for
+// the service's routes or one route (see FailureHandling). Zero fields take
+// the defaults.
+type FailurePolicy struct {
+	// MaxAttempts is how many times a failing handler runs in process for
+	// one delivery before the message is dead-lettered. Zero means 3.
+	MaxAttempts int
+	// Backoff paces those in-process retries. Zero means 100 ms doubling to
+	// 5 s with 20 % jitter.
+	Backoff supervisor.Backoff
+	// MaxRedeliveries bounds how often one message may come back from the
+	// broker because its handler asked to requeue it or crashed the route's
+	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
+	MaxRedeliveries int
+	// DeadLetterQueue is where failed messages are republished. Empty means
+	// "<queue>.dlq" (or none with NoDeadLetterQueue: failed messages are
+	// then rejected without requeue).
+	DeadLetterQueue string
+}
 
-// DeliveryEvent reports a message that was dead-lettered or dropped.
-type DeliveryEvent = actors.DeliveryEvent
+// actorsPolicy converts p for the consumer actor, filling the defaults.
+func actorsPolicy(p FailurePolicy) actors.FailurePolicy {
+	return actors.FailurePolicy{
+		MaxAttempts:     p.MaxAttempts,
+		Backoff:         p.Backoff,
+		MaxRedeliveries: p.MaxRedeliveries,
+		DeadLetterQueue: p.DeadLetterQueue,
+	}.WithDefaults()
+}
+
+// Action is what became of the message a DeliveryEvent reports.
+type Action int
+
+const (
+	// ActionDeadLetter: the message failed for good. It was republished to
+	// its dead-letter queue (the broker confirmed it) and acked, or, with
+	// no dead-letter queue, rejected without requeue.
+	ActionDeadLetter Action = iota + 1
+	// ActionDrop: the handler dropped the message on purpose (Drop); it was
+	// acked and logged.
+	ActionDrop
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionDeadLetter:
+		return "dead-letter"
+	case ActionDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// DeliveryEvent reports a message that was dead-lettered or dropped (see
+// WithDeliveryEvents).
+type DeliveryEvent struct {
+	// Route is the route's name.
+	Route string
+	// Action is what became of the message.
+	Action Action
+	// MessageID is the AMQP message id.
+	MessageID string
+	// RoutingKey is the key the message was delivered with.
+	RoutingKey string
+	// Attempts is how many times the handler ran for this delivery.
+	Attempts int
+	// Err is why.
+	Err error
+	// DeadLetterQueue is the queue the message went to (ActionDeadLetter;
+	// empty when there is none).
+	DeadLetterQueue string
+}
+
+// deliveryEvent converts the consumer actor's event.
+func deliveryEvent(e actors.DeliveryEvent) DeliveryEvent {
+	ev := DeliveryEvent{
+		Route:           e.Route,
+		MessageID:       e.MessageID,
+		RoutingKey:      e.RoutingKey,
+		Attempts:        e.Attempts,
+		Err:             e.Err,
+		DeadLetterQueue: e.DeadLetterQ,
+	}
+	switch e.Action {
+	case actors.DeadLetter:
+		ev.Action = ActionDeadLetter
+	case actors.Drop:
+		ev.Action = ActionDrop
+	}
+	return ev
+}
 
 // Requeue returns err marked "requeue": the message goes back to the queue
 // at once (tomodachi's internal-service-error), up to the route's

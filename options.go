@@ -1,5 +1,23 @@
 package hato
 
+// How options read. One rule, for every option of New, Subscribe and
+// Service.Publish:
+//
+//   - An option that configures only the service is named With… and
+//     returns Option (WithURL, WithLogger, WithMiddleware, ...).
+//   - An option of a route or a publish is a bare noun or adjective
+//     (QueueName, Concurrency, Mandatory, ...) and returns RouteOption or
+//     PublishOption. One that also sets the service's default for every
+//     route or publish keeps its bare name.
+//   - An option valid in more than one place returns an exported type of
+//     its own, named after it with the suffix Option, whose doc says which
+//     interfaces it implements ("implements Option, RouteOption").
+//   - Nothing is named On…: that prefix is for the lifecycle hooks
+//     (Service.OnStart, OnStarted, OnStop).
+//
+// Every option is validated when it is applied: New, Subscribe and Publish
+// return an error wrapping ErrInvalidOption.
+
 import (
 	"crypto/tls"
 	"fmt"
@@ -9,7 +27,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
-	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/supervisor"
 )
@@ -70,13 +87,13 @@ type config struct {
 	system                    *actor.ActorSystem
 	middleware                []Middleware
 	supervision               supervisor.Policy
-	failure                   actors.FailurePolicy
+	failure                   FailurePolicy
 	reconnect                 supervisor.Backoff
 	publishBuffer             int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
 	onSupervisorEvent         func(supervisor.Event)
-	onDeliveryEvent           func(actors.DeliveryEvent)
+	onDeliveryEvent           func(DeliveryEvent)
 	deadLetter                bool
 	keepRunningOnRouteFailure bool
 	connectionName            string
@@ -351,61 +368,67 @@ func WithConnectionName(prefix string) Option {
 
 // Options shared by services, routes and publishes.
 
-type exchangeOption string
+// ExchangeOption is the option Exchange returns. It implements Option,
+// RouteOption and PublishOption.
+type ExchangeOption string
 
 // Exchange sets the exchange: the service default (amq.topic), a route's
 // exchange (declared as a durable topic exchange unless it is amq.topic),
 // or a publish's.
-func Exchange(name string) exchangeOption { return exchangeOption(name) }
+func Exchange(name string) ExchangeOption { return ExchangeOption(name) }
 
-func (o exchangeOption) applyService(c *config) error {
+func (o ExchangeOption) applyService(c *config) error {
 	if o == "" {
 		return invalid("empty exchange")
 	}
 	c.exchange = string(o)
 	return nil
 }
-func (o exchangeOption) applyRoute(r *routeConfig) error     { r.exchange = string(o); return nil }
-func (o exchangeOption) applyPublish(p *publishConfig) error { p.exchange = string(o); return nil }
+func (o ExchangeOption) applyRoute(r *routeConfig) error     { r.exchange = string(o); return nil }
+func (o ExchangeOption) applyPublish(p *publishConfig) error { p.exchange = string(o); return nil }
 
-type routingKeyPrefixOption string
+// RoutingKeyPrefixOption is the option RoutingKeyPrefix returns. It
+// implements Option and PublishOption.
+type RoutingKeyPrefixOption string
 
 // RoutingKeyPrefix sets the routing-key prefix: the service default, or a
 // publish's override (empty means none for that publish).
-func RoutingKeyPrefix(prefix string) routingKeyPrefixOption { return routingKeyPrefixOption(prefix) }
+func RoutingKeyPrefix(prefix string) RoutingKeyPrefixOption { return RoutingKeyPrefixOption(prefix) }
 
-func (o routingKeyPrefixOption) applyService(c *config) error {
+func (o RoutingKeyPrefixOption) applyService(c *config) error {
 	c.routingKeyPrefix = string(o)
 	return nil
 }
-func (o routingKeyPrefixOption) applyPublish(p *publishConfig) error {
+func (o RoutingKeyPrefixOption) applyPublish(p *publishConfig) error {
 	prefix := string(o)
 	p.prefix = &prefix
 	return nil
 }
 
-type envelopeOption struct{ e envelope.Envelope }
+// EnvelopeOption is the option Envelope returns. It implements Option,
+// RouteOption and PublishOption.
+type EnvelopeOption struct{ e envelope.Envelope }
 
 // Envelope selects the message envelope: the service default (JSON, as
 // tomodachi's JsonBase), a route's, or a publish's. envelope.Raw sends and
 // receives bodies as they are.
-func Envelope(e envelope.Envelope) envelopeOption { return envelopeOption{e} }
+func Envelope(e envelope.Envelope) EnvelopeOption { return EnvelopeOption{e} }
 
-func (o envelopeOption) applyService(c *config) error {
+func (o EnvelopeOption) applyService(c *config) error {
 	if o.e == nil {
 		return invalid("nil envelope")
 	}
 	c.envelope = o.e
 	return nil
 }
-func (o envelopeOption) applyRoute(r *routeConfig) error {
+func (o EnvelopeOption) applyRoute(r *routeConfig) error {
 	if o.e == nil {
 		return invalid("nil envelope")
 	}
 	r.envelope = o.e
 	return nil
 }
-func (o envelopeOption) applyPublish(p *publishConfig) error {
+func (o EnvelopeOption) applyPublish(p *publishConfig) error {
 	if o.e == nil {
 		return invalid("nil envelope")
 	}
@@ -413,26 +436,28 @@ func (o envelopeOption) applyPublish(p *publishConfig) error {
 	return nil
 }
 
-type prefetchOption struct{ perConsumer, global int }
+// PrefetchOption is the option Prefetch returns. It implements Option and
+// RouteOption.
+type PrefetchOption struct{ perConsumer, global int }
 
 // Prefetch sets the QoS: per consumer (default 100) and per channel
 // (default 400), for the service's routes or one route.
-func Prefetch(perConsumer, global int) prefetchOption { return prefetchOption{perConsumer, global} }
+func Prefetch(perConsumer, global int) PrefetchOption { return PrefetchOption{perConsumer, global} }
 
-func (o prefetchOption) check() error {
+func (o PrefetchOption) check() error {
 	if o.perConsumer <= 0 || o.perConsumer > 65535 || o.global < 0 || o.global > 65535 {
 		return invalid("prefetch %d/%d", o.perConsumer, o.global)
 	}
 	return nil
 }
-func (o prefetchOption) applyService(c *config) error {
+func (o PrefetchOption) applyService(c *config) error {
 	if err := o.check(); err != nil {
 		return err
 	}
 	c.prefetch, c.globalPrefetch = o.perConsumer, o.global
 	return nil
 }
-func (o prefetchOption) applyRoute(r *routeConfig) error {
+func (o PrefetchOption) applyRoute(r *routeConfig) error {
 	if err := o.check(); err != nil {
 		return err
 	}
@@ -440,47 +465,86 @@ func (o prefetchOption) applyRoute(r *routeConfig) error {
 	return nil
 }
 
-type failureOption FailurePolicy
+// FailureHandlingOption is the option FailureHandling returns. It
+// implements Option and RouteOption.
+type FailureHandlingOption struct{ p FailurePolicy }
 
-// OnFailure sets the failure policy: in-process retries with backoff, the
-// redelivery limit for poison messages, and the dead-letter queue — for the
-// service's routes or one route.
-func OnFailure(p FailurePolicy) failureOption { return failureOption(p) }
+// FailureHandling sets the failure policy: in-process retries with
+// backoff, the redelivery limit for poison messages, and the dead-letter
+// queue, for the service's routes or one route.
+func FailureHandling(p FailurePolicy) FailureHandlingOption { return FailureHandlingOption{p} }
 
-func (o failureOption) applyService(c *config) error { c.failure = FailurePolicy(o); return nil }
-func (o failureOption) applyRoute(r *routeConfig) error {
-	p := FailurePolicy(o)
+func (o FailureHandlingOption) applyService(c *config) error { c.failure = o.p; return nil }
+func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
+	p := o.p
 	r.failure = &p
 	return nil
 }
 
-type supervisionOption supervisor.Policy
+// SupervisionOption is the option Supervision returns. It implements
+// Option and RouteOption.
+type SupervisionOption struct{ p supervisor.Policy }
 
 // Supervision sets how a crashed route actor is restarted (backoff, quiet
 // period, restart budget): for every route of the service, or one route.
-func Supervision(p supervisor.Policy) supervisionOption { return supervisionOption(p) }
+func Supervision(p supervisor.Policy) SupervisionOption { return SupervisionOption{p} }
 
-func (o supervisionOption) applyService(c *config) error {
-	c.supervision = supervisor.Policy(o)
+func (o SupervisionOption) applyService(c *config) error {
+	c.supervision = o.p
 	return nil
 }
-func (o supervisionOption) applyRoute(r *routeConfig) error {
-	p := supervisor.Policy(o)
+func (o SupervisionOption) applyRoute(r *routeConfig) error {
+	p := o.p
 	r.supervision = &p
 	return nil
 }
 
-type deadLetterOption struct{ enabled bool }
+// NoDeadLetterQueueOption is the option NoDeadLetterQueue returns. It
+// implements Option and RouteOption.
+type NoDeadLetterQueueOption struct{}
 
-// WithoutDeadLetterQueue stops declaring "<queue>.dlq" queues: a message
-// that fails for good is then rejected without requeue (dropped by the
-// broker unless a broker policy dead-letters it). For the service or one
-// route.
-func WithoutDeadLetterQueue() deadLetterOption { return deadLetterOption{false} }
+// NoDeadLetterQueue stops declaring "<queue>.dlq" queues: a message that
+// fails for good is then rejected without requeue (dropped by the broker
+// unless a broker policy dead-letters it). For the service or one route.
+func NoDeadLetterQueue() NoDeadLetterQueueOption { return NoDeadLetterQueueOption{} }
 
-func (o deadLetterOption) applyService(c *config) error { c.deadLetter = o.enabled; return nil }
-func (o deadLetterOption) applyRoute(r *routeConfig) error {
-	v := o.enabled
+func (NoDeadLetterQueueOption) applyService(c *config) error { c.deadLetter = false; return nil }
+func (NoDeadLetterQueueOption) applyRoute(r *routeConfig) error {
+	v := false
 	r.deadLetter = &v
 	return nil
 }
+
+// The shared options implement every interface their docs name.
+var (
+	_ interface {
+		Option
+		RouteOption
+		PublishOption
+	} = ExchangeOption("")
+	_ interface {
+		Option
+		PublishOption
+	} = RoutingKeyPrefixOption("")
+	_ interface {
+		Option
+		RouteOption
+		PublishOption
+	} = EnvelopeOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = PrefetchOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = FailureHandlingOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = SupervisionOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = NoDeadLetterQueueOption{}
+)

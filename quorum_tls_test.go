@@ -36,7 +36,7 @@ func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 		counts = append(counts, m.DeliveryCount)
 		mu.Unlock()
 		return hato.Requeue(errors.New("always busy"))
-	}, hato.QuorumQueue(), hato.OnFailure(hato.FailurePolicy{MaxRedeliveries: 3}))
+	}, hato.QuorumQueue(), hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 3}))
 	hatotest.Start(t, svc)
 	r := svc.Routes()[0]
 	q, ok, err := brokertest.FindQueue(vhost, r.Queue)

@@ -234,7 +234,7 @@ func (s *Service) topology(r *route) broker.Topology {
 	return t
 }
 
-func (s *Service) failurePolicy(r *route) FailurePolicy {
+func (s *Service) failurePolicy(r *route) actors.FailurePolicy {
 	p := s.cfg.failure
 	if r.cfg.failure != nil {
 		p = *r.cfg.failure
@@ -248,7 +248,17 @@ func (s *Service) failurePolicy(r *route) FailurePolicy {
 	} else if p.DeadLetterQueue == "" {
 		p.DeadLetterQueue = r.cfg.queue + ".dlq"
 	}
-	return p.WithDefaults()
+	return actorsPolicy(p)
+}
+
+// deliveryEvents adapts the WithDeliveryEvents callback for the consumer
+// actors; nil when there is none.
+func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
+	fn := s.cfg.onDeliveryEvent
+	if fn == nil {
+		return nil
+	}
+	return func(e actors.DeliveryEvent) { fn(deliveryEvent(e)) }
 }
 
 // Start connects, declares every route's topology and starts consuming. It
@@ -363,7 +373,7 @@ func (s *Service) spawn() error {
 			Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
 			Service:        s.name,
 			Reopen:         s.cfg.reconnect,
-			Events:         s.cfg.onDeliveryEvent,
+			Events:         s.deliveryEvents(),
 		}
 		children = append(children, supervisor.ChildSpec{
 			Name:   r.name,
@@ -425,8 +435,20 @@ func (s *Service) fail(err error) {
 	})
 }
 
-// ConnectionStatus is the connection actor's state (see Service.Status).
-type ConnectionStatus = actors.ConnectionStatus
+// ConnectionStatus is the state of the service's broker connections (see
+// Service.Status).
+type ConnectionStatus struct {
+	// Connected is set while the service is connected to the broker.
+	Connected bool
+	// Generation increments on every successful (re)connection.
+	Generation uint64
+	// Blocked is set while the broker's flow control blocks publishing.
+	Blocked bool
+	// Buffered counts publishes waiting for a connection.
+	Buffered int
+	// Outstanding counts publishes sent and awaiting their confirm.
+	Outstanding int
+}
 
 // Status asks the connection actor for its state: connected, blocked by
 // the broker's flow control, publishes buffered while disconnected or
@@ -448,7 +470,13 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 	if !ok {
 		return ConnectionStatus{}, fmt.Errorf("hato: status: unexpected reply %T", res)
 	}
-	return *st, nil
+	return ConnectionStatus{
+		Connected:   st.Connected,
+		Generation:  st.Generation,
+		Blocked:     st.Blocked,
+		Buffered:    st.Buffered,
+		Outstanding: st.Outstanding,
+	}, nil
 }
 
 // Failed is closed when the service hit a fatal runtime failure (see Err).

@@ -97,7 +97,7 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 		Backoff:     supervisor.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		MaxRestarts: 2,
 		Window:      time.Minute,
-	}), hato.OnFailure(hato.FailurePolicy{MaxRedeliveries: 100}))
+	}), hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 100}))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		panic("always")
 	})

@@ -91,7 +91,7 @@ func scenarioPoison(t *testing.T) {
 		}
 		return nil
 	}, []hato.Option{fastSupervision, hato.WithDeliveryEvents(dl.Add),
-		hato.OnFailure(hato.FailurePolicy{MaxAttempts: 3, MaxRedeliveries: 3})})
+		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 3, MaxRedeliveries: 3})})
 	hatotest.Start(t, svc)
 	p := r.publisher("faults-poison-pub")
 	r.waitPublished(r.publishAll(p, r.key))
