@@ -1,5 +1,6 @@
-// Command amqp-example is the seed's service on hato: it subscribes to
-// "example.topic" and forwards every message's data to "example.response".
+// Command amqp-example is tomodachi's amqp-example service on hato: it
+// subscribes to "example.topic" and forwards every message's data to
+// "example.response".
 // It reads the broker URL from AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
 package main
 

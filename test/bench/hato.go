@@ -7,8 +7,9 @@ import (
 	"github.com/hato-go/hato"
 )
 
-// hatoImpl is the forwarding service on hato, as the seed's example writes
-// it, with default options (plus Concurrency when above 1).
+// hatoImpl is the forwarding service on hato, as examples/amqp-example (the
+// tomodachi amqp-example service) writes it, with default options (plus
+// Concurrency when above 1).
 type hatoImpl struct {
 	name        string
 	concurrency int

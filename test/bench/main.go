@@ -1,8 +1,9 @@
 // Command bench is hato's forwarding benchmark (make bench).
 //
-// It measures the seed's forwarding service — subscribe to an input key,
-// forward each message's data to an output key — implemented two ways,
-// against the real broker, in one process:
+// It measures the forwarding service of tomodachi's amqp-example (see
+// examples/amqp-example) — subscribe to an input key, forward each
+// message's data to an output key — implemented two ways, against the real
+// broker, in one process:
 //
 //   - hato: hato.New + hato.Subscribe + svc.Publish with default options
 //     (JSON envelope, prefetch 100/400, concurrency 1), and a variant with
