@@ -24,7 +24,7 @@
 // same inputs (and, for JSON objects, the same key order) both build bodies
 // byte-identical to tomodachi's, except that compressed data comes from Go's
 // zlib rather than CPython's (any inflater reads both). Tests check this
-// against vectors tomodachi produced (shared/compat/tomodachi).
+// against vectors tomodachi produced (testdata/tomodachi).
 //
 // # Wire formats
 //
