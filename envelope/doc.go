@@ -108,7 +108,9 @@
 // Any type implementing [Envelope] can stand in for the shipped ones; it
 // must be safe for concurrent use, never panic, and report failures with
 // the sentinels above. It may read its own per-route settings from
-// Options.Values (see the custom envelope example).
+// Options.Values (see the custom envelope example). Package envelopetest
+// checks all of this: run envelopetest.Run on it from a test, as this
+// package does on JSON, Protobuf, Raw and the example.
 //
 // # Concurrency and cost
 //
