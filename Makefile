@@ -19,10 +19,22 @@ broker: ## Make sure RabbitMQ runs (start it, or install it with apt-get).
 run: broker ## Run the example node and a demo client that drives it (Ctrl-C stops both).
 	@bash scripts/run-example.sh
 
+# Two test layers. A test file that needs RabbitMQ starts with
+# `//go:build !unit`; every other test is the unit layer, built with
+# `-tags unit` and run with an address where no broker listens (and a
+# rabbitmqctl that always fails), so a unit test that reaches for the broker
+# fails instead of quietly using one. Broker tests create their package's
+# vhost only when they first need it (test/brokertest.PackageVhost).
+UNIT_ENV := HATO_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:1/ HATO_TEST_RABBITMQCTL=/bin/false
+
 .PHONY: test
-test: broker vet ## Run every test with -race against the real broker, then the fault suite.
+test: test-unit broker ## Unit layer, then every test with -race against the real broker, then the fault suite.
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-faults
+
+.PHONY: test-unit
+test-unit: vet ## Tests that need no broker (-tags unit), with -race and the broker unreachable.
+	$(UNIT_ENV) $(GO) test -race -count=1 -tags unit -timeout 10m ./...
 
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.
@@ -44,6 +56,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 60s).
 .PHONY: vet
 vet: ## go vet.
 	$(GO) vet ./...
+	$(GO) vet -tags unit ./...
 	$(GO) vet -tags faults ./test/faults/
 
 .PHONY: lint

@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -108,7 +110,7 @@ func TestActorRouteTimesOutAndRetries(t *testing.T) {
 	hatotest.Start(t, svc)
 	publishN(t, publisher(t), in, []string{"x"})
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return calls.Load() == 2 }, "the retry after the timeout")
-	conn := brokertest.Dial(t, amqpURL, "test-actor-timeout")
+	conn := brokertest.Dial(t, brokerURL(t), "test-actor-timeout")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _ := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)
 		return n == 0

@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -215,7 +217,7 @@ func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.
 		{"truncated protobuf", protoKey, []byte(base64.StdEncoding.EncodeToString(rawProto[:len(rawProto)/2])), envelope.ErrMalformed},
 	}
 
-	conn := brokertest.Dial(t, amqpURL, "test-bad-input")
+	conn := brokertest.Dial(t, brokerURL(t), "test-bad-input")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)

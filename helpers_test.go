@@ -1,30 +1,34 @@
+//go:build !unit
+
 package hato_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/test/hatotest"
 )
 
-func vhostOf(url string) string {
-	u, err := amqp.ParseURI(url)
-	if err != nil {
-		panic(err)
-	}
-	return u.Vhost
+// brokerURL is the AMQP URL of this package's vhost; it fails the test if
+// the broker is unavailable.
+func brokerURL(t testing.TB) string {
+	t.Helper()
+	return pkgVhost.URL(t)
+}
+
+// brokerVhost is the name of this package's vhost (see brokerURL).
+func brokerVhost(t testing.TB) string {
+	t.Helper()
+	return pkgVhost.Name(t)
 }
 
 // newService makes a service on this package's vhost with test options.
 func newService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	svc, err := hato.New(name, append(hatotest.Options(t, amqpURL), opts...)...)
+	svc, err := hato.New(name, append(hatotest.Options(t, brokerURL(t)), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +78,6 @@ type payload struct {
 
 func idOf(m *hato.Message[payload]) string { return m.Data.ID }
 
-func mustSubscribe[T any](t *testing.T, s *hato.Service, key string, h hato.Handler[T], opts ...hato.RouteOption) {
-	t.Helper()
-	if err := hato.Subscribe(s, key, h, opts...); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func routeQueue(t *testing.T, s *hato.Service, i int) string {
 	t.Helper()
 	r := s.Routes()
@@ -91,5 +88,3 @@ func routeQueue(t *testing.T, s *hato.Service, i int) string {
 }
 
 func fmtIDs(prefix string, n int) []string { return hatotest.IDs(prefix, n) }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }

@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -92,7 +94,7 @@ func TestProtoActorLogsGoToTheServiceLogger(t *testing.T) {
 
 func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
 	key := hatotest.Key(t, "outage")
-	proxy, viaProxy := brokertest.Proxy(t, amqpURL)
+	proxy, viaProxy := brokertest.Proxy(t, brokerURL(t))
 	got := hatotest.NewCollector()
 	sink := newService(t, "outage-sink")
 	mustSubscribe(t, sink, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -145,7 +147,7 @@ func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
 
 func TestBrokerNackComesBackAsAnError(t *testing.T) {
 	key := hatotest.Key(t, "full")
-	conn := brokertest.Dial(t, amqpURL, "test-nack")
+	conn := brokertest.Dial(t, brokerURL(t), "test-nack")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)

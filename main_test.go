@@ -7,12 +7,17 @@ import (
 	"github.com/hato-go/hato/test/leak"
 )
 
-// amqpURL is this package's own vhost on the test broker.
-var (
-	amqpURL string
-	vhost   string
-)
+// pkgVhost is this package's own vhost on the test broker, created when the
+// first test asks for it (brokerURL, brokerVhost), so the unit tests run
+// without a broker.
+//
+// Two layers: files whose tests need the broker start with
+// `//go:build !unit`; the others (options_test.go, example_test.go, ...)
+// are the unit layer, which `make test-unit` runs with `-tags unit` and an
+// unreachable broker, so a unit test that touches the broker fails.
+// `make test` runs the unit layer, then everything against the broker.
+var pkgVhost = brokertest.NewPackageVhost("hato")
 
 func TestMain(m *testing.M) {
-	brokertest.Main(m, "hato", func(url string) { amqpURL, vhost = url, vhostOf(url) }, leak.Find)
+	brokertest.Main(m, pkgVhost, leak.Find)
 }

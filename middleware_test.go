@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -64,7 +66,7 @@ func TestMiddlewareOrderValuesSkipAndErrors(t *testing.T) {
 	publishN(t, p, key, []string{"skip", "fails"})
 	got.WaitDistinct(t, 2, 10*time.Second)
 
-	conn := brokertest.Dial(t, amqpURL, "test-mw")
+	conn := brokertest.Dial(t, brokerURL(t), "test-mw")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _ := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)
 		mu.Lock()

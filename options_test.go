@@ -48,7 +48,7 @@ func TestURLNeverLeaksThePassword(t *testing.T) {
 }
 
 func TestRegistrationErrorsSurfaceAtStart(t *testing.T) {
-	svc := newService(t, "bad-routes")
+	svc := offlineService(t, "bad-routes")
 	if err := hato.Subscribe[any](svc, "k", nil); !errorsIs(err, hato.ErrInvalidOption) {
 		t.Fatalf("nil handler: %v", err)
 	}
@@ -62,7 +62,7 @@ func TestRegistrationErrorsSurfaceAtStart(t *testing.T) {
 }
 
 func TestProtobufRouteNeedsAProtobufPayloadType(t *testing.T) {
-	svc := newService(t, "proto-check")
+	svc := offlineService(t, "proto-check")
 	type notProto struct{ ID string }
 	err := hato.Subscribe(svc, "k", func(context.Context, *hato.Message[notProto]) error { return nil },
 		hato.Envelope(envelope.Protobuf))

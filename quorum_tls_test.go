@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -39,7 +41,7 @@ func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 	}, hato.QuorumQueue(), hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 3}))
 	hatotest.Start(t, svc)
 	r := svc.Routes()[0]
-	q, ok, err := brokertest.FindQueue(vhost, r.Queue)
+	q, ok, err := brokertest.FindQueue(brokerVhost(t), r.Queue)
 	if err != nil || !ok {
 		t.Fatalf("queue: %v %v", ok, err)
 	}
@@ -54,7 +56,7 @@ func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 	if len(counts) < 2 || counts[0] != 0 || counts[1] != 1 {
 		t.Errorf("delivery counts seen by the handler %v, want 0, 1, ... from the broker", counts)
 	}
-	conn := brokertest.Dial(t, amqpURL, "test-quorum")
+	conn := brokertest.Dial(t, brokerURL(t), "test-quorum")
 	if n, _ := brokertest.Inspect(t, conn, r.DeadLetterQueue); n != 1 {
 		t.Errorf("dead-letter queue holds %d, want 1", n)
 	}
@@ -140,7 +142,7 @@ func newTLSProxy(t *testing.T, target string) *tlsProxy {
 }
 
 func TestTLSVerifiesTheBrokerByDefault(t *testing.T) {
-	u, err := amqp.ParseURI(amqpURL)
+	u, err := amqp.ParseURI(brokerURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -111,7 +113,7 @@ func TestCompetingRoutesShareTheWork(t *testing.T) {
 	if q != routeQueue(t, services[1], 0) {
 		t.Fatalf("competing routes on one key must share a queue: %q vs %q", q, routeQueue(t, services[1], 0))
 	}
-	conn := brokertest.Dial(t, amqpURL, "test-inspector")
+	conn := brokertest.Dial(t, brokerURL(t), "test-inspector")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		_, consumers := brokertest.Inspect(t, conn, q)
 		return consumers == 2

@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -38,7 +40,7 @@ func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
 	}
 
 	// What the first instance did not handle is still in the queue.
-	conn := brokertest.Dial(t, amqpURL, "test-drain-inspect")
+	conn := brokertest.Dial(t, brokerURL(t), "test-drain-inspect")
 	queue := svc.Routes()[0].Queue
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _ := brokertest.Inspect(t, conn, queue)

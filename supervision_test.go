@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -116,7 +118,7 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	}
 	// The messages are still in the queue, not lost.
 	hatotest.Stop(t, svc)
-	conn := brokertest.Dial(t, amqpURL, "test-hopeless")
+	conn := brokertest.Dial(t, brokerURL(t), "test-hopeless")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _ := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)
 		return n == 5

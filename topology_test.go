@@ -1,3 +1,5 @@
+//go:build !unit
+
 package hato_test
 
 import (
@@ -19,7 +21,7 @@ func TestDeclaredQueuesCarryTomodachisArguments(t *testing.T) {
 	hatotest.Start(t, svc)
 	r := svc.Routes()[0]
 
-	q, ok, err := brokertest.FindQueue(vhost, r.Queue)
+	q, ok, err := brokertest.FindQueue(brokerVhost(t), r.Queue)
 	if err != nil || !ok {
 		t.Fatalf("queue %s: found=%v err=%v", r.Queue, ok, err)
 	}
@@ -34,7 +36,7 @@ func TestDeclaredQueuesCarryTomodachisArguments(t *testing.T) {
 	// The proof that matters: tomodachi's own declaration of that queue
 	// (x-expires as a plain int, as aioamqp sends it) is accepted by the
 	// broker, so a tomodachi node and a hato node can share it.
-	conn := brokertest.Dial(t, amqpURL, "test-tomodachi-like")
+	conn := brokertest.Dial(t, brokerURL(t), "test-tomodachi-like")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +46,7 @@ func TestDeclaredQueuesCarryTomodachisArguments(t *testing.T) {
 		t.Fatalf("tomodachi-style declaration of %s refused: %v", r.Queue, err)
 	}
 
-	dlq, ok, err := brokertest.FindQueue(vhost, r.DeadLetterQueue)
+	dlq, ok, err := brokertest.FindQueue(brokerVhost(t), r.DeadLetterQueue)
 	if err != nil || !ok {
 		t.Fatalf("dead-letter queue %s: found=%v err=%v", r.DeadLetterQueue, ok, err)
 	}
@@ -58,7 +60,7 @@ func TestQueueTTLZeroDeclaresNoArguments(t *testing.T) {
 	svc := newService(t, "no-ttl", hato.WithQueueTTL(0))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })
 	hatotest.Start(t, svc)
-	q, ok, err := brokertest.FindQueue(vhost, svc.Routes()[0].Queue)
+	q, ok, err := brokertest.FindQueue(brokerVhost(t), svc.Routes()[0].Queue)
 	if err != nil || !ok {
 		t.Fatalf("queue: found=%v err=%v", ok, err)
 	}
@@ -81,7 +83,7 @@ func TestCustomExchangeIsDeclaredAsTomodachiDeclaresIt(t *testing.T) {
 	}, hato.Exchange(exchange))
 	hatotest.Start(t, svc)
 
-	exchanges, err := brokertest.ListExchanges(vhost)
+	exchanges, err := brokertest.ListExchanges(brokerVhost(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +101,7 @@ func TestCustomExchangeIsDeclaredAsTomodachiDeclaresIt(t *testing.T) {
 	}
 	// Declaring amq.topic is never attempted; a tomodachi-style redeclare of
 	// the custom exchange is accepted.
-	conn := brokertest.Dial(t, amqpURL, "test-exchange-redeclare")
+	conn := brokertest.Dial(t, brokerURL(t), "test-exchange-redeclare")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +121,7 @@ func TestConflictingQueueDeclarationFailsStart(t *testing.T) {
 	probe := newService(t, "probe")
 	mustSubscribe(t, probe, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })
 	queue := probe.Routes()[0].Queue
-	conn := brokertest.Dial(t, amqpURL, "test-conflict")
+	conn := brokertest.Dial(t, brokerURL(t), "test-conflict")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,11 @@
+//go:build !unit
+
 package broker
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,28 +13,28 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 	"github.com/hato-go/hato/test/netproxy"
 )
 
-var amqpURL string
-
-func TestMain(m *testing.M) {
-	brokertest.Main(m, "broker", func(url string) { amqpURL = url }, leak.Find)
+// brokerURL is the AMQP URL of this package's vhost; it fails the test if
+// the broker is unavailable.
+func brokerURL(t testing.TB) string {
+	t.Helper()
+	return pkgVhost.URL(t)
 }
 
 // viaProxy returns a netproxy in front of the test broker and the test
 // vhost's URL through it.
 func viaProxy(t *testing.T) (*netproxy.Proxy, string) {
 	t.Helper()
-	return brokertest.Proxy(t, amqpURL)
+	return brokertest.Proxy(t, brokerURL(t))
 }
 
 func dial(t *testing.T, name string) *amqp.Connection {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, Config{URL: amqpURL, ConnectionName: name, Heartbeat: 5 * time.Second})
+	conn, err := Dial(ctx, Config{URL: brokerURL(t), ConnectionName: name, Heartbeat: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func TestConsumerReportsBrokerCancel(t *testing.T) {
 func TestDialRedactsAndClassifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	u, err := amqp.ParseURI(amqpURL)
+	u, err := amqp.ParseURI(brokerURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,36 +298,8 @@ func TestDialRedactsAndClassifies(t *testing.T) {
 	}
 	cctx, ccancel := context.WithCancel(context.Background())
 	ccancel()
-	if _, err := Dial(cctx, Config{URL: amqpURL}); !errors.Is(err, context.Canceled) {
+	if _, err := Dial(cctx, Config{URL: brokerURL(t)}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled dial: %v", err)
-	}
-}
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
-func TestBuildURLAndRedact(t *testing.T) {
-	for _, tc := range []struct {
-		tls                bool
-		host               string
-		port               int
-		login, pass, vhost string
-		want               string
-	}{
-		{false, "127.0.0.1", 5672, "guest", "guest", "/", "amqp://guest:guest@127.0.0.1:5672/"},
-		{true, "rabbit", 5671, "u", "p@ss/w?rd", "prod", "amqps://u:p%40ss%2Fw%3Frd@rabbit:5671/prod"},
-		{false, "::1", 5672, "u", "p", "a/b", "amqp://u:p@[::1]:5672/a%2Fb"},
-	} {
-		got := BuildURL(tc.tls, tc.host, tc.port, tc.login, tc.pass, tc.vhost)
-		if got != tc.want {
-			t.Errorf("BuildURL = %s, want %s", got, tc.want)
-		}
-		u, err := amqp.ParseURI(got)
-		if err != nil || u.Password != tc.pass || u.Vhost != tc.vhost {
-			t.Errorf("%s parses to %+v (%v)", got, u, err)
-		}
-		if r := Redact(got); !contains(r, ":xxxxx@") {
-			t.Errorf("Redact(%s) = %s", got, r)
-		}
 	}
 }
 

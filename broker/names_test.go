@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 )
 
-// compatDir is where the tomodachi-produced vectors live, read in place.
-var compatDir = filepath.Join("..", "..", "shared", "compat", "tomodachi")
+// compatDir holds the vectors tomodachi produced (see its README.md).
+var compatDir = filepath.Join("testdata", "tomodachi")
 
 func readJSONL[T any](t *testing.T, name string) []T {
 	t.Helper()

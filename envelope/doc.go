@@ -24,7 +24,7 @@
 // same inputs (and, for JSON objects, the same key order) both build bodies
 // byte-identical to tomodachi's, except that compressed data comes from Go's
 // zlib rather than CPython's (any inflater reads both). Tests check this
-// against vectors tomodachi produced (shared/compat/tomodachi).
+// against vectors tomodachi produced (testdata/tomodachi).
 //
 // # Wire formats
 //
@@ -108,7 +108,9 @@
 // Any type implementing [Envelope] can stand in for the shipped ones; it
 // must be safe for concurrent use, never panic, and report failures with
 // the sentinels above. It may read its own per-route settings from
-// Options.Values (see the custom envelope example).
+// Options.Values (see the custom envelope example). Package envelopetest
+// checks all of this: run envelopetest.Run on it from a test, as this
+// package does on JSON, Protobuf, Raw and the example.
 //
 // # Concurrency and cost
 //

@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// vectorDir holds the vectors tomodachi produced (read in place, read-only).
-const vectorDir = "../../shared/compat/tomodachi"
+// vectorDir holds the vectors tomodachi produced (see its README.md).
+const vectorDir = "testdata/tomodachi"
 
 // vectorMeta is a vector's expect.metadata.
 type vectorMeta struct {
@@ -67,7 +67,7 @@ func readVectors[T any](t testing.TB, name string) []T {
 	t.Helper()
 	f, err := os.Open(filepath.Join(vectorDir, name))
 	if err != nil {
-		t.Fatalf("open vectors (they are read in place from %s): %v", vectorDir, err)
+		t.Fatalf("open vectors (see %s/README.md): %v", vectorDir, err)
 	}
 	defer f.Close()
 	var out []T

@@ -1,195 +1,34 @@
+//go:build !unit
+
 package brokertest
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato/test/netproxy"
 )
-
-// pkgURL is the AMQP URL of the vhost shared by the tests of this package.
-var pkgURL string
-
-// pkgVhost is its name.
-var pkgVhost string
-
-const lockHolderEnv = "HATO_BROKERTEST_LOCK_HOLDER"
 
 // ctlWait bounds waits whose every poll runs rabbitmqctl: each call starts
 // an Erlang VM, ~1 s normally but 5-15 s on a loaded 2-CPU machine.
 const ctlWait = 90 * time.Second
 
-func TestMain(m *testing.M) {
-	if os.Getenv(lockHolderEnv) == "1" {
-		lockHolderMain()
-		return
-	}
-	vhost, url, del, err := setupVhost("brokertest")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pkgVhost, pkgURL = vhost, url
-	code := m.Run()
-	if err := del(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// lockHolderMain runs in a child process (TestCrossProcessLock): it takes
-// the shared broker lock, reports it, and holds it until stdin is closed.
-func lockHolderMain() {
-	acquireShared()
-	fmt.Println("locked")
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	os.Exit(0)
-}
-
 func TestRequire(t *testing.T) {
 	Require(t)
 	Require(t) // cached
-}
-
-func TestURLs(t *testing.T) {
-	t.Setenv(EnvURL, "")
-	if BaseURL() != DefaultURL {
-		t.Fatalf("BaseURL() = %q", BaseURL())
-	}
-	t.Setenv(EnvURL, "amqp://u:secret@example.test:5673/x")
-	if BaseURL() != "amqp://u:secret@example.test:5673/x" {
-		t.Fatalf("BaseURL() = %q", BaseURL())
-	}
-	u, err := VhostURL("a/b c")
-	if err != nil || u != "amqp://u:secret@example.test:5673/a%2Fb%20c" {
-		t.Fatalf("VhostURL = %q, %v", u, err)
-	}
-	uri, err := amqp.ParseURI(u)
-	if err != nil || uri.Vhost != "a/b c" || uri.Username != "u" {
-		t.Fatalf("amqp091 parses %q as %+v, %v", u, uri, err)
-	}
-	if r := Redact(u); strings.Contains(r, "secret") {
-		t.Fatalf("Redact = %q", r)
-	}
-	if brokerUser() != "u" || brokerHostPort() != "example.test:5673" {
-		t.Fatalf("user %q hostport %q", brokerUser(), brokerHostPort())
-	}
-}
-
-// fakeTB records Fatalf instead of failing the real test. Only the methods
-// the helpers use are overridden; the rest go to the embedded real T.
-type fakeTB struct {
-	testing.TB
-	mu       sync.Mutex
-	failed   bool
-	messages []string
-}
-
-func (f *fakeTB) Helper() {}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.failed = true
-	f.messages = append(f.messages, fmt.Sprintf(format, args...))
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Errorf(format string, args ...any) {
-	f.mu.Lock()
-	f.failed = true
-	f.messages = append(f.messages, fmt.Sprintf(format, args...))
-	f.mu.Unlock()
-}
-
-// runFake runs fn with a fake TB on its own goroutine (Fatalf calls
-// runtime.Goexit, like the real FailNow) and returns the fake afterwards.
-func runFake(t *testing.T, fn func(tb testing.TB)) *fakeTB {
-	f := &fakeTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(f)
-	}()
-	<-done
-	return f
-}
-
-func TestWaitForFailsWithMessage(t *testing.T) {
-	calls := 0
-	f := runFake(t, func(tb testing.TB) {
-		WaitFor(tb, 50*time.Millisecond, func() bool { calls++; return false }, "queue %q to drain", "q1")
-		t.Error("WaitFor returned although the condition never held")
-	})
-	if !f.failed || len(f.messages) != 1 {
-		t.Fatalf("fake: failed=%v messages=%q", f.failed, f.messages)
-	}
-	if want := `timed out after 50ms waiting for queue "q1" to drain`; f.messages[0] != want {
-		t.Fatalf("message %q, want %q", f.messages[0], want)
-	}
-	if calls < 2 {
-		t.Fatalf("condition evaluated %d times; WaitFor must poll", calls)
-	}
-}
-
-func TestWaitForSucceeds(t *testing.T) {
-	n := 0
-	f := runFake(t, func(tb testing.TB) {
-		WaitFor(tb, 5*time.Second, func() bool { n++; return n == 3 }, "n to reach 3")
-	})
-	if f.failed || n != 3 {
-		t.Fatalf("failed=%v n=%d messages=%q", f.failed, n, f.messages)
-	}
-}
-
-func TestEventuallyAndPoll(t *testing.T) {
-	if err := Eventually(20*time.Millisecond, func() bool { return false }); err == nil || !strings.Contains(err.Error(), "20ms") {
-		t.Fatalf("Eventually = %v", err)
-	}
-	if err := Eventually(time.Second, func() bool { return true }); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := Poll(ctx, func() bool { return false }); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Poll = %v", err)
-	}
-}
-
-func TestRequireFailsLoudly(t *testing.T) {
-	t.Setenv(EnvURL, "amqp://guest:guest@127.0.0.1:1/")
-	f := runFake(t, func(tb testing.TB) {
-		_ = Dial(tb, BaseURL(), "unreachable")
-	})
-	if !f.failed || !strings.Contains(f.messages[0], "scripts/rabbitmq.sh ensure") {
-		t.Fatalf("failed=%v messages=%q", f.failed, f.messages)
-	}
 }
 
 func TestRabbitmqctlErrorIncludesOutput(t *testing.T) {
@@ -242,7 +81,7 @@ func TestNewVhostCreatesAndDeletes(t *testing.T) {
 }
 
 func TestListQueuesAndExchangesShowArguments(t *testing.T) {
-	conn := Dial(t, pkgURL, UniqueName("hato-bt-", t.Name()))
+	conn := Dial(t, pkg.URL(t), UniqueName("hato-bt-", t.Name()))
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +104,7 @@ func TestListQueuesAndExchangesShowArguments(t *testing.T) {
 	// Wait for the publish to land (fast path, no rabbitmqctl in the loop).
 	WaitFor(t, 5*time.Second, func() bool { n, _ := Inspect(t, conn, qname); return n == 1 }, "message in %s", qname)
 
-	q, ok, err := FindQueue(pkgVhost, qname)
+	q, ok, err := FindQueue(pkg.Name(t), qname)
 	if err != nil || !ok {
 		t.Fatalf("FindQueue = %v, %v", ok, err)
 	}
@@ -277,11 +116,11 @@ func TestListQueuesAndExchangesShowArguments(t *testing.T) {
 	if !reflect.DeepEqual(q, want) {
 		t.Fatalf("queue:\n got %#v\nwant %#v", q, want)
 	}
-	if _, ok, err := FindQueue(pkgVhost, "no-such-queue"); ok || err != nil {
+	if _, ok, err := FindQueue(pkg.Name(t), "no-such-queue"); ok || err != nil {
 		t.Fatalf("FindQueue(missing) = %v, %v", ok, err)
 	}
 
-	exchanges, err := ListExchanges(pkgVhost)
+	exchanges, err := ListExchanges(pkg.Name(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,9 +136,9 @@ func TestListQueuesAndExchangesShowArguments(t *testing.T) {
 
 func TestConnectionsListCloseAndWait(t *testing.T) {
 	prefix := UniqueName("hato-bt-conn-", "") + "-"
-	c1 := Dial(t, pkgURL, prefix+"one")
-	c2 := Dial(t, pkgURL, prefix+"two")
-	other := Dial(t, pkgURL, UniqueName("hato-bt-bystander-", "")) // must survive
+	c1 := Dial(t, pkg.URL(t), prefix+"one")
+	c2 := Dial(t, pkg.URL(t), prefix+"two")
+	other := Dial(t, pkg.URL(t), UniqueName("hato-bt-bystander-", "")) // must survive
 	closed1 := c1.NotifyClose(make(chan *amqp.Error, 1))
 	closed2 := c2.NotifyClose(make(chan *amqp.Error, 1))
 
@@ -310,7 +149,7 @@ func TestConnectionsListCloseAndWait(t *testing.T) {
 		t.Fatalf("names %q", names)
 	}
 	for _, c := range conns {
-		if !strings.HasPrefix(c.PID, "<") || c.VHost != pkgVhost || c.User != brokerUser() || c.State != "running" || !strings.Contains(c.Addr, " -> ") {
+		if !strings.HasPrefix(c.PID, "<") || c.VHost != pkg.Name(t) || c.User != brokerUser() || c.State != "running" || !strings.Contains(c.Addr, " -> ") {
 			t.Fatalf("connection %#v", c)
 		}
 	}
@@ -336,7 +175,7 @@ func TestConnectionsListCloseAndWait(t *testing.T) {
 }
 
 func TestInspect(t *testing.T) {
-	conn := Dial(t, pkgURL, UniqueName("hato-bt-", t.Name()))
+	conn := Dial(t, pkg.URL(t), UniqueName("hato-bt-", t.Name()))
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -418,26 +257,6 @@ func TestSetMemoryWatermarkRestores(t *testing.T) {
 	})
 	if got, err := MemoryWatermark(); err != nil || !reflect.DeepEqual(got, orig) {
 		t.Fatalf("watermark not restored: %v (want %v), %v", got, orig, err)
-	}
-}
-
-func TestSpawnDelayed(t *testing.T) {
-	marker := filepath.Join(t.TempDir(), "fired")
-	cancel, err := spawnDelayed(time.Second, "touch", marker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cancel()
-	WaitFor(t, 10*time.Second, func() bool { _, err := os.Stat(marker); return err == nil }, "watchdog to run")
-
-	never := filepath.Join(t.TempDir(), "never")
-	cancel2, err := spawnDelayed(time.Second, "touch", never)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cancel2() // kills the sleeping shell and its sleep
-	if err := Eventually(1500*time.Millisecond, func() bool { _, err := os.Stat(never); return err == nil }); err == nil {
-		t.Fatal("cancelled watchdog ran anyway")
 	}
 }
 
@@ -523,7 +342,7 @@ func TestCrossProcessLock(t *testing.T) {
 // AMQP connection: a paused proxy makes heartbeats time out, CutAll drops
 // the connection at once.
 func TestNetproxyAMQP(t *testing.T) {
-	uri, err := amqp.ParseURI(pkgURL)
+	uri, err := amqp.ParseURI(pkg.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +351,7 @@ func TestNetproxyAMQP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	u, err := url.Parse(pkgURL)
+	u, err := url.Parse(pkg.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

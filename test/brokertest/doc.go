@@ -22,25 +22,20 @@
 // calls (~1–2 s), deleting one another; prefer one vhost per package plus
 // unique queue names per test when a package has many tests:
 //
-//	var amqpURL string
+//	var pkgVhost = brokertest.NewPackageVhost("mypkg")
 //
-//	func TestMain(m *testing.M) {
-//		url, cleanup, err := brokertest.SetupVhost("mypkg")
-//		if err != nil {
-//			fmt.Fprintln(os.Stderr, err)
-//			os.Exit(1)
-//		}
-//		amqpURL = url
-//		code := m.Run()
-//		cleanup()
-//		if code == 0 {
-//			if err := goleak.Find(); err != nil {
-//				fmt.Fprintln(os.Stderr, err)
-//				code = 1
-//			}
-//		}
-//		os.Exit(code)
+//	func TestMain(m *testing.M) { brokertest.Main(m, pkgVhost, leak.Find) }
+//
+//	func TestPublish(t *testing.T) {
+//		url := pkgVhost.URL(t) // creates the vhost on first use
+//		...
 //	}
+//
+// The vhost is created only when a test asks for it, so the tests of the
+// package that need no broker run without one. Files whose tests need the
+// broker start with `//go:build !unit`: `go test -tags unit ./...` (`make
+// test-unit`) runs the rest, the unit layer. SetupVhost does the same for
+// a TestMain of its own.
 //
 // # Inspection
 //

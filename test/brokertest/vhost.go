@@ -3,6 +3,7 @@ package brokertest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -123,19 +124,81 @@ func setupVhost(label string) (vhost, url string, del func() error, err error) {
 	return vhost, url, del, nil
 }
 
-// Main runs a test package in a vhost of its own: it creates the vhost,
-// calls setURL with its AMQP URL, runs the tests, deletes the vhost, then
-// runs check (for example a goroutine-leak check; nil for none) if the tests
-// passed, and exits. Call it from TestMain.
-func Main(m *testing.M, label string, setURL func(url string), check func() error) {
-	url, cleanup, err := SetupVhost(label)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+// PackageVhost is a vhost shared by the tests of one package, created the
+// first time a test asks for it (URL or Name), so the tests of the package
+// that do not use the broker run without one. Declare one per package and
+// pass it to Main:
+//
+//	var pkgVhost = brokertest.NewPackageVhost("mypkg")
+//
+//	func TestMain(m *testing.M) { brokertest.Main(m, pkgVhost, leak.Find) }
+//
+//	func TestSomething(t *testing.T) { url := pkgVhost.URL(t); ... }
+//
+// Creation runs once per process; if it fails (no broker, no rabbitmqctl)
+// every test that asks fails with the reason, none skips.
+type PackageVhost struct {
+	label string
+	once  sync.Once
+	vhost string
+	url   string
+	del   func() error
+	err   error
+}
+
+// NewPackageVhost returns a PackageVhost whose name starts with
+// "hato-test-<label>-". It contacts nothing.
+func NewPackageVhost(label string) *PackageVhost { return &PackageVhost{label: label} }
+
+func (p *PackageVhost) setup(t testing.TB) {
+	t.Helper()
+	p.once.Do(func() { p.vhost, p.url, p.del, p.err = setupVhost(p.label) })
+	if p.err != nil {
+		layer := ""
+		if unitLayer {
+			layer = " (built with -tags unit, the layer without a broker: a test that needs the broker belongs in a file tagged //go:build !unit)"
+		}
+		t.Fatalf("this test needs the broker: package vhost %q: %v%s", p.label, p.err, layer)
 	}
-	setURL(url)
+}
+
+// URL returns the AMQP URL of the package vhost, creating the vhost on the
+// first call. It fails the test if the broker or rabbitmqctl is unavailable.
+func (p *PackageVhost) URL(t testing.TB) string {
+	t.Helper()
+	p.setup(t)
+	return p.url
+}
+
+// Name returns the name of the package vhost, creating it on the first
+// call (see URL).
+func (p *PackageVhost) Name(t testing.TB) string {
+	t.Helper()
+	p.setup(t)
+	return p.vhost
+}
+
+// Delete deletes the vhost if it was created; otherwise it does nothing.
+// Call it after the tests ran (Main does).
+func (p *PackageVhost) Delete() error {
+	p.once.Do(func() { p.err = errors.New("brokertest: package vhost used after Delete") })
+	if p.del == nil {
+		return nil
+	}
+	return p.del()
+}
+
+// Main runs a test package whose broker tests share vh: it runs the tests,
+// deletes vh if a test created it (a deletion failure is reported on
+// stderr), then runs check (for example a
+// goroutine-leak check; nil for none) if the tests passed, and exits. It
+// contacts the broker only if a test asked vh for its URL. Call it from
+// TestMain.
+func Main(m *testing.M, vh *PackageVhost, check func() error) {
 	code := m.Run()
-	cleanup()
+	if err := vh.Delete(); err != nil {
+		fmt.Fprintf(os.Stderr, "brokertest: %v\n", err)
+	}
 	if code == 0 && check != nil {
 		if err := check(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

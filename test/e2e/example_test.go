@@ -1,3 +1,5 @@
+//go:build !unit
+
 // Package e2e runs the example nodes as processes against the real broker.
 package e2e
 
@@ -21,10 +23,12 @@ import (
 	"github.com/hato-go/hato/test/brokertest"
 )
 
-var amqpURL string
+// pkgVhost is this package's vhost on the test broker (every test here
+// needs it).
+var pkgVhost = brokertest.NewPackageVhost("e2e")
 
 func TestMain(m *testing.M) {
-	brokertest.Main(m, "e2e", func(url string) { amqpURL = url }, nil)
+	brokertest.Main(m, pkgVhost, nil)
 }
 
 // build compiles a package of this module into the test's temp dir.
@@ -148,9 +152,9 @@ func jsonVector(t *testing.T, name string) (payload string, data any) {
 
 func TestExampleNodeForwardsTomodachiMessages(t *testing.T) {
 	bin := build(t, "./examples/amqp-example")
-	n := startNode(t, bin, "AMQP_URL="+amqpURL)
+	n := startNode(t, bin, "AMQP_URL="+pkgVhost.URL(t))
 
-	conn := brokertest.Dial(t, amqpURL, "e2e-driver")
+	conn := brokertest.Dial(t, pkgVhost.URL(t), "e2e-driver")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -220,9 +224,9 @@ func TestExampleNodeForwardsTomodachiMessages(t *testing.T) {
 
 func TestExampleNodeExitsWithStartFailedOnRefusedCredentials(t *testing.T) {
 	bin := build(t, "./examples/amqp-example")
-	bad := strings.Replace(amqpURL, "guest:guest@", "guest:wrong-password@", 1)
-	if bad == amqpURL {
-		t.Fatalf("cannot derive a bad URL from %s", brokertest.Redact(amqpURL))
+	bad := strings.Replace(pkgVhost.URL(t), "guest:guest@", "guest:wrong-password@", 1)
+	if bad == pkgVhost.URL(t) {
+		t.Fatalf("cannot derive a bad URL from %s", brokertest.Redact(pkgVhost.URL(t)))
 	}
 	n := startNode(t, bin, "AMQP_URL="+bad)
 	if code := n.wait(t, 60*time.Second); code != hato.ExitStartFailed {

@@ -1,4 +1,4 @@
-// Test fixture: a copy of shared/compat/tomodachi/person.proto, the typed
+// Test fixture: a copy of envelope/testdata/tomodachi/person.proto, the typed
 // payload ("proto_class") of protobuf_envelope.jsonl, with a go_package added.
 // Regenerate with `bash envelope/gen.sh` from the repository root.
 

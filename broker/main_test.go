@@ -1,0 +1,20 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/test/leak"
+)
+
+// pkgVhost is this package's vhost on the test broker, created when the
+// first test asks for it (brokerURL): the tests in files without
+// `//go:build !unit` need no broker.
+var pkgVhost = brokertest.NewPackageVhost("broker")
+
+func TestMain(m *testing.M) {
+	brokertest.Main(m, pkgVhost, leak.Find)
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
