@@ -63,6 +63,10 @@ vet: ## go vet.
 lint: ## golangci-lint with .golangci.yml (fetched with go run).
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
 
+.PHONY: shape
+shape: ## Function complexity/length offenders (cx>15, >60 lines) and exported identifiers per package.
+	$(GO) run ./scripts/shape -over 15 -lines 60 -exported
+
 .PHONY: fmt
 fmt: ## gofmt the tree.
 	gofmt -w $$(git ls-files '*.go')

@@ -354,32 +354,7 @@ func (s *Service) spawn() error {
 		Policy: supervisor.Policy{MaxRestarts: -1},
 	}}
 	for _, r := range s.routes {
-		policy := s.cfg.supervision
-		if r.cfg.supervision != nil {
-			policy = *r.cfg.supervision
-		}
-		prefetch, global := s.cfg.prefetch, s.cfg.globalPrefetch
-		if r.cfg.prefetch > 0 {
-			prefetch, global = r.cfg.prefetch, r.cfg.globalPrefetch
-		}
-		ar := &actors.Route{
-			Name:           r.name,
-			Topology:       s.topology(r),
-			Prefetch:       prefetch,
-			GlobalPrefetch: global,
-			Concurrency:    r.cfg.concurrency,
-			Handle:         r.handle(s),
-			Failure:        s.failurePolicy(r),
-			Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
-			Service:        s.name,
-			Reopen:         s.cfg.reconnect,
-			Events:         s.deliveryEvents(),
-		}
-		children = append(children, supervisor.ChildSpec{
-			Name:   r.name,
-			Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID}),
-			Policy: policy,
-		})
+		children = append(children, s.routeChild(r, connPID))
 	}
 	props := supervisor.Props(supervisor.Config{
 		Children: children,
@@ -398,6 +373,36 @@ func (s *Service) spawn() error {
 	s.mu.Unlock()
 	s.conn.Store(connPID)
 	return nil
+}
+
+// routeChild is the supervisor's child spec of r's consumer actor.
+func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec {
+	policy := s.cfg.supervision
+	if r.cfg.supervision != nil {
+		policy = *r.cfg.supervision
+	}
+	prefetch, global := s.cfg.prefetch, s.cfg.globalPrefetch
+	if r.cfg.prefetch > 0 {
+		prefetch, global = r.cfg.prefetch, r.cfg.globalPrefetch
+	}
+	ar := &actors.Route{
+		Name:           r.name,
+		Topology:       s.topology(r),
+		Prefetch:       prefetch,
+		GlobalPrefetch: global,
+		Concurrency:    r.cfg.concurrency,
+		Handle:         r.handle(s),
+		Failure:        s.failurePolicy(r),
+		Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
+		Service:        s.name,
+		Reopen:         s.cfg.reconnect,
+		Events:         s.deliveryEvents(),
+	}
+	return supervisor.ChildSpec{
+		Name:   r.name,
+		Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID}),
+		Policy: policy,
+	}
 }
 
 func (s *Service) dialConfig(kind string) broker.Config {

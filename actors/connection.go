@@ -130,67 +130,133 @@ type reopenPublisher struct{ gen uint64 }
 
 type drainCheck struct{}
 
+// generational is a message about the connections of one generation. It is
+// stale once those connections are gone (closed, or replaced by a newer
+// generation); Receive drops stale ones in one place (see current).
+type generational interface{ connGen() uint64 }
+
+func (m *connLost) connGen() uint64        { return m.gen }
+func (m *publisherResult) connGen() uint64 { return m.gen }
+func (m *blockedChanged) connGen() uint64  { return m.gen }
+func (m *reopenPublisher) connGen() uint64 { return m.gen }
+
+// discard closes the publisher a stale open made.
+func (m *publisherResult) discard() {
+	if m.p != nil {
+		m.p.Close()
+	}
+}
+
 // Receive implements actor.Actor.
 func (c *connection) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
+	case generational:
+		c.receiveGenerational(ctx, msg)
 	case *actor.Started:
-		c.self, c.sys = ctx.Self(), ctx.ActorSystem()
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-		c.dial()
+		c.started(ctx)
 	case *actor.Restarting:
 		c.teardown()
 	case *actor.Stopping:
 		c.stop()
 	case *redial:
-		if !c.dialing && c.pub == nil {
-			c.dial()
-		}
+		c.redial()
 	case *dialResult:
 		c.dialed(ctx, msg)
+	case *publisherClosed:
+		c.publisherGone(msg)
+	case *Publish:
+		c.publish(msg.Req)
+	case *OpenChannel:
+		c.openChannel(msg)
+	case *StatusRequest:
+		ctx.Respond(c.status())
+	case *supervisor.Drain:
+		c.startDrain(msg)
+	case *drainCheck:
+		c.checkDrain()
+	}
+}
+
+// receiveGenerational drops a stale message, then dispatches a current one.
+func (c *connection) receiveGenerational(ctx actor.Context, msg generational) {
+	if !c.current(msg) {
+		return
+	}
+	switch msg := msg.(type) {
 	case *connLost:
 		c.lost(ctx, msg)
 	case *publisherResult:
 		c.publisherOpened(ctx, msg)
-	case *publisherClosed:
-		c.publisherGone(msg)
-	case *reopenPublisher:
-		if msg.gen == c.gen && c.publisher == nil && c.pub != nil && !c.pub.IsClosed() {
-			c.openPublisher()
-		}
 	case *blockedChanged:
-		if msg.gen != c.gen {
-			return
-		}
-		c.blocked = msg.active
-		if c.publisher != nil {
-			c.publisher.SetPaused(msg.active)
-		}
-		if msg.active {
-			c.log.Warn("broker blocked publishing (flow control)", zap.String("reason", msg.reason))
-		} else {
-			c.log.Info("broker unblocked publishing")
-		}
-	case *Publish:
-		c.publish(msg.Req)
-	case *OpenChannel:
-		if c.sub != nil && !c.sub.IsClosed() {
-			c.openFor(msg)
-		} else {
-			c.waiters = append(c.waiters, msg)
-		}
-	case *StatusRequest:
-		c.prune()
-		st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
-		if c.publisher != nil {
-			st.Outstanding = c.publisher.Outstanding()
-		}
-		ctx.Respond(st)
-	case *supervisor.Drain:
-		c.drain = msg
-		c.checkDrain()
-	case *drainCheck:
-		c.checkDrain()
+		c.blockedChanged(msg)
+	case *reopenPublisher:
+		c.reopenPublisher()
 	}
+}
+
+// current reports whether msg is about the live connections, releasing what
+// a stale one holds.
+func (c *connection) current(msg generational) bool {
+	if msg.connGen() == c.gen && c.pub != nil {
+		return true
+	}
+	if d, ok := msg.(discarder); ok {
+		d.discard()
+	}
+	return false
+}
+
+func (c *connection) started(ctx actor.Context) {
+	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.dial()
+}
+
+func (c *connection) redial() {
+	if !c.dialing && c.pub == nil {
+		c.dial()
+	}
+}
+
+func (c *connection) reopenPublisher() {
+	if c.publisher == nil && !c.pub.IsClosed() {
+		c.openPublisher()
+	}
+}
+
+func (c *connection) blockedChanged(msg *blockedChanged) {
+	c.blocked = msg.active
+	if c.publisher != nil {
+		c.publisher.SetPaused(msg.active)
+	}
+	if msg.active {
+		c.log.Warn("broker blocked publishing (flow control)", zap.String("reason", msg.reason))
+	} else {
+		c.log.Info("broker unblocked publishing")
+	}
+}
+
+// openChannel opens a channel for a consumer now, or once connected.
+func (c *connection) openChannel(msg *OpenChannel) {
+	if c.sub != nil && !c.sub.IsClosed() {
+		c.openFor(msg)
+		return
+	}
+	c.waiters = append(c.waiters, msg)
+}
+
+func (c *connection) status() *ConnectionStatus {
+	c.prune()
+	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
+	if c.publisher != nil {
+		st.Outstanding = c.publisher.Outstanding()
+	}
+	return st
+}
+
+func (c *connection) startDrain(msg *supervisor.Drain) {
+	c.drain = msg
+	c.checkDrain()
 }
 
 func (c *connection) dial() {
@@ -290,12 +356,6 @@ func (c *connection) openPublisher() {
 }
 
 func (c *connection) publisherOpened(ctx actor.Context, msg *publisherResult) {
-	if msg.gen != c.gen || c.pub == nil {
-		if msg.p != nil {
-			msg.p.Close()
-		}
-		return
-	}
 	if msg.err != nil {
 		c.log.Warn("opening the publishing channel failed", zap.Error(msg.err))
 		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{gen: c.gen})
@@ -343,9 +403,6 @@ func (c *connection) takeHandback() {
 }
 
 func (c *connection) lost(ctx actor.Context, msg *connLost) {
-	if msg.gen != c.gen || c.pub == nil {
-		return
-	}
 	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err})
 	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err))
 	c.closeConns()

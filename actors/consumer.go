@@ -135,7 +135,9 @@ type consumer struct {
 	drainClosed bool // the session is being closed to finish the drain
 }
 
-// Async results; each carries the incarnation that started the work.
+// Async results; each carries the incarnation that started the work, and
+// the session results also the session generation. Receive drops stale ones
+// in one place (see stale) before dispatching.
 type (
 	sessionStarted struct {
 		inc, gen uint64
@@ -174,91 +176,167 @@ type (
 	drainTimeout    struct{ inc uint64 }
 )
 
+// stamped is an async result: it carries the incarnation that started the
+// work. A result of an earlier incarnation is stale.
+type stamped interface{ incarnation() uint64 }
+
+// sessioned is a result of one consuming session: it is stale once the
+// session generation moved on.
+type sessioned interface{ sessionGen() uint64 }
+
+func (m *sessionStarted) incarnation() uint64   { return m.inc }
+func (m *deliveryArrived) incarnation() uint64  { return m.inc }
+func (m *sessionEnded) incarnation() uint64     { return m.inc }
+func (m *handlerDone) incarnation() uint64      { return m.inc }
+func (m *publishesSettled) incarnation() uint64 { return m.inc }
+func (m *retryDue) incarnation() uint64         { return m.inc }
+func (m *deadLettered) incarnation() uint64     { return m.inc }
+func (m *deadLetterRetry) incarnation() uint64  { return m.inc }
+func (m *reopen) incarnation() uint64           { return m.inc }
+func (m *drainTimeout) incarnation() uint64     { return m.inc }
+
+func (m *sessionStarted) sessionGen() uint64  { return m.gen }
+func (m *deliveryArrived) sessionGen() uint64 { return m.gen }
+func (m *sessionEnded) sessionGen() uint64    { return m.gen }
+
+// discard closes the session a stale open started.
+func (m *sessionStarted) discard() {
+	if m.s != nil {
+		m.s.Close()
+	}
+}
+
 // Receive implements actor.Actor.
 func (c *consumer) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
+	case stamped:
+		c.receiveResult(ctx, msg)
 	case *actor.Started:
-		c.self, c.sys = ctx.Self(), ctx.ActorSystem()
-		c.inc = rand.Uint64()
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-		c.startWorkers()
-		c.requestChannel(ctx)
+		c.started(ctx)
 	case *actor.Restarting:
 		c.abandon()
 	case *actor.Stopping:
-		c.abandon()
-		if c.drain != nil {
-			close(c.drain.Done)
-			c.drain = nil
-		}
+		c.stopping()
 	case *ChannelReply:
 		c.channelReply(msg)
+	case *supervisor.Drain:
+		c.startDrain(msg)
+	}
+}
+
+// receiveResult drops a stale async result, then dispatches a current one.
+func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
+	if c.stale(msg) {
+		return
+	}
+	switch msg := msg.(type) {
 	case *sessionStarted:
 		c.sessionStarted(ctx, msg)
 	case *deliveryArrived:
-		if msg.inc == c.inc && msg.gen == c.gen {
-			c.arrived(ctx, msg.d)
-		}
+		c.arrived(ctx, msg.d)
 	case *sessionEnded:
-		if msg.inc == c.inc && msg.gen == c.gen {
-			c.sessionEnded(ctx, msg.err)
-		}
+		c.sessionEnded(ctx, msg.err)
 	case *handlerDone:
-		if msg.inc == c.inc {
-			c.handlerDone(ctx, msg)
-		}
+		c.handlerDone(ctx, msg)
 	case *publishesSettled:
-		if msg.inc != c.inc {
-			return
-		}
-		if j := c.jobs[msg.id]; j != nil && j.stage == confirming && j.attempts == msg.attempt {
-			if msg.err != nil {
-				c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", msg.err))
-			} else {
-				c.settle(ctx, j, Ack, nil)
-			}
-		}
+		c.publishesSettled(ctx, msg)
 	case *retryDue:
-		if msg.inc != c.inc {
-			return
-		}
-		if j := c.jobs[msg.id]; j != nil && j.stage == retryWait {
-			if c.drain != nil {
-				c.release(j)
-				return
-			}
-			j.stage = queued
-			c.queue = append([]*job{j}, c.queue...)
-			c.pump()
-		}
+		c.retryDue(msg)
 	case *deadLettered:
-		if msg.inc == c.inc {
-			c.deadLettered(ctx, msg)
-		}
+		c.deadLettered(ctx, msg)
 	case *deadLetterRetry:
-		if msg.inc != c.inc {
-			return
-		}
-		if j := c.jobs[msg.id]; j != nil && j.stage == deadLettering {
-			c.publishDeadLetter(ctx, j)
-		}
+		c.deadLetterRetry(ctx, msg)
 	case *reopen:
-		if msg.inc == c.inc && c.session == nil && !c.opening && c.drain == nil {
-			c.requestChannel(ctx)
-		}
-	case *supervisor.Drain:
-		c.startDrain(msg)
+		c.reopen(ctx)
 	case *drainTimeout:
-		if msg.inc == c.inc && c.drain != nil {
-			c.log.Warn("drain deadline passed: returning unfinished deliveries to the broker",
-				zap.Int("unfinished", len(c.jobs)), zap.Int("handlers_running", c.running))
-			if c.drain.Unfinished != nil && len(c.jobs) > 0 {
-				c.drain.Unfinished(len(c.jobs))
-			}
-			c.cancel()
-			c.finishDrain()
-		}
+		c.drainTimeout()
 	}
+}
+
+// stale reports whether msg comes from an earlier incarnation or session,
+// releasing what it holds if so.
+func (c *consumer) stale(msg stamped) bool {
+	old := msg.incarnation() != c.inc
+	if s, ok := msg.(sessioned); ok && s.sessionGen() != c.gen {
+		old = true
+	}
+	if d, ok := msg.(discarder); ok && old {
+		d.discard()
+	}
+	return old
+}
+
+func (c *consumer) started(ctx actor.Context) {
+	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+	c.inc = rand.Uint64()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.startWorkers()
+	c.requestChannel(ctx)
+}
+
+func (c *consumer) stopping() {
+	c.abandon()
+	if c.drain != nil {
+		close(c.drain.Done)
+		c.drain = nil
+	}
+}
+
+// publishesSettled acks a job once every publish its handler made is
+// confirmed, or retries it when one failed.
+func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
+	j := c.jobs[msg.id]
+	if j == nil || j.stage != confirming || j.attempts != msg.attempt {
+		return
+	}
+	if msg.err != nil {
+		c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", msg.err))
+		return
+	}
+	c.settle(ctx, j, Ack, nil)
+}
+
+// retryDue runs a job again once its retry backoff passed (at the front of
+// the queue), or returns it to the broker while draining.
+func (c *consumer) retryDue(msg *retryDue) {
+	j := c.jobs[msg.id]
+	if j == nil || j.stage != retryWait {
+		return
+	}
+	if c.drain != nil {
+		c.release(j)
+		return
+	}
+	j.stage = queued
+	c.queue = append([]*job{j}, c.queue...)
+	c.pump()
+}
+
+func (c *consumer) deadLetterRetry(ctx actor.Context, msg *deadLetterRetry) {
+	if j := c.jobs[msg.id]; j != nil && j.stage == deadLettering {
+		c.publishDeadLetter(ctx, j)
+	}
+}
+
+func (c *consumer) reopen(ctx actor.Context) {
+	if c.session == nil && !c.opening && c.drain == nil {
+		c.requestChannel(ctx)
+	}
+}
+
+// drainTimeout gives up on a drain at its deadline: handlers are cancelled
+// and the session closed, so the broker gets back what is unfinished.
+func (c *consumer) drainTimeout() {
+	if c.drain == nil {
+		return
+	}
+	c.log.Warn("drain deadline passed: returning unfinished deliveries to the broker",
+		zap.Int("unfinished", len(c.jobs)), zap.Int("handlers_running", c.running))
+	if c.drain.Unfinished != nil && len(c.jobs) > 0 {
+		c.drain.Unfinished(len(c.jobs))
+	}
+	c.cancel()
+	c.finishDrain()
 }
 
 func (c *consumer) requestChannel(ctx actor.Context) {
@@ -309,12 +387,6 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 }
 
 func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
-	if msg.inc != c.inc || msg.gen != c.gen {
-		if msg.s != nil {
-			msg.s.Close()
-		}
-		return
-	}
 	c.opening = false
 	if msg.err != nil {
 		if c.drain != nil {

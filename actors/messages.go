@@ -45,3 +45,7 @@ type ConnectionStatus struct {
 	Buffered    int    // publishes waiting for a connection
 	Outstanding int    // publishes sent, awaiting their confirm
 }
+
+// discarder is an internal async result that holds a resource (a session, a
+// publisher) to release when the actor drops it as stale.
+type discarder interface{ discard() }

@@ -158,60 +158,40 @@ func (c *Consumer) stop() {
 	c.mu.Unlock()
 }
 
+// runState is the session loop's state.
+type runState struct {
+	closeErr  error
+	closing   bool
+	requested bool // the owner asked for the close
+	buf       []op
+}
+
 func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string) {
-	var (
-		closeErr   error
-		closing    bool
-		requested  bool // the owner asked for the close
-		closesOpen = true
-		buf        []op
-	)
-	for closesOpen || deliveries != nil {
+	var st runState
+	for closes != nil || deliveries != nil {
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
 				deliveries = nil
 				continue
 			}
-			if !closing {
+			if !st.closing {
 				c.cfg.Deliver(&Delivery{Delivery: d, session: c})
 			}
 		case e, ok := <-closes:
 			if !ok {
-				closesOpen = false
 				closes = nil
 				continue
 			}
-			if e != nil && closeErr == nil {
-				closeErr = e
-			}
+			st.fail(e)
 		case tag, ok := <-cancels:
 			if !ok {
 				cancels = nil
 				continue
 			}
-			if !closing {
-				closeErr = fmt.Errorf("consumer %q: %w", tag, ErrConsumerCancelled)
-				closing = true
-				go func() { _ = c.ch.Close() }()
-			}
+			c.cancelled(&st, tag)
 		case <-c.signal:
-			if closing {
-				continue
-			}
-			buf = c.takeOps(buf)
-			for _, o := range buf {
-				if o.kind == opClose {
-					requested = true
-				}
-				if err := c.apply(o); err != nil || o.kind == opClose {
-					if err != nil && closeErr == nil {
-						closeErr = err
-					}
-					closing = true
-					break
-				}
-			}
+			c.applyOps(&st)
 		}
 	}
 	// Drain a cancel notification amqp091-go may still hold.
@@ -222,16 +202,60 @@ func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Erro
 		}()
 	}
 	c.stop()
-	if closeErr == nil && !requested {
+	c.cfg.Closed(st.result())
+}
+
+// fail records the first error that closes the channel.
+func (st *runState) fail(err error) {
+	if err != nil && st.closeErr == nil {
+		st.closeErr = err
+	}
+}
+
+// cancelled handles the broker cancelling the consumer: the channel is
+// closed, and its close notification ends the loop.
+func (c *Consumer) cancelled(st *runState, tag string) {
+	if st.closing {
+		return
+	}
+	st.closeErr = fmt.Errorf("consumer %q: %w", tag, ErrConsumerCancelled)
+	st.closing = true
+	go func() { _ = c.ch.Close() }()
+}
+
+// applyOps performs the owner's queued acks, nacks and closes, up to the
+// first that closes the channel.
+func (c *Consumer) applyOps(st *runState) {
+	if st.closing {
+		return
+	}
+	st.buf = c.takeOps(st.buf)
+	for _, o := range st.buf {
+		if o.kind == opClose {
+			st.requested = true
+		}
+		if err := c.apply(o); err != nil || o.kind == opClose {
+			if err != nil {
+				st.fail(err)
+			}
+			st.closing = true
+			return
+		}
+	}
+}
+
+// result is the error the session ended with, for Closed.
+func (st *runState) result() error {
+	if st.closeErr == nil && !st.requested {
 		// The channel went away without an error we saw (amqp091-go reports
 		// none when our own Close after a failed ack wins the race with the
 		// connection's shutdown): still a failure to the owner.
-		closeErr = fmt.Errorf("%w: channel closed unexpectedly", ErrClosed)
+		return classify("channel closed", fmt.Errorf("%w: channel closed unexpectedly", ErrClosed))
 	}
-	if closeErr != nil {
-		closeErr = classify("channel closed", closeErr)
+	if st.closeErr != nil {
+		return classify("channel closed", st.closeErr)
 	}
-	c.cfg.Closed(closeErr)
+	return nil
 }
 
 // apply performs one op. An error means the channel is unusable: it is

@@ -49,62 +49,16 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 		// wrap them.
 		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidURL, Redact(cfg.URL), scrubURLError(err))
 	}
-	timeout := cfg.DialTimeout
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
-	}
 	heartbeat := cfg.Heartbeat
 	if heartbeat <= 0 {
 		heartbeat = DefaultHeartbeat
 	}
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-
-	var (
-		mu      sync.Mutex
-		netConn net.Conn
-	)
-	props := amqp.NewConnectionProperties()
-	if cfg.ConnectionName != "" {
-		props.SetClientConnectionName(cfg.ConnectionName)
-	}
-	props["product"] = "hato"
-	acfg := amqp.Config{
-		Heartbeat:       heartbeat,
-		TLSClientConfig: cfg.TLS,
-		Properties:      props,
-		Locale:          "en_US",
-		Dial: func(network, addr string) (net.Conn, error) {
-			d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			// Bounds the TLS and AMQP handshakes; amqp091-go clears the
-			// deadline once the connection is open.
-			if err := c.SetDeadline(deadline); err != nil {
-				_ = c.Close()
-				return nil, err
-			}
-			mu.Lock()
-			netConn = c
-			mu.Unlock()
-			return c, nil
-		},
-	}
-	if uri.Scheme == "amqps" && acfg.TLSClientConfig == nil {
-		acfg.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
-	}
+	var h handshake
+	acfg := amqpConfig(cfg, uri, heartbeat, h.dialer(ctx, dialDeadline(ctx, cfg.DialTimeout)))
 
 	// Abort a handshake in progress when ctx ends.
 	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if netConn != nil {
-			_ = netConn.SetDeadline(time.Unix(1, 0))
-		}
+		h.with(func(c net.Conn) { _ = c.SetDeadline(time.Unix(1, 0)) })
 	})
 	conn, err := amqp.DialConfig(cfg.URL, acfg)
 	if !stop() {
@@ -121,12 +75,77 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 	// again only when the next frame arrives: if the network dies right
 	// after the handshake, nothing would ever notice. Arm the read deadline
 	// now (three heartbeats, amqp091-go's own rule); every frame re-arms it.
-	mu.Lock()
-	if netConn != nil {
-		_ = netConn.SetReadDeadline(time.Now().Add(3 * heartbeat))
-	}
-	mu.Unlock()
+	h.with(func(c net.Conn) { _ = c.SetReadDeadline(time.Now().Add(3 * heartbeat)) })
 	return conn, nil
+}
+
+// dialDeadline bounds the whole dial: the dial timeout (DefaultDialTimeout
+// when zero), or ctx's deadline when that comes first.
+func dialDeadline(ctx context.Context, timeout time.Duration) time.Time {
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return deadline
+}
+
+// amqpConfig is the amqp091-go configuration of a dial.
+func amqpConfig(cfg Config, uri amqp.URI, heartbeat time.Duration, dial func(network, addr string) (net.Conn, error)) amqp.Config {
+	props := amqp.NewConnectionProperties()
+	if cfg.ConnectionName != "" {
+		props.SetClientConnectionName(cfg.ConnectionName)
+	}
+	props["product"] = "hato"
+	acfg := amqp.Config{
+		Heartbeat:       heartbeat,
+		TLSClientConfig: cfg.TLS,
+		Properties:      props,
+		Locale:          "en_US",
+		Dial:            dial,
+	}
+	if uri.Scheme == "amqps" && acfg.TLSClientConfig == nil {
+		acfg.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
+	}
+	return acfg
+}
+
+// handshake holds the network connection of a dial, so that ctx can abort
+// the handshake and Dial can arm the read deadline afterwards.
+type handshake struct {
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// dialer dials the network connection, bounding the TLS and AMQP handshakes
+// by deadline (amqp091-go clears it once the connection is open).
+func (h *handshake) dialer(ctx context.Context, deadline time.Time) func(network, addr string) (net.Conn, error) {
+	return func(network, addr string) (net.Conn, error) {
+		d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetDeadline(deadline); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		h.mu.Lock()
+		h.conn = c
+		h.mu.Unlock()
+		return c, nil
+	}
+}
+
+// with calls f with the network connection, if one was dialed.
+func (h *handshake) with(f func(net.Conn)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn != nil {
+		f(h.conn)
+	}
 }
 
 // Redact returns the URL with its password replaced, for logs and errors.

@@ -280,18 +280,7 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 			// A basic.return precedes the ack of the same message, and
 			// amqp091-go hands both over from one reader goroutine, so the
 			// return is already buffered: collect before matching.
-			for drained := false; !drained && returns != nil; {
-				select {
-				case ret, ok := <-returns:
-					if !ok {
-						returns = nil
-						continue
-					}
-					returned[ret.MessageId] = ret
-				default:
-					drained = true
-				}
-			}
+			returns = collectReturns(returns, returned)
 			p.confirm(c, returned)
 		case ret, ok := <-returns:
 			if !ok {
@@ -318,6 +307,23 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 	close(p.stop)
 	<-p.writerDone
 	p.finish(closeErr)
+}
+
+// collectReturns moves the returns already buffered into returned, without
+// waiting. It returns nil once returns is closed.
+func collectReturns(returns <-chan amqp.Return, returned map[string]amqp.Return) <-chan amqp.Return {
+	for returns != nil {
+		select {
+		case ret, ok := <-returns:
+			if !ok {
+				return nil
+			}
+			returned[ret.MessageId] = ret
+		default:
+			return returns
+		}
+	}
+	return nil
 }
 
 func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return) {

@@ -236,25 +236,16 @@ func (s *scanner) skipNumber() (isFloat bool, err error) {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i++; i < len(b) && isDigit(b[i]); i++ {
-		}
-	default:
+	i, ok := skipInt(b, i)
+	if !ok {
 		s.i = i
 		return false, s.fail("invalid number")
 	}
 	if i < len(b) && b[i] == '.' {
 		isFloat = true
-		i++
-		if i >= len(b) || !isDigit(b[i]) {
+		if i, ok = skipDigits(b, i+1); !ok {
 			s.i = i
 			return false, s.fail("invalid number: no digit after '.'")
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
 		}
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
@@ -263,16 +254,37 @@ func (s *scanner) skipNumber() (isFloat bool, err error) {
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
-		if i >= len(b) || !isDigit(b[i]) {
+		if i, ok = skipDigits(b, i); !ok {
 			s.i = i
 			return false, s.fail("invalid number: no digit in exponent")
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
 		}
 	}
 	s.i = i
 	return isFloat, nil
+}
+
+// skipInt moves past the integer part of a number at b[i:]: a 0, or digits
+// not starting with 0. ok is false, with i unchanged, when there is none.
+func skipInt(b []byte, i int) (next int, ok bool) {
+	switch {
+	case i < len(b) && b[i] == '0':
+		return i + 1, true
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		return skipDigits(b, i)
+	}
+	return i, false
+}
+
+// skipDigits moves past one or more digits at b[i:]. ok is false, with i
+// unchanged, when there is none.
+func skipDigits(b []byte, i int) (next int, ok bool) {
+	if i >= len(b) || !isDigit(b[i]) {
+		return i, false
+	}
+	for i < len(b) && isDigit(b[i]) {
+		i++
+	}
+	return i, true
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

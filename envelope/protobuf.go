@@ -200,22 +200,31 @@ func resolveProtoDest(dst any) (protoDest, error) {
 			return protoDest{msg: d}, nil
 		}
 	default:
-		rv := reflect.ValueOf(dst)
-		if rv.Kind() != reflect.Pointer || rv.IsNil() || !rv.Type().Elem().Implements(protoMessageType) {
-			break
-		}
-		ev := rv.Elem()
-		switch {
-		case ev.Kind() == reflect.Pointer && ev.IsNil():
-			return protoDest{alloc: ev}, nil
-		case ev.Kind() == reflect.Pointer || ev.Kind() == reflect.Interface && !ev.IsNil():
-			if m := ev.Interface().(proto.Message); m.ProtoReflect().IsValid() {
-				return protoDest{msg: m}, nil
-			}
+		if to, ok := resolveIndirectProtoDest(dst); ok {
+			return to, nil
 		}
 	}
 	return protoDest{}, parseErr(protobufName, ErrPayloadType,
 		"destination must be a proto.Message, a pointer to one, *[]byte or *any, got "+typeName(dst), nil)
+}
+
+// resolveIndirectProtoDest resolves a pointer to a proto.Message: a nil
+// *M to allocate, or a valid message to fill in place.
+func resolveIndirectProtoDest(dst any) (protoDest, bool) {
+	rv := reflect.ValueOf(dst)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() || !rv.Type().Elem().Implements(protoMessageType) {
+		return protoDest{}, false
+	}
+	ev := rv.Elem()
+	switch {
+	case ev.Kind() == reflect.Pointer && ev.IsNil():
+		return protoDest{alloc: ev}, true
+	case ev.Kind() == reflect.Pointer || ev.Kind() == reflect.Interface && !ev.IsNil():
+		if m := ev.Interface().(proto.Message); m.ProtoReflect().IsValid() {
+			return protoDest{msg: m}, true
+		}
+	}
+	return protoDest{}, false
 }
 
 // fill stores the data in the destination and returns what the validator

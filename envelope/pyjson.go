@@ -166,74 +166,101 @@ func appendPyDigits(dst []byte, neg bool, d []byte, decpt int) []byte {
 // decimals map to distinct float64s), so Python prints those very digits.
 // ok is false for other tokens, which need the slow path.
 func appendPyFloatToken(dst, tok []byte) (out []byte, ok bool) {
-	const maxDigits = 15
-	i := 0
+	var sig pyDigits
 	neg := tok[0] == '-'
+	i := 0
 	if neg {
 		i++
 	}
-	var digits [maxDigits]byte
-	nd, intLen, lead := 0, 0, 0 // lead: leading zeros of int+frac digits
-	trailing := 0               // zeros seen after the last nonzero digit, not yet stored
-	add := func(c byte) bool {
-		switch {
-		case c == '0' && nd == 0:
-			lead++
-		case c == '0':
-			trailing++
-		default:
-			if nd+trailing+1 > maxDigits {
-				return false
-			}
-			for ; trailing > 0; trailing-- {
-				digits[nd] = '0'
-				nd++
-			}
-			digits[nd] = c
-			nd++
-		}
-		return true
+	i, ok = sig.addRun(tok, i)
+	if !ok {
+		return dst, false
 	}
-	for ; i < len(tok) && isDigit(tok[i]); i++ {
-		if !add(tok[i]) {
-			return dst, false
-		}
-		intLen++
-	}
+	intLen := sig.seen
 	if i < len(tok) && tok[i] == '.' {
-		for i++; i < len(tok) && isDigit(tok[i]); i++ {
-			if !add(tok[i]) {
-				return dst, false
-			}
+		if i, ok = sig.addRun(tok, i+1); !ok {
+			return dst, false
 		}
 	}
 	exp := 0
 	if i < len(tok) { // exponent
-		i++
-		expNeg := tok[i] == '-'
-		if tok[i] == '+' || tok[i] == '-' {
-			i++
-		}
-		for ; i < len(tok); i++ {
-			if exp = exp*10 + int(tok[i]-'0'); exp > 10000 {
-				return dst, false
-			}
-		}
-		if expNeg {
-			exp = -exp
+		if exp, ok = tokenExponent(tok[i+1:]); !ok {
+			return dst, false
 		}
 	}
-	if nd == 0 { // zero
+	if sig.nd == 0 { // zero
 		if neg {
 			return append(dst, "-0.0"...), true
 		}
 		return append(dst, "0.0"...), true
 	}
-	decpt := intLen - lead + exp
+	decpt := intLen - sig.lead + exp
 	if decpt < -300 || decpt > 300 {
 		return dst, false
 	}
-	return appendPyDigits(dst, neg, digits[:nd], decpt), true
+	return appendPyDigits(dst, neg, sig.digits[:sig.nd], decpt), true
+}
+
+// pyMaxDigits is the most significant digits appendPyFloatToken handles.
+const pyMaxDigits = 15
+
+// pyDigits collects the significant digits of a float token.
+type pyDigits struct {
+	digits   [pyMaxDigits]byte
+	nd       int // digits stored
+	seen     int // digits added, zeros included
+	lead     int // leading zeros of int+frac digits
+	trailing int // zeros seen after the last nonzero digit, not yet stored
+}
+
+// add adds one digit; it is false beyond pyMaxDigits significant digits.
+func (p *pyDigits) add(c byte) bool {
+	p.seen++
+	switch {
+	case c == '0' && p.nd == 0:
+		p.lead++
+	case c == '0':
+		p.trailing++
+	default:
+		if p.nd+p.trailing+1 > pyMaxDigits {
+			return false
+		}
+		for ; p.trailing > 0; p.trailing-- {
+			p.digits[p.nd] = '0'
+			p.nd++
+		}
+		p.digits[p.nd] = c
+		p.nd++
+	}
+	return true
+}
+
+// addRun adds the digits at tok[i:] and returns the index after them.
+func (p *pyDigits) addRun(tok []byte, i int) (next int, ok bool) {
+	for ; i < len(tok) && isDigit(tok[i]); i++ {
+		if !p.add(tok[i]) {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// tokenExponent reads a validated exponent (after the 'e'); ok is false
+// beyond 10000 in magnitude.
+func tokenExponent(e []byte) (exp int, ok bool) {
+	neg := e[0] == '-'
+	if e[0] == '+' || e[0] == '-' {
+		e = e[1:]
+	}
+	for _, c := range e {
+		if exp = exp*10 + int(c-'0'); exp > 10000 {
+			return 0, false
+		}
+	}
+	if neg {
+		exp = -exp
+	}
+	return exp, true
 }
 
 // appendPyNumber appends a validated JSON number token as Python writes the
@@ -276,72 +303,11 @@ func appendPython(dst, src []byte) ([]byte, error) {
 }
 
 func (s *scanner) python(dst []byte) ([]byte, error) {
-	var err error
 	switch c := s.peek(); {
 	case c == '{':
-		s.i++
-		if s.depth++; s.depth > maxJSONDepth {
-			return dst, s.fail("nesting too deep")
-		}
-		dst = append(dst, '{')
-		if s.peek() == '}' {
-			s.i++
-			s.depth--
-			return append(dst, '}'), nil
-		}
-		for {
-			if s.peek() != '"' {
-				return dst, s.fail("expected a string key")
-			}
-			if dst, err = s.pyString(dst); err != nil {
-				return dst, err
-			}
-			if err = s.expect(':'); err != nil {
-				return dst, err
-			}
-			dst = append(dst, ':', ' ')
-			if dst, err = s.python(dst); err != nil {
-				return dst, err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-				dst = append(dst, ',', ' ')
-			case '}':
-				s.i++
-				s.depth--
-				return append(dst, '}'), nil
-			default:
-				return dst, s.fail("expected ',' or '}'")
-			}
-		}
+		return s.pyObject(dst)
 	case c == '[':
-		s.i++
-		if s.depth++; s.depth > maxJSONDepth {
-			return dst, s.fail("nesting too deep")
-		}
-		dst = append(dst, '[')
-		if s.peek() == ']' {
-			s.i++
-			s.depth--
-			return append(dst, ']'), nil
-		}
-		for {
-			if dst, err = s.python(dst); err != nil {
-				return dst, err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-				dst = append(dst, ',', ' ')
-			case ']':
-				s.i++
-				s.depth--
-				return append(dst, ']'), nil
-			default:
-				return dst, s.fail("expected ',' or ']'")
-			}
-		}
+		return s.pyArray(dst)
 	case c == '"':
 		return s.pyString(dst)
 	case c == '-' || c >= '0' && c <= '9':
@@ -357,6 +323,69 @@ func (s *scanner) python(dst []byte) ([]byte, error) {
 		return dst, err
 	}
 	return append(dst, s.b[start:s.i]...), nil
+}
+
+// pyOpen enters the object or array at s.i, writing its opening bracket.
+// empty reports that it closed at once (written too).
+func (s *scanner) pyOpen(dst []byte, opening, closing byte) (out []byte, empty bool, err error) {
+	s.i++
+	if s.depth++; s.depth > maxJSONDepth {
+		return dst, false, s.fail("nesting too deep")
+	}
+	dst = append(dst, opening)
+	if s.peek() == closing {
+		s.i++
+		s.depth--
+		return append(dst, closing), true, nil
+	}
+	return dst, false, nil
+}
+
+// pyNext moves past the ',' between two members or elements (writing ", ")
+// or the closing bracket (writing it; done is true).
+func (s *scanner) pyNext(dst []byte, closing byte, msg string) (out []byte, done bool, err error) {
+	switch s.peek() {
+	case ',':
+		s.i++
+		return append(dst, ',', ' '), false, nil
+	case closing:
+		s.i++
+		s.depth--
+		return append(dst, closing), true, nil
+	}
+	return dst, false, s.fail(msg)
+}
+
+func (s *scanner) pyObject(dst []byte) ([]byte, error) {
+	dst, done, err := s.pyOpen(dst, '{', '}')
+	for !done && err == nil {
+		if s.peek() != '"' {
+			return dst, s.fail("expected a string key")
+		}
+		if dst, err = s.pyString(dst); err != nil {
+			return dst, err
+		}
+		if err = s.expect(':'); err != nil {
+			return dst, err
+		}
+		dst = append(dst, ':', ' ')
+		if dst, err = s.python(dst); err != nil {
+			return dst, err
+		}
+		dst, done, err = s.pyNext(dst, '}', "expected ',' or '}'")
+	}
+	return dst, err
+}
+
+func (s *scanner) pyArray(dst []byte) ([]byte, error) {
+	dst, done, err := s.pyOpen(dst, '[', ']')
+	for !done && err == nil {
+		if dst, err = s.python(dst); err != nil {
+			return dst, err
+		}
+		dst, done, err = s.pyNext(dst, ']', "expected ',' or ']'")
+	}
+	return dst, err
 }
 
 // pyString validates the string at s.i (a '"') and appends it as Python

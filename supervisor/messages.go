@@ -65,3 +65,12 @@ type respawnDue struct {
 	name string
 	seq  uint64
 }
+
+// scheduled is a message the root sent itself after a backoff, stamped with
+// the child's pending sequence at the time; Receive drops it when stale.
+type scheduled interface {
+	scheduledFor() (name string, seq uint64)
+}
+
+func (m *restartDue) scheduledFor() (string, uint64) { return m.name, m.seq }
+func (m *respawnDue) scheduledFor() (string, uint64) { return m.name, m.seq }

@@ -76,62 +76,99 @@ func newRoot(cfg Config) *root {
 
 // Receive implements actor.Actor.
 func (r *root) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	msg := ctx.Message()
+	if s, ok := msg.(scheduled); ok && r.stale(s) {
+		return
+	}
+	switch msg := msg.(type) {
 	case *actor.Started:
-		r.self, r.sys = ctx.Self(), ctx.ActorSystem()
-		for _, spec := range r.cfg.Children {
-			c := &child{spec: spec, restarts: restarts{policy: spec.Policy.withDefaults()}}
-			r.children[spec.Name] = c
-			r.order = append(r.order, spec.Name)
-			r.spawn(ctx, c)
-		}
+		r.started(ctx)
 	case *actor.Stopping:
-		r.stopping = true
-		r.resolveAwaiting(errors.New("hato/supervisor: stopped"))
+		r.stop()
 	case *ChildReady:
-		// Every time: after a reconnection or a restart too, so recovery is
-		// observable.
-		if c := r.children[msg.Name]; c != nil {
-			c.ready = true
-			r.emit(Event{Kind: EventReady, Child: msg.Name})
-			r.checkReady()
-		}
+		r.childReady(msg)
 	case *ChildFailed:
-		c := r.children[msg.Name]
-		if c == nil {
-			return
-		}
-		if !msg.Permanent {
-			r.emit(Event{Kind: EventUnavailable, Child: msg.Name, Reason: msg.Err})
-			return
-		}
-		r.giveUp(func(pid *actor.PID) { ctx.Stop(pid) }, c, msg.Err)
+		r.childFailed(ctx, msg)
 	case *actor.Terminated:
 		r.terminated(msg.Who)
 	case *restartDue:
-		c := r.children[msg.name]
-		if c == nil || c.pending != msg.seq || c.gaveUp || r.stopping || c.pid == nil {
-			return
-		}
-		sup, ok := ctx.(actor.Supervisor)
-		if !ok {
-			return
-		}
-		sup.RestartChildren(c.pid)
-		r.emit(Event{Kind: EventRestarted, Child: c.spec.Name, Failures: c.restarts.streak})
+		r.restart(ctx, r.children[msg.name])
 	case *respawnDue:
-		c := r.children[msg.name]
-		if c == nil || c.pending != msg.seq || c.gaveUp || r.stopping || c.pid != nil {
-			return
-		}
-		r.spawn(ctx, c)
-		r.emit(Event{Kind: EventRespawned, Child: c.spec.Name, Failures: c.restarts.streak})
+		r.respawn(ctx, r.children[msg.name])
 	case *AwaitReady:
-		r.awaiting = append(r.awaiting, msg.Done)
-		r.checkReady()
+		r.awaitReady(msg)
 	case *DrainChildren:
 		r.drain(ctx, msg)
 	}
+}
+
+// stale reports whether a scheduled restart or respawn was overtaken: its
+// child is unknown, scheduled something newer, gave up, or the root stops.
+func (r *root) stale(msg scheduled) bool {
+	name, seq := msg.scheduledFor()
+	c := r.children[name]
+	return c == nil || c.pending != seq || c.gaveUp || r.stopping
+}
+
+func (r *root) started(ctx actor.Context) {
+	r.self, r.sys = ctx.Self(), ctx.ActorSystem()
+	for _, spec := range r.cfg.Children {
+		c := &child{spec: spec, restarts: restarts{policy: spec.Policy.withDefaults()}}
+		r.children[spec.Name] = c
+		r.order = append(r.order, spec.Name)
+		r.spawn(ctx, c)
+	}
+}
+
+func (r *root) stop() {
+	r.stopping = true
+	r.resolveAwaiting(errors.New("hato/supervisor: stopped"))
+}
+
+// childReady counts every time: after a reconnection or a restart too, so
+// recovery is observable.
+func (r *root) childReady(msg *ChildReady) {
+	if c := r.children[msg.Name]; c != nil {
+		c.ready = true
+		r.emit(Event{Kind: EventReady, Child: msg.Name})
+		r.checkReady()
+	}
+}
+
+func (r *root) childFailed(ctx actor.Context, msg *ChildFailed) {
+	c := r.children[msg.Name]
+	if c == nil {
+		return
+	}
+	if !msg.Permanent {
+		r.emit(Event{Kind: EventUnavailable, Child: msg.Name, Reason: msg.Err})
+		return
+	}
+	r.giveUp(func(pid *actor.PID) { ctx.Stop(pid) }, c, msg.Err)
+}
+
+// restart restarts a crashed child once its backoff passed.
+func (r *root) restart(ctx actor.Context, c *child) {
+	sup, ok := ctx.(actor.Supervisor)
+	if c.pid == nil || !ok {
+		return
+	}
+	sup.RestartChildren(c.pid)
+	r.emit(Event{Kind: EventRestarted, Child: c.spec.Name, Failures: c.restarts.streak})
+}
+
+// respawn spawns again a child stopped from outside once its backoff passed.
+func (r *root) respawn(ctx actor.Context, c *child) {
+	if c.pid != nil {
+		return
+	}
+	r.spawn(ctx, c)
+	r.emit(Event{Kind: EventRespawned, Child: c.spec.Name, Failures: c.restarts.streak})
+}
+
+func (r *root) awaitReady(msg *AwaitReady) {
+	r.awaiting = append(r.awaiting, msg.Done)
+	r.checkReady()
 }
 
 func (r *root) spawn(ctx actor.Context, c *child) {
