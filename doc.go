@@ -30,10 +30,10 @@
 // competing). [Envelope], [EnvelopeOptions] and [Validator] choose and
 // configure the route's envelope; [Concurrency] and [Prefetch] bound how many
 // messages a route handles and holds; [FailureHandling] (a [FailurePolicy])
-// and [Supervision] say what happens when handlers fail or crash;
-// [NoDeadLetterQueue] turns dead-letter queues off; [QuorumQueue] opts into
-// quorum queues for queues hato owns alone. [SubscribeActor] makes a route
-// whose handler is a user's actor in an embedding actor system
+// and [Supervision] (a [RestartPolicy]) say what happens when handlers fail
+// or crash; [NoDeadLetterQueue] turns dead-letter queues off; [QuorumQueue]
+// opts into quorum queues for queues hato owns alone. [SubscribeActor] makes
+// a route whose handler is a user's actor in an embedding actor system
 // ([WithActorSystem]).
 //
 // Options follow one naming rule, written at the top of options.go:
@@ -65,7 +65,11 @@
 // confirms) and is idempotent; [Service.Run] does both around SIGINT/SIGTERM;
 // [Main] exits with [ExitOK], [ExitStartFailed], [ExitFailed] or
 // [ExitStopIncomplete]. Hooks: [Service.OnStart], [Service.OnStarted],
-// [Service.OnStop]. Middleware: [WithMiddleware].
+// [Service.OnStop]. Middleware: [WithMiddleware]. A lost connection is
+// re-established with a [Backoff] ([WithReconnectBackoff]). Observe the
+// service with [WithSupervisorEvents] (a [SupervisorEvent] per ready,
+// unavailable, failed, restarted, stopped, respawned or gave-up),
+// [WithDeliveryEvents] and [Service.Status].
 //
 // # Differences from tomodachi
 //

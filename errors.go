@@ -6,7 +6,6 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
-	"github.com/hato-go/hato/supervisor"
 )
 
 // Errors. Publish errors also match the broker package's sentinels
@@ -54,7 +53,7 @@ type FailurePolicy struct {
 	MaxAttempts int
 	// Backoff paces those in-process retries. Zero means 100 ms doubling to
 	// 5 s with 20 % jitter.
-	Backoff supervisor.Backoff
+	Backoff Backoff
 	// MaxRedeliveries bounds how often one message may come back from the
 	// broker because its handler asked to requeue it or crashed the route's
 	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
@@ -69,7 +68,7 @@ type FailurePolicy struct {
 func actorsPolicy(p FailurePolicy) actors.FailurePolicy {
 	return actors.FailurePolicy{
 		MaxAttempts:     p.MaxAttempts,
-		Backoff:         p.Backoff,
+		Backoff:         supervisorBackoff(p.Backoff),
 		MaxRedeliveries: p.MaxRedeliveries,
 		DeadLetterQueue: p.DeadLetterQueue,
 	}.WithDefaults()

@@ -28,7 +28,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/envelope"
-	"github.com/hato-go/hato/supervisor"
 )
 
 // Option configures a Service (see New).
@@ -86,13 +85,13 @@ type config struct {
 	loggerSet                 bool
 	system                    *actor.ActorSystem
 	middleware                []Middleware
-	supervision               supervisor.Policy
+	supervision               RestartPolicy
 	failure                   FailurePolicy
-	reconnect                 supervisor.Backoff
+	reconnect                 Backoff
 	publishBuffer             int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
-	onSupervisorEvent         func(supervisor.Event)
+	onSupervisorEvent         func(SupervisorEvent)
 	onDeliveryEvent           func(DeliveryEvent)
 	deadLetter                bool
 	keepRunningOnRouteFailure bool
@@ -278,7 +277,7 @@ func WithMiddleware(mw ...Middleware) Option {
 
 // WithReconnectBackoff paces reconnection after a connection loss (default
 // 100 ms doubling to 30 s with 20 % jitter).
-func WithReconnectBackoff(b supervisor.Backoff) Option {
+func WithReconnectBackoff(b Backoff) Option {
 	return serviceOption(func(c *config) error {
 		c.reconnect = b
 		return nil
@@ -322,10 +321,11 @@ func WithStartTimeout(d time.Duration) Option {
 	})
 }
 
-// WithSupervisorEvents receives every supervision event (restarts, give-ups)
-// of the service's actors. fn runs on the root supervisor's goroutine and
-// must not block.
-func WithSupervisorEvents(fn func(supervisor.Event)) Option {
+// WithSupervisorEvents receives every SupervisorEvent (ready, unavailable,
+// failed, restarted, stopped, respawned, gave-up) of the service's
+// connection and routes. fn runs on the root supervisor's goroutine and must
+// not block.
+func WithSupervisorEvents(fn func(SupervisorEvent)) Option {
 	return serviceOption(func(c *config) error {
 		c.onSupervisorEvent = fn
 		return nil
@@ -483,11 +483,11 @@ func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
 
 // SupervisionOption is the option Supervision returns. It implements
 // Option and RouteOption.
-type SupervisionOption struct{ p supervisor.Policy }
+type SupervisionOption struct{ p RestartPolicy }
 
 // Supervision sets how a crashed route actor is restarted (backoff, quiet
 // period, restart budget): for every route of the service, or one route.
-func Supervision(p supervisor.Policy) SupervisionOption { return SupervisionOption{p} }
+func Supervision(p RestartPolicy) SupervisionOption { return SupervisionOption{p} }
 
 func (o SupervisionOption) applyService(c *config) error {
 	c.supervision = o.p

@@ -14,7 +14,6 @@ import (
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
-	"github.com/hato-go/hato/supervisor"
 )
 
 // Handler handles one message of a route. Its error decides the message's
@@ -103,7 +102,7 @@ type routeConfig struct {
 	envelope       envelope.Envelope
 	envOpts        envelope.Options
 	failure        *FailurePolicy
-	supervision    *supervisor.Policy
+	supervision    *RestartPolicy
 	deadLetter     *bool
 	queueType      broker.QueueType
 	actorTimeout   time.Duration

@@ -347,7 +347,7 @@ func (s *Service) spawn() error {
 			Name:          "connection",
 			Publish:       s.dialConfig("pub"),
 			Consume:       s.dialConfig("sub"),
-			Reconnect:     s.cfg.reconnect,
+			Reconnect:     supervisorBackoff(s.cfg.reconnect),
 			PublishBuffer: s.cfg.publishBuffer,
 			Logger:        s.log.Named("connection"),
 		}),
@@ -395,13 +395,13 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
 		Service:        s.name,
-		Reopen:         s.cfg.reconnect,
+		Reopen:         supervisorBackoff(s.cfg.reconnect),
 		Events:         s.deliveryEvents(),
 	}
 	return supervisor.ChildSpec{
 		Name:   r.name,
 		Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID}),
-		Policy: policy,
+		Policy: supervisorPolicy(policy),
 	}
 }
 
@@ -417,7 +417,7 @@ func (s *Service) dialConfig(kind string) broker.Config {
 // onEvent runs on the root supervisor's goroutine.
 func (s *Service) onEvent(e supervisor.Event) {
 	if s.cfg.onSupervisorEvent != nil {
-		s.cfg.onSupervisorEvent(e)
+		s.cfg.onSupervisorEvent(supervisorEvent(e))
 	}
 	if e.Kind == supervisor.EventGaveUp && !s.cfg.keepRunningOnRouteFailure {
 		s.mu.Lock()

@@ -16,8 +16,8 @@ import (
 )
 
 // fastSupervision restarts quickly and never gives up within a test.
-var fastSupervision = hato.Supervision(supervisor.Policy{
-	Backoff:     supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
+var fastSupervision = hato.Supervision(hato.RestartPolicy{
+	Backoff:     hato.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
 	MaxRestarts: 1000,
 })
 
@@ -44,10 +44,10 @@ func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 	if missing := got.Missing(ids); len(missing) > 0 {
 		t.Fatalf("lost %d messages: %v", len(missing), missing)
 	}
-	if n := ev.Count(supervisor.EventFailed); n == 0 {
+	if n := ev.Count(hato.EventFailed); n == 0 {
 		t.Error("no EventFailed: the panics did not reach the supervisor")
 	}
-	brokertest.WaitFor(t, 5*time.Second, func() bool { return ev.Count(supervisor.EventRestarted) > 0 }, "a restart")
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return ev.Count(hato.EventRestarted) > 0 }, "a restart")
 	select {
 	case <-svc.Failed():
 		t.Fatalf("service failed: %v", svc.Err())
@@ -75,10 +75,10 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 	published := publishAsync(publisher(t), key, ids)
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 100 }, "some handled")
 	sys.Root.Stop(pid)
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventRespawned) == 1 }, "respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventRespawned) == 1 }, "respawn")
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return handled.Load() > 300 }, "more handled")
 	sys.Root.Poison(pid)
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventRespawned) == 2 }, "second respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventRespawned) == 2 }, "second respawn")
 
 	if err := <-published; err != nil {
 		t.Fatal(err)
@@ -87,16 +87,16 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 	if missing := got.Missing(ids); len(missing) > 0 {
 		t.Fatalf("lost %d messages", len(missing))
 	}
-	if ev.Count(supervisor.EventStopped) != 2 {
-		t.Errorf("EventStopped %d, want 2", ev.Count(supervisor.EventStopped))
+	if ev.Count(hato.EventStopped) != 2 {
+		t.Errorf("EventStopped %d, want 2", ev.Count(hato.EventStopped))
 	}
 }
 
 func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	key := hatotest.Key(t, "hopeless")
 	ev := &hatotest.SupervisorEvents{}
-	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.Add), hato.Supervision(supervisor.Policy{
-		Backoff:     supervisor.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.Add), hato.Supervision(hato.RestartPolicy{
+		Backoff:     hato.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		MaxRestarts: 2,
 		Window:      time.Minute,
 	}), hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 100}))
@@ -113,8 +113,8 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	if !errorsIs(svc.Err(), hato.ErrRouteFailed) || !errorsIs(svc.Err(), supervisor.ErrGaveUp) {
 		t.Errorf("Err() = %v, want ErrRouteFailed wrapping ErrGaveUp", svc.Err())
 	}
-	if ev.Count(supervisor.EventGaveUp) != 1 {
-		t.Errorf("EventGaveUp reported %d times, want 1", ev.Count(supervisor.EventGaveUp))
+	if ev.Count(hato.EventGaveUp) != 1 {
+		t.Errorf("EventGaveUp reported %d times, want 1", ev.Count(hato.EventGaveUp))
 	}
 	// The messages are still in the queue, not lost.
 	hatotest.Stop(t, svc)

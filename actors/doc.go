@@ -1,6 +1,43 @@
-// Package actors holds hato's actors: the connection actor and the consumer
-// actor, and the messages they exchange. They run under the root supervisor
-// of package supervisor; the hato package wires them up.
+// Package actors is the embedding layer for actor-system users: the
+// messages a Proto.Actor user may send to hato's connection actor. Build,
+// run and publish from a service with package hato; reach for this package
+// only to talk to the connection actor from your own actors, in the actor
+// system you gave hato with hato.WithActorSystem.
+//
+// # What you may use
+//
+// The connection actor of a service is its root supervisor's child named
+// "connection": in the service's actor system its PID has the id
+// "hato-<name>-<uuid>/connection" (Service.Name, Service.UUID). It accepts:
+//
+//   - [Publish] with a [github.com/hato-go/hato/broker.Request]: publish one
+//     message with a broker confirm. The Request's Done is called exactly
+//     once, from a hato goroutine, with the outcome (nil once confirmed); it
+//     must not block. You build the message yourself (exchange, routing key
+//     as broker.BindingKey makes it, body encoded with package envelope):
+//     hato.Service.Publish does that for you and also makes Stop wait for
+//     the outcome, so prefer it from code that holds the Service.
+//   - [OpenChannel], answered by a [ChannelReply] with the same Nonce, sent
+//     to ReplyTo once the consuming connection is up: an AMQP channel the
+//     receiver then owns and must close.
+//   - [StatusRequest], answered by a [ConnectionStatus] (use RequestFuture);
+//     hato.Service.Status wraps it.
+//
+// Outcomes may be [ErrBufferFull] and [ErrClosed] (hato.ErrBufferFull and
+// hato.ErrConnectionClosed) or the broker package's sentinels.
+//
+// Everything else here (ConnectionProps, ConsumerProps and their configs,
+// Route, RouteState, Tracker, Directive, Action, FailurePolicy,
+// DeliveryEvent, HandlerPanic, the Header* names) is implementation detail
+// of package hato, subject to change without notice. Use the root package
+// instead: hato.FailurePolicy, hato.DeliveryEvent, hato.Requeue and its
+// siblings, hato.SubscribeActor; the dead-letter headers are described in
+// hato's README.
+//
+// # Implementation: the actors
+//
+// The connection actor and the consumer actors run under the root
+// supervisor of package supervisor; the hato package wires them up.
 //
 // # The connection actor
 //

@@ -1,5 +1,25 @@
 // Package broker is everything AMQP in hato, and nothing else: no actors, no
-// envelopes.
+// envelopes. For users it is part of the embedding layer, with package
+// actors: the pieces an actor-system user needs to talk to hato's connection
+// actor. Services are built and run with package hato.
+//
+// # What you may use
+//
+//   - [Request]: the message an actors.Publish carries. Set Exchange,
+//     RoutingKey, Mandatory, Msg and Done; Done is called exactly once with
+//     the outcome and must not block. [Request.Abandon] gives up on a request
+//     not sent yet; [Request.Finished] says whether it has its outcome.
+//   - The names: [EncodeRoutingKey], [DecodeRoutingKey], [BindingKey],
+//     [StripPrefix], [QueueName] and [FixedQueueName], tomodachi's routing
+//     keys and queue names, to address what a hato or tomodachi service
+//     consumes.
+//   - The sentinels a publish's outcome may match ([ErrNacked],
+//     [ErrUnroutable], [ErrExchangeNotFound], [ErrAccessRefused], ...;
+//     package hato re-exports them) and [Permanent].
+//
+// Everything else here (Dial, Config, Consumer, Publisher, Topology,
+// Delivery, QueueType, Request.Finish, the URL helpers) is implementation
+// detail of packages hato and actors, subject to change without notice.
 //
 // # Names
 //

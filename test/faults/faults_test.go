@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -49,7 +48,7 @@ func scenarioPanicsAndKills(t *testing.T) {
 			}
 		}
 		return nil
-	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e supervisor.Event) { events.Add(e); r.onEvent(e) })}, hato.Concurrency(4))
+	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e hato.SupervisorEvent) { events.Add(e); r.onEvent(e) })}, hato.Concurrency(4))
 	hatotest.Start(t, svc)
 	p := r.publisher("faults-panics-pub")
 	done := r.publishAll(p, r.key)
@@ -63,10 +62,10 @@ func scenarioPanicsAndKills(t *testing.T) {
 	r.waitPublished(done)
 	r.settle(time.Minute)
 	hatotest.Stop(t, svc)
-	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.sinceFault(firstTime(events.FirstAfter(supervisor.EventRespawned, r.faultStart))),
-		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.Count(supervisor.EventFailed),
-			events.Count(supervisor.EventRestarted), events.Count(supervisor.EventRespawned)))
-	if events.Count(supervisor.EventFailed) < 10 || events.Count(supervisor.EventRespawned) < 2 {
+	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.sinceFault(firstTime(events.FirstAfter(hato.EventRespawned, r.faultStart))),
+		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.Count(hato.EventFailed),
+			events.Count(hato.EventRestarted), events.Count(hato.EventRespawned)))
+	if events.Count(hato.EventFailed) < 10 || events.Count(hato.EventRespawned) < 2 {
 		t.Errorf("supervision events: %s", res.notes)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 	"github.com/hato-go/hato/test/leak"
@@ -110,7 +109,7 @@ func newRun(t *testing.T, name string, n int) *run {
 // opts are the options of every service of the scenario.
 func (r *run) opts(extra ...hato.Option) []hato.Option {
 	base := append(hatotest.Options(r.t, r.url),
-		hato.WithReconnectBackoff(supervisor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}),
+		hato.WithReconnectBackoff(hato.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}),
 		hato.WithHeartbeat(2*time.Second),
 		hato.WithDrainTimeout(10*time.Second),
 	)
@@ -204,16 +203,16 @@ func (r *run) lostIDs(max int) []string {
 }
 
 // onEvent records when the consumer's routes became ready again.
-func (r *run) onEvent(e supervisor.Event) {
+func (r *run) onEvent(e hato.SupervisorEvent) {
 	if !strings.HasPrefix(e.Child, "route-") {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch e.Kind {
-	case supervisor.EventReady:
+	case hato.EventReady:
 		r.ready = append(r.ready, e.Time)
-	case supervisor.EventUnavailable:
+	case hato.EventUnavailable:
 		r.down = append(r.down, e.Time)
 	}
 }
@@ -359,8 +358,8 @@ func amqpDial(t *testing.T, url string) *amqp.Connection {
 
 // fastSupervision restarts crashed routes quickly, with a budget no
 // scenario exhausts.
-var fastSupervision = hato.Supervision(supervisor.Policy{
-	Backoff:     supervisor.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+var fastSupervision = hato.Supervision(hato.RestartPolicy{
+	Backoff:     hato.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
 	MaxRestarts: 200,
 	Window:      time.Minute,
 })

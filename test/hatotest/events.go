@@ -5,25 +5,24 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 )
 
 // SupervisorEvents records supervision events; pass its Add to
 // hato.WithSupervisorEvents. Safe for concurrent use.
 type SupervisorEvents struct {
 	mu   sync.Mutex
-	list []supervisor.Event
+	list []hato.SupervisorEvent
 }
 
 // Add records an event.
-func (e *SupervisorEvents) Add(ev supervisor.Event) {
+func (e *SupervisorEvents) Add(ev hato.SupervisorEvent) {
 	e.mu.Lock()
 	e.list = append(e.list, ev)
 	e.mu.Unlock()
 }
 
 // Count is how many events of kind were recorded.
-func (e *SupervisorEvents) Count(kind supervisor.EventKind) int {
+func (e *SupervisorEvents) Count(kind hato.EventKind) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
@@ -36,7 +35,7 @@ func (e *SupervisorEvents) Count(kind supervisor.EventKind) int {
 }
 
 // FirstAfter is the time of the first event of kind after t0.
-func (e *SupervisorEvents) FirstAfter(kind supervisor.EventKind, t0 time.Time) (time.Time, bool) {
+func (e *SupervisorEvents) FirstAfter(kind hato.EventKind, t0 time.Time) (time.Time, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, ev := range e.list {
