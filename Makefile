@@ -23,10 +23,15 @@ run: broker ## Run the example node and a demo client that drives it (Ctrl-C sto
 test: broker vet ## Run every test with -race against the real broker, then the fault suite.
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-faults
+	$(MAKE) --no-print-directory test-cluster
 
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.
 	$(GO) test -race -count=1 -tags faults -timeout 20m -run 'TestFaults' -v ./test/faults/ 2>&1 | tee /tmp/hato-faults.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\||panic|    faults_test)' ; exit $${PIPESTATUS[0]}
+
+.PHONY: test-cluster
+test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node).
+	$(GO) test -race -count=1 -v ./test/clustertest/
 
 .PHONY: bench
 bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service, and envelope codecs.

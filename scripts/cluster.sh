@@ -44,6 +44,7 @@
 #   HATO_CLUSTER_HOST       host part of the node names; must resolve to
 #                           loopback (default localhost)
 #   HATO_CLUSTER_TIMEOUT    seconds to wait for a node to boot (default 90)
+#   HATO_CLUSTER_ERL_ARGS   extra arguments for the nodes' Erlang VMs (default none)
 #   RABBITMQ_SBIN           directory holding RabbitMQ's rabbitmq-server and
 #                           rabbitmqctl scripts (default /usr/lib/rabbitmq/bin on
 #                           Debian, else the directory of rabbitmq-server in PATH)
@@ -61,6 +62,7 @@ CTL_PORTS=${HATO_CLUSTER_CTL_PORTS:-35690-35719}
 NAME=${HATO_CLUSTER_NAME:-hato-c}
 HOST=${HATO_CLUSTER_HOST:-localhost}
 TIMEOUT=${HATO_CLUSTER_TIMEOUT:-90}
+ERL_ARGS=${HATO_CLUSTER_ERL_ARGS:-}
 MARKER=.hato-cluster # file in DIR: proves DIR is ours before rm -rf
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
@@ -149,7 +151,7 @@ node_env() {
 	export RABBITMQ_CTL_DIST_PORT_MIN=$CTL_PORT_MIN
 	export RABBITMQ_CTL_DIST_PORT_MAX=$CTL_PORT_MAX
 	export ERL_EPMD_ADDRESS=127.0.0.1 # only matters if epmd is not running yet
-	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $ERL_ARGS"
 	export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 	unset RABBITMQ_CONFIG_FILES RABBITMQ_MNESIA_DIR RABBITMQ_QUORUM_DIR RABBITMQ_STREAM_DIR RABBITMQ_LOGS
 }
@@ -185,15 +187,21 @@ ctl_quiet() {
 	return 1
 }
 
-# beam_pids_with GREP_OPTS STRING: pids of Erlang VMs (beam.smp) whose
-# environment has a line matching STRING (grep -q GREP_OPTS STRING).
-beam_pids_with() {
+# marker_pids COMM GREP_OPTS STRING: pids of processes whose environment has
+# a line matching STRING (grep -q GREP_OPTS STRING) and whose name is COMM,
+# or, for COMM '*', any name but epmd (a node may have started epmd, which
+# the default broker shares).
+marker_pids() {
 	local p comm
 	for p in /proc/[0-9]*; do
 		comm=
 		read -r comm 2>/dev/null <"$p/comm" || continue
-		[[ $comm == beam.smp ]] || continue
-		if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -q "$1" -- "$2"; then
+		if [[ $1 == '*' ]]; then
+			[[ $comm != epmd ]] || continue
+		else
+			[[ $comm == "$1" ]] || continue
+		fi
+		if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -q "$2" -- "$3"; then
 			echo "${p#/proc/}"
 		fi
 	done
@@ -202,10 +210,11 @@ beam_pids_with() {
 # node_pids I: pids of node I's Erlang VM, found by the marker variable
 # start_node puts in its environment (HATO_CLUSTER_SERVER=DIR/NODENAME). Never
 # matches the default broker or a CLI VM: they do not carry the marker.
-node_pids() { beam_pids_with -xF "HATO_CLUSTER_SERVER=$DIR/$(node_name "$1")"; }
+node_pids() { marker_pids beam.smp -xF "HATO_CLUSTER_SERVER=$DIR/$(node_name "$1")"; }
 
-# all_pids: pids of every node VM of the cluster in DIR.
-all_pids() { beam_pids_with -F "HATO_CLUSTER_SERVER=$DIR/"; }
+# all_pids: every process of every node of the cluster in DIR: the VMs, their
+# helpers and launch scripts (epmd excepted).
+all_pids() { marker_pids '*' -F "HATO_CLUSTER_SERVER=$DIR/"; }
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -356,6 +365,7 @@ cmd_start() {
 		return 0
 	fi
 	cmd_stop
+	[[ ! -e $DIR ]] || die "$DIR exists but was not made by $PROG; remove it or set HATO_CLUSTER_DIR"
 	write_files
 	local i pids=() failed=0 t0=$SECONDS
 	log "starting $NODES nodes in $DIR"
@@ -383,14 +393,17 @@ cmd_start() {
 }
 
 cmd_stop() {
-	local pids
-	pids=$(all_pids)
-	if [[ -n $pids ]]; then
+	local pids round
+	# Twice: a launch script caught between two forks may still have
+	# started a VM.
+	for round in 1 2; do
+		pids=$(all_pids)
+		[[ -n $pids ]] || break
 		# shellcheck disable=SC2086
 		kill -9 $pids 2>/dev/null || true
 		# shellcheck disable=SC2086
-		wait_gone $pids || log "some cluster VMs did not exit: $pids"
-	fi
+		wait_gone $pids || log "some cluster processes did not exit: $pids"
+	done
 	if [[ -d $DIR ]]; then
 		if [[ -f $DIR/$MARKER ]]; then
 			rm -rf "$DIR"
