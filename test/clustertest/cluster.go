@@ -58,7 +58,10 @@ func Start(t testing.TB) *Cluster {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "hato-cluster")
 	}
-	dir = filepath.Clean(dir)
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		t.Fatalf("clustertest: %s: %v", EnvDir, err)
+	}
 	c := &Cluster{t: t, script: script, dir: dir}
 
 	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
