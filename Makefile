@@ -31,6 +31,7 @@ UNIT_ENV := HATO_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:1/ HATO_TEST_RABBITM
 test: test-unit broker ## Unit layer, then every test with -race against the real broker, then the fault suite.
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-faults
+	$(MAKE) --no-print-directory test-cluster
 
 .PHONY: test-unit
 test-unit: vet ## Tests that need no broker (-tags unit), with -race and the broker unreachable.
@@ -39,6 +40,10 @@ test-unit: vet ## Tests that need no broker (-tags unit), with -race and the bro
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.
 	$(GO) test -race -count=1 -tags faults -timeout 20m -run 'TestFaults' -v ./test/faults/ 2>&1 | tee /tmp/hato-faults.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\||panic|    faults_test)' ; exit $${PIPESTATUS[0]}
+
+.PHONY: test-cluster
+test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node).
+	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
 
 .PHONY: bench
 bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service, and envelope codecs.
@@ -58,6 +63,7 @@ vet: ## go vet.
 	$(GO) vet ./...
 	$(GO) vet -tags unit ./...
 	$(GO) vet -tags faults ./test/faults/
+	$(GO) vet -tags cluster ./test/clustertest/
 
 .PHONY: lint
 lint: ## golangci-lint with .golangci.yml (fetched with go run).
