@@ -246,7 +246,7 @@ func (s *Service) failurePolicy(r *route) FailurePolicy {
 	if !dl {
 		p.DeadLetterQueue = ""
 	} else if p.DeadLetterQueue == "" {
-		p.DeadLetterQueue = r.cfg.queue + ".dlq"
+		p.DeadLetterQueue = s.deadLetterQueueOf(r.cfg)
 	}
 	return p.WithDefaults()
 }
