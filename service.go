@@ -170,6 +170,9 @@ func (s *Service) register(r *route, err error) error {
 	if s.state != stateNew {
 		err = fmt.Errorf("%w: subscribe after start", ErrAlreadyStarted)
 	}
+	if err == nil && r != nil {
+		err = s.validateRoute(r)
+	}
 	if err != nil {
 		if s.regErr == nil {
 			s.regErr = err
