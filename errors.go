@@ -38,6 +38,26 @@ var (
 	// ErrDrainIncomplete: Stop's drain deadline passed with deliveries in
 	// hand (they went back to the broker) or publishes unconfirmed.
 	ErrDrainIncomplete = errors.New("hato: drain incomplete")
+	// ErrInvalidArgument: a value AMQP cannot carry or the envelope cannot
+	// encode. Publish and Subscribe return it at once, before anything is
+	// sent; every error below up to ErrInvalidPayload matches it too.
+	ErrInvalidArgument = broker.ErrInvalidArgument
+	// ErrInvalidRoutingKey: a routing key or binding pattern over 255 bytes
+	// as sent (routing-key prefix and tomodachi's encoding included: a
+	// non-ASCII character takes up to 12 bytes) or not UTF-8.
+	ErrInvalidRoutingKey = broker.ErrInvalidRoutingKey
+	// ErrInvalidName: an exchange or queue name (dead-letter queue
+	// included) over 255 bytes or not UTF-8.
+	ErrInvalidName = broker.ErrInvalidName
+	// ErrInvalidHeaders: headers with a value type AMQP cannot encode or a
+	// field name over 255 bytes.
+	ErrInvalidHeaders = broker.ErrInvalidHeaders
+	// ErrInvalidProperty: a message property over 255 bytes (the message
+	// id, made of the service uuid, or the app id, the service name).
+	ErrInvalidProperty = broker.ErrInvalidProperty
+	// ErrInvalidPayload: the envelope cannot encode the data (it also
+	// matches the envelope's error, envelope.ErrPayloadType).
+	ErrInvalidPayload error = &invalidArgument{"hato: invalid payload"}
 	// ErrRouteFailed: a route gave up (restart budget exhausted or its
 	// topology refused); the service stops with it unless
 	// WithKeepRunningOnRouteFailure.

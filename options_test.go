@@ -2,6 +2,8 @@ package hato_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -98,8 +100,15 @@ func TestRouteNamesMatchTomodachi(t *testing.T) {
 		if r[i].Queue != w.queue || r[i].BindingKey != w.binding {
 			t.Errorf("route %d: queue %s binding %s, want %s %s", i, r[i].Queue, r[i].BindingKey, w.queue, w.binding)
 		}
-		if r[i].DeadLetterQueue != r[i].Queue+".dlq" {
-			t.Errorf("route %d: dead-letter queue %s", i, r[i].DeadLetterQueue)
+		wantDLQ := r[i].Queue + ".dlq"
+		if i == 1 {
+			// A non-competing route's dead-letter queue is the route's, not
+			// the instance's: named without the uuid.
+			sum := sha256.Sum256([]byte("test.topic" + "func" + "names"))
+			wantDLQ = "svc." + hex.EncodeToString(sum[:]) + ".dlq"
+		}
+		if r[i].DeadLetterQueue != wantDLQ {
+			t.Errorf("route %d: dead-letter queue %s, want %s", i, r[i].DeadLetterQueue, wantDLQ)
 		}
 	}
 }

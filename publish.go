@@ -42,8 +42,8 @@ func Transient() PublishOption {
 // Headers sets AMQP headers on the message.
 func Headers(h amqp.Table) PublishOption {
 	return publishOption(func(p *publishConfig) error {
-		if err := h.Validate(); err != nil {
-			return invalid("headers: %v", err)
+		if err := broker.ValidateHeaders(h); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 		p.headers = h
 		return nil
@@ -89,6 +89,11 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 	if pc.prefix != nil {
 		prefix = *pc.prefix
 	}
+	// Checked before the envelope, which carries the key as the topic.
+	wireKey, err := broker.WireRoutingKey(prefix, routingKey)
+	if err != nil {
+		return fmt.Errorf("hato: publish: %w", err)
+	}
 	now := time.Now()
 	msgUUID := s.uuid + "." + envelope.NewUUID4()
 	body, err := pc.envelope.Build(envelope.Build{
@@ -98,7 +103,7 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 		Time:        now,
 	}, data, envelope.Options{})
 	if err != nil {
-		return fmt.Errorf("hato: publish %q: %w", routingKey, err)
+		return fmt.Errorf("hato: publish %q: %w: %w", routingKey, ErrInvalidPayload, err)
 	}
 	mode := amqp.Persistent
 	if pc.transient {
@@ -106,7 +111,7 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 	}
 	req := &broker.Request{
 		Exchange:   pc.exchange,
-		RoutingKey: broker.BindingKey(prefix, routingKey),
+		RoutingKey: wireKey,
 		Mandatory:  pc.mandatory,
 		Msg: amqp.Publishing{
 			Headers:      pc.headers,
@@ -123,7 +128,13 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 
 // send hands req to the connection actor and waits for its outcome, unless
 // it is made from a handler and may be tracked instead.
+//
+// A request AMQP cannot carry fails here, at once: amqp091-go would fail
+// to write it and take the connection down with it, for every publish.
 func (s *Service) send(ctx context.Context, req *broker.Request, wait bool) error {
+	if err := broker.ValidateRequest(req); err != nil {
+		return fmt.Errorf("hato: publish: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -380,6 +380,14 @@ func (s *Service) queueOf(rc routeConfig) string {
 	return broker.QueueName(rc.routingKey, rc.handlerName, s.uuid, rc.competing, s.cfg.queueNamePrefix)
 }
 
+// deadLetterQueueOf is the route's default dead-letter queue: shared by
+// every instance of the service, also for a non-competing route (see
+// broker.DeadLetterQueueName).
+func (s *Service) deadLetterQueueOf(rc routeConfig) string {
+	perInstance := !rc.competing && rc.queueName == ""
+	return broker.DeadLetterQueueName(rc.queue, rc.routingKey, rc.handlerName, s.name, perInstance, s.cfg.queueNamePrefix)
+}
+
 // funcName is the short name of a Go function value, as tomodachi uses the
 // method's __name__.
 func funcName(fn any) string {

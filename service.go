@@ -170,6 +170,9 @@ func (s *Service) register(r *route, err error) error {
 	if s.state != stateNew {
 		err = fmt.Errorf("%w: subscribe after start", ErrAlreadyStarted)
 	}
+	if err == nil && r != nil {
+		err = s.validateRoute(r)
+	}
 	if err != nil {
 		if s.regErr == nil {
 			s.regErr = err
@@ -246,7 +249,7 @@ func (s *Service) failurePolicy(r *route) actors.FailurePolicy {
 	if !dl {
 		p.DeadLetterQueue = ""
 	} else if p.DeadLetterQueue == "" {
-		p.DeadLetterQueue = r.cfg.queue + ".dlq"
+		p.DeadLetterQueue = s.deadLetterQueueOf(r.cfg)
 	}
 	return actorsPolicy(p)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
@@ -90,7 +89,7 @@ const (
 type job struct {
 	id       uint64
 	d        *broker.Delivery
-	key      uint64 // body hash, for poison detection; see keyOf
+	key      msgKey // for poison detection; see keyOf
 	keyed    bool
 	attempts int
 	stage    stage
@@ -99,7 +98,7 @@ type job struct {
 
 // keyOf identifies the message across redeliveries. It is computed only
 // when needed (a redelivery, a crash, a requeue), not for every delivery.
-func (j *job) keyOf() uint64 {
+func (j *job) keyOf() msgKey {
 	if !j.keyed {
 		j.key, j.keyed = messageKey(j.d), true
 	}
@@ -806,19 +805,6 @@ func (c *consumer) eventFor(j *job, action Action, err error) DeliveryEvent {
 		ev.DeadLetterQ = c.policy.DeadLetterQueue
 	}
 	return ev
-}
-
-// messageKey identifies a message across redeliveries for poison detection.
-func messageKey(d *broker.Delivery) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(d.Exchange))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write([]byte(d.RoutingKey))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write([]byte(d.MessageId))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write(d.Body)
-	return h.Sum64()
 }
 
 // deliveryCount reads the x-delivery-count header quorum queues set.

@@ -19,15 +19,20 @@ const (
 	HeaderService          = "x-hato-service"
 	HeaderRoute            = "x-hato-route"
 	HeaderOriginalUserID   = "x-hato-original-user-id"
+	// HeaderOriginalExpiration holds the original's expiration property,
+	// which the dead-letter copy does not carry.
+	HeaderOriginalExpiration = "x-hato-original-expiration"
 )
 
 // deadLetterRequest republishes d to queue through the default exchange:
 // body and properties as they were, headers extended with why and where
 // from. It is mandatory, so a missing dead-letter queue is an error rather
 // than a silent drop. The user-id property moves to a header: the broker
-// refuses a user-id other than the publishing connection's.
+// refuses a user-id other than the publishing connection's. The copy must
+// outlive the original's TTL and a broker restart: it is persistent and has
+// no expiration (the original's moves to a header).
 func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts int, reason error) *broker.Request {
-	headers := make(amqp.Table, len(d.Headers)+9)
+	headers := make(amqp.Table, len(d.Headers)+10)
 	for k, v := range d.Headers {
 		headers[k] = v
 	}
@@ -46,6 +51,9 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 	if d.UserId != "" {
 		headers[HeaderOriginalUserID] = d.UserId
 	}
+	if d.Expiration != "" {
+		headers[HeaderOriginalExpiration] = d.Expiration
+	}
 	return &broker.Request{
 		Exchange:   "",
 		RoutingKey: queue,
@@ -54,11 +62,10 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 			Headers:         headers,
 			ContentType:     d.ContentType,
 			ContentEncoding: d.ContentEncoding,
-			DeliveryMode:    d.DeliveryMode,
+			DeliveryMode:    amqp.Persistent,
 			Priority:        d.Priority,
 			CorrelationId:   d.CorrelationId,
 			ReplyTo:         d.ReplyTo,
-			Expiration:      d.Expiration,
 			MessageId:       d.MessageId,
 			Timestamp:       d.Timestamp,
 			Type:            d.Type,

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -153,20 +154,21 @@ type DeliveryEvent struct {
 }
 
 // RouteState is the memory of a route that outlives its actor's restarts
-// and its channel's reconnections: for each message (by body hash), how
-// often it crashed a handler or was requeued, and how many handler attempts
+// and its channel's reconnections: for each message (see msgKey), how often
+// it crashed a handler or was requeued, and how many handler attempts
 // failed. A message redelivered by the broker (after a crash, a requeue or a
 // connection loss) so continues from where it was: its poison limit and its
-// attempt budget are never reset by a redelivery. It is bounded: the oldest
-// entries are forgotten first.
+// attempt budget are never reset by a redelivery. It is bounded by its live
+// records: when it is full, the record touched least recently is forgotten.
 type RouteState struct {
 	mu    sync.Mutex
-	marks map[uint64]*marks
-	order []uint64
+	marks map[msgKey]*list.Element // of *marks, in order: least recently touched first
+	order *list.List
 	limit int
 }
 
 type marks struct {
+	key          msgKey
 	redeliveries int  // crashes and requeues
 	failures     int  // failed handler attempts
 	deadLettered bool // republished to the dead-letter queue and confirmed
@@ -178,27 +180,37 @@ func NewRouteState(limit int) *RouteState {
 	if limit <= 0 {
 		limit = 10000
 	}
-	return &RouteState{marks: map[uint64]*marks{}, limit: limit}
+	return &RouteState{marks: map[msgKey]*list.Element{}, order: list.New(), limit: limit}
 }
 
-// entry returns the message's record, creating it; s.mu must be held.
-func (s *RouteState) entry(key uint64) *marks {
-	m, ok := s.marks[key]
-	if !ok {
-		if len(s.order) >= s.limit {
-			delete(s.marks, s.order[0])
-			s.order = s.order[1:]
-		}
-		s.order = append(s.order, key)
-		m = &marks{}
-		s.marks[key] = m
+// entry returns the message's record, creating it, and makes it the most
+// recently touched; s.mu must be held.
+func (s *RouteState) entry(key msgKey) *marks {
+	if e, ok := s.marks[key]; ok {
+		s.order.MoveToBack(e)
+		return e.Value.(*marks)
 	}
+	for len(s.marks) >= s.limit {
+		oldest := s.order.Front()
+		s.order.Remove(oldest)
+		delete(s.marks, oldest.Value.(*marks).key)
+	}
+	m := &marks{key: key}
+	s.marks[key] = s.order.PushBack(m)
 	return m
+}
+
+// lookup returns the message's record or nil; s.mu must be held.
+func (s *RouteState) lookup(key msgKey) *marks {
+	if e, ok := s.marks[key]; ok {
+		return e.Value.(*marks)
+	}
+	return nil
 }
 
 // mark records one more crash or requeue of the message and returns the
 // new count.
-func (s *RouteState) mark(key uint64) int {
+func (s *RouteState) mark(key msgKey) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.entry(key)
@@ -207,27 +219,34 @@ func (s *RouteState) mark(key uint64) int {
 }
 
 // count returns how often the message crashed or was requeued.
-func (s *RouteState) count(key uint64) int {
+func (s *RouteState) count(key msgKey) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if m, ok := s.marks[key]; ok {
+	if m := s.lookup(key); m != nil {
 		return m.redeliveries
 	}
 	return 0
 }
 
-// fail records one more failed handler attempt.
-func (s *RouteState) fail(key uint64) {
+// fail records one more failed handler attempt. Not for a message without
+// id: see msgKey.
+func (s *RouteState) fail(key msgKey) {
+	if key.byContent {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.entry(key).failures++
 }
 
 // failures returns how many handler attempts failed for the message.
-func (s *RouteState) failures(key uint64) int {
+func (s *RouteState) failures(key msgKey) int {
+	if key.byContent {
+		return 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if m, ok := s.marks[key]; ok {
+	if m := s.lookup(key); m != nil {
 		return m.failures
 	}
 	return 0
@@ -235,26 +254,33 @@ func (s *RouteState) failures(key uint64) int {
 
 // setDeadLettered remembers that the message is safely in the dead-letter
 // queue, so a redelivery (its ack was lost with its channel) is acked
-// instead of dead-lettered twice.
-func (s *RouteState) setDeadLettered(key uint64) {
+// instead of dead-lettered twice. Not for a message without id: see msgKey.
+func (s *RouteState) setDeadLettered(key msgKey) {
+	if key.byContent {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.entry(key)
-	m.deadLettered = true
+	s.entry(key).deadLettered = true
 }
 
 // isDeadLettered reports whether the message was dead-lettered already.
-func (s *RouteState) isDeadLettered(key uint64) bool {
+func (s *RouteState) isDeadLettered(key msgKey) bool {
+	if key.byContent {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, ok := s.marks[key]
-	return ok && m.deadLettered
+	m := s.lookup(key)
+	return m != nil && m.deadLettered
 }
 
 // forget drops the message's record once it is settled for good.
-func (s *RouteState) forget(key uint64) {
+func (s *RouteState) forget(key msgKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.marks, key)
-	// order keeps the stale key until it ages out; harmless.
+	if e, ok := s.marks[key]; ok {
+		s.order.Remove(e)
+		delete(s.marks, key)
+	}
 }

@@ -3,11 +3,9 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -146,34 +144,6 @@ func (h *handshake) with(f func(net.Conn)) {
 	if h.conn != nil {
 		f(h.conn)
 	}
-}
-
-// Redact returns the URL with its password replaced, for logs and errors.
-// Input that does not parse as a URL is replaced entirely.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<invalid url>"
-	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-	}
-	return u.String()
-}
-
-// scrubURLError keeps the reason of a URL parse error without the URL.
-func scrubURLError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "://") {
-		return "malformed URL"
-	}
-	return msg
 }
 
 // BuildURL assembles an AMQP URL from parts, escaping each as needed.

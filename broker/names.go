@@ -139,3 +139,20 @@ func QueueName(routingKey, handlerName, serviceUUID string, competing bool, pref
 func FixedQueueName(name, prefix string) string {
 	return prefix + name
 }
+
+// DeadLetterQueueName is the dead-letter queue of a route: its queue name
+// and ".dlq", except for a non-competing route without an explicit queue
+// name, whose queue belongs to one service instance (its name holds the
+// random service uuid). Dead letters belong to the route, not to the
+// instance, so every instance of the service shares that route's
+// dead-letter queue: the queue-name prefix, then
+// sha256(encoded key + handler name + service name) in hex, then ".dlq"
+// (tomodachi's non-competing queue name with the service name in place of
+// the uuid; at most len(prefix)+68 bytes).
+func DeadLetterQueueName(queue, routingKey, handlerName, serviceName string, perInstance bool, prefix string) string {
+	if !perInstance {
+		return queue + ".dlq"
+	}
+	sum := sha256.Sum256([]byte(EncodeRoutingKey(routingKey) + handlerName + serviceName))
+	return prefix + hex.EncodeToString(sum[:]) + ".dlq"
+}
