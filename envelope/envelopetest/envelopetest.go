@@ -217,8 +217,21 @@ func concurrent(t *testing.T, env envelope.Envelope, f Features) {
 }
 
 func badInput(t *testing.T, env envelope.Envelope, f Features) {
+	body := mustBuild(t, env, f.Cases[0].Data)
+	badBodies(t, env, f)
+	wrongDestinations(t, env, f, body)
+	unbuildable(t, env, f)
+	if f.Limits {
+		limits(t, env, f, body)
+	}
+	if f.Validator {
+		validatorRejects(t, env, f, body)
+	}
+}
+
+// badBodies: every Features.Bad body fails to parse with its error.
+func badBodies(t *testing.T, env envelope.Envelope, f Features) {
 	first := f.Cases[0]
-	body := mustBuild(t, env, first.Data)
 	for _, b := range f.Bad {
 		t.Run(b.Name, func(t *testing.T) {
 			newDst := b.New
@@ -229,6 +242,11 @@ func badInput(t *testing.T, env envelope.Envelope, f Features) {
 			wantParseErr(t, err, b.Want)
 		})
 	}
+}
+
+// wrongDestinations: a good body parsed into nil or a destination of the
+// wrong type fails with ErrPayloadType.
+func wrongDestinations(t *testing.T, env envelope.Envelope, f Features, body []byte) {
 	t.Run("nil destination", func(t *testing.T) {
 		_, err := env.Parse(body, nil, envelope.Options{})
 		wantParseErr(t, err, envelope.ErrPayloadType)
@@ -239,6 +257,11 @@ func badInput(t *testing.T, env envelope.Envelope, f Features) {
 			wantParseErr(t, err, envelope.ErrPayloadType)
 		})
 	}
+}
+
+// unbuildable: Build refuses every Features.Unbuildable payload with a
+// *envelope.BuildError matching ErrPayloadType.
+func unbuildable(t *testing.T, env envelope.Envelope, f Features) {
 	for i, d := range f.Unbuildable {
 		t.Run(fmt.Sprintf("unbuildable %d %T", i, d), func(t *testing.T) {
 			_, err := env.Build(buildInput, d, envelope.Options{})
@@ -249,35 +272,41 @@ func badInput(t *testing.T, env envelope.Envelope, f Features) {
 			}
 		})
 	}
-	if f.Limits {
-		t.Run("body over MaxBodySize", func(t *testing.T) {
-			_, err := env.Parse(body, first.New(), envelope.Options{MaxBodySize: int64(len(body)) - 1})
-			wantParseErr(t, err, envelope.ErrTooLarge)
-			if _, err := env.Parse(body, first.New(), envelope.Options{MaxBodySize: int64(len(body))}); err != nil {
-				t.Errorf("a body exactly at MaxBodySize: %v", err)
-			}
-		})
-		for _, c := range f.Cases {
-			if !c.Compressed {
-				continue
-			}
-			t.Run("decompressed over MaxDecompressedSize/"+c.Name, func(t *testing.T) {
-				body := mustBuild(t, env, c.Data)
-				_, err := env.Parse(body, c.New(), envelope.Options{MaxDecompressedSize: 1024})
-				wantParseErr(t, err, envelope.ErrTooLarge)
-			})
+}
+
+// limits: MaxBodySize and MaxDecompressedSize are enforced (ErrTooLarge).
+func limits(t *testing.T, env envelope.Envelope, f Features, body []byte) {
+	first := f.Cases[0]
+	t.Run("body over MaxBodySize", func(t *testing.T) {
+		_, err := env.Parse(body, first.New(), envelope.Options{MaxBodySize: int64(len(body)) - 1})
+		wantParseErr(t, err, envelope.ErrTooLarge)
+		if _, err := env.Parse(body, first.New(), envelope.Options{MaxBodySize: int64(len(body))}); err != nil {
+			t.Errorf("a body exactly at MaxBodySize: %v", err)
 		}
-	}
-	if f.Validator {
-		t.Run("validator rejects", func(t *testing.T) {
-			cause := errors.New("envelopetest: rejected")
-			_, err := env.Parse(body, first.New(), envelope.Options{Validator: func(any) error { return cause }})
-			wantParseErr(t, err, envelope.ErrValidation)
-			if !errors.Is(err, cause) {
-				t.Errorf("%v does not wrap the validator's error", err)
-			}
+	})
+	for _, c := range f.Cases {
+		if !c.Compressed {
+			continue
+		}
+		t.Run("decompressed over MaxDecompressedSize/"+c.Name, func(t *testing.T) {
+			body := mustBuild(t, env, c.Data)
+			_, err := env.Parse(body, c.New(), envelope.Options{MaxDecompressedSize: 1024})
+			wantParseErr(t, err, envelope.ErrTooLarge)
 		})
 	}
+}
+
+// validatorRejects: a validator's error fails Parse with ErrValidation,
+// wrapping it.
+func validatorRejects(t *testing.T, env envelope.Envelope, f Features, body []byte) {
+	t.Run("validator rejects", func(t *testing.T) {
+		cause := errors.New("envelopetest: rejected")
+		_, err := env.Parse(body, f.Cases[0].New(), envelope.Options{Validator: func(any) error { return cause }})
+		wantParseErr(t, err, envelope.ErrValidation)
+		if !errors.Is(err, cause) {
+			t.Errorf("%v does not wrap the validator's error", err)
+		}
+	})
 }
 
 // wantParseErr checks a Parse error: it matches want, only want, and is a
@@ -315,62 +344,19 @@ func matches(err error) int {
 }
 
 func neverPanics(t *testing.T, env envelope.Envelope, f Features) {
-	var bodies [][]byte
-	bodies = append(bodies, nil, []byte{}, []byte("\x00"), []byte("{}"), []byte("null"), []byte("\n"),
-		[]byte("\xff\xfe\xfd"), []byte(strings.Repeat("[", 10000)), []byte(strings.Repeat("A", 4097)))
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, c := range f.Cases {
-		body, err := env.Build(buildInput, c.Data, envelope.Options{})
-		if err != nil {
-			continue // reported by RoundTrip
-		}
-		// Truncations (every length of small bodies, a sample of large ones),
-		// single-byte corruptions and trailing garbage.
-		step := max(1, len(body)/64)
-		for n := 0; n < len(body); n += step {
-			bodies = append(bodies, body[:n])
-		}
-		for range 16 {
-			if len(body) == 0 {
-				break
-			}
-			mut := append([]byte(nil), body...)
-			mut[rng.IntN(len(mut))] ^= byte(1 + rng.IntN(255))
-			bodies = append(bodies, mut)
-		}
-		bodies = append(bodies, append(append([]byte(nil), body...), "\x00garbage"...))
-	}
-	for range 256 {
-		b := make([]byte, rng.IntN(512))
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		bodies = append(bodies, b)
-	}
-	dsts := []func() any{
-		func() any { return nil },
-		func() any { return new(any) },
-		func() any { return new([]byte) },
-		func() any { return new(string) },
-		func() any { return new(int) },
-	}
-	for _, c := range f.Cases {
-		dsts = append(dsts, c.New)
-	}
-	dsts = append(dsts, f.WrongDestinations...)
-	opts := []envelope.Options{{}, {MaxBodySize: 16, MaxDecompressedSize: 16}, {Validator: func(any) error { return errors.New("no") }}}
-
+	dsts := garbageDestinations(f)
+	opts := []envelope.Options{{MaxBodySize: 16, MaxDecompressedSize: 16}, {Validator: func(any) error { return errors.New("no") }}}
 	check := func(i int, body []byte, dst any, o envelope.Options) {
 		err := parseNoPanic(t, env, body, dst, o)
 		if err != nil && matches(err) != 1 {
 			t.Errorf("garbage body %d (%s): error %v matches %d sentinels, want exactly one", i, short(body), err, matches(err))
 		}
 	}
-	for i, body := range bodies {
+	for i, body := range garbageBodies(env, f) {
 		for _, newDst := range dsts {
 			check(i, body, newDst(), envelope.Options{})
 		}
-		for _, o := range opts[1:] {
+		for _, o := range opts {
 			check(i, body, f.Cases[0].New(), o)
 		}
 	}
@@ -381,6 +367,64 @@ func neverPanics(t *testing.T, env envelope.Envelope, f Features) {
 			t.Errorf("Build(%T): error %v matches %d sentinels, want exactly one", d, err, matches(err))
 		}
 	}
+}
+
+// garbageBodies are fixed odd bodies, the damaged forms of every case's
+// body (see damaged) and random bytes, from a fixed seed.
+func garbageBodies(env envelope.Envelope, f Features) [][]byte {
+	bodies := [][]byte{nil, []byte{}, []byte("\x00"), []byte("{}"), []byte("null"), []byte("\n"),
+		[]byte("\xff\xfe\xfd"), []byte(strings.Repeat("[", 10000)), []byte(strings.Repeat("A", 4097))}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range f.Cases {
+		body, err := env.Build(buildInput, c.Data, envelope.Options{})
+		if err != nil {
+			continue // reported by RoundTrip
+		}
+		bodies = append(bodies, damaged(body, rng)...)
+	}
+	for range 256 {
+		b := make([]byte, rng.IntN(512))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		bodies = append(bodies, b)
+	}
+	return bodies
+}
+
+// damaged returns truncations of body (every length of a small body, a
+// sample of a large one), single-byte corruptions and trailing garbage.
+func damaged(body []byte, rng *rand.Rand) [][]byte {
+	var out [][]byte
+	step := max(1, len(body)/64)
+	for n := 0; n < len(body); n += step {
+		out = append(out, body[:n])
+	}
+	for range 16 {
+		if len(body) == 0 {
+			break
+		}
+		mut := append([]byte(nil), body...)
+		mut[rng.IntN(len(mut))] ^= byte(1 + rng.IntN(255))
+		out = append(out, mut)
+	}
+	return append(out, append(append([]byte(nil), body...), "\x00garbage"...))
+}
+
+// garbageDestinations are the destinations garbage is parsed into:
+// generic ones, every case's and the wrong ones.
+func garbageDestinations(f Features) []func() any {
+	dsts := []func() any{
+		func() any { return nil },
+		func() any { return new(any) },
+		func() any { return new([]byte) },
+		func() any { return new(string) },
+		func() any { return new(int) },
+	}
+	for _, c := range f.Cases {
+		dsts = append(dsts, c.New)
+	}
+	return append(dsts, f.WrongDestinations...)
 }
 
 func parseNoPanic(t *testing.T, env envelope.Envelope, body []byte, dst any, o envelope.Options) (err error) {
