@@ -40,7 +40,7 @@ var (
 	ErrDrainIncomplete = errors.New("hato: drain incomplete")
 	// ErrInvalidArgument: a value AMQP cannot carry or the envelope cannot
 	// encode. Publish and Subscribe return it at once, before anything is
-	// sent; every error below up to ErrInvalidPayload matches it too.
+	// sent; every error below up to ErrMessageTooLarge matches it too.
 	ErrInvalidArgument = broker.ErrInvalidArgument
 	// ErrInvalidRoutingKey: a routing key or binding pattern over 255 bytes
 	// as sent (routing-key prefix and tomodachi's encoding included: a
@@ -58,6 +58,9 @@ var (
 	// ErrInvalidPayload: the envelope cannot encode the data (it also
 	// matches the envelope's error, envelope.ErrPayloadType).
 	ErrInvalidPayload error = &invalidArgument{"hato: invalid payload"}
+	// ErrMessageTooLarge: the encoded body is larger than the service's
+	// WithMaxMessageSize (default 128 MiB, RabbitMQ's default).
+	ErrMessageTooLarge error = &invalidArgument{"hato: message too large"}
 	// ErrRouteFailed: a route gave up (restart budget exhausted or its
 	// topology refused); the service stops with it unless
 	// WithKeepRunningOnRouteFailure.

@@ -60,6 +60,9 @@ const (
 	DefaultStartTimeout   = 60 * time.Second
 	DefaultPublishBuffer  = 10000
 	DefaultActorTimeout   = 30 * time.Second
+	// DefaultMaxMessageSize is RabbitMQ's default max_message_size
+	// (128 MiB, since 3.8).
+	DefaultMaxMessageSize = 128 << 20
 )
 
 // config is a Service's resolved configuration.
@@ -89,6 +92,7 @@ type config struct {
 	failure                   FailurePolicy
 	reconnect                 Backoff
 	publishBuffer             int
+	maxMessageSize            int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
 	onSupervisorEvent         func(SupervisorEvent)
@@ -113,6 +117,7 @@ func defaultConfig() config {
 		envelope:       envelope.JSON,
 		logger:         zap.NewNop(),
 		publishBuffer:  DefaultPublishBuffer,
+		maxMessageSize: DefaultMaxMessageSize,
 		drainTimeout:   DefaultDrainTimeout,
 		startTimeout:   DefaultStartTimeout,
 		deadLetter:     true,
@@ -293,6 +298,22 @@ func WithPublishBuffer(n int) Option {
 			return invalid("publish buffer %d", n)
 		}
 		c.publishBuffer = n
+		return nil
+	})
+}
+
+// WithMaxMessageSize bounds the body of a published message, after
+// envelope encoding, in bytes: Publish fails at once with
+// ErrMessageTooLarge for a larger one, before anything is sent. Default
+// DefaultMaxMessageSize, RabbitMQ's default max_message_size; set it to the
+// broker's limit if that is lower (the broker refuses a larger message by
+// closing the publish channel, see the README's Bad input table).
+func WithMaxMessageSize(n int) Option {
+	return serviceOption(func(c *config) error {
+		if n <= 0 {
+			return invalid("max message size %d", n)
+		}
+		c.maxMessageSize = n
 		return nil
 	})
 }

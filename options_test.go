@@ -25,6 +25,7 @@ func TestInvalidOptionsAreRejectedAtConstruction(t *testing.T) {
 		"nil envelope":       {hato.Envelope(nil)},
 		"negative queue ttl": {hato.WithQueueTTL(-time.Second)},
 		"nil option":         {nil},
+		"max message size 0": {hato.WithMaxMessageSize(0)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := hato.New("svc", opts...); !errorsIs(err, hato.ErrInvalidOption) {

@@ -105,6 +105,10 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 	if err != nil {
 		return fmt.Errorf("hato: publish %q: %w: %w", routingKey, ErrInvalidPayload, err)
 	}
+	if len(body) > s.cfg.maxMessageSize {
+		return fmt.Errorf("hato: publish %q: %w: %d bytes encoded, the limit is %d (WithMaxMessageSize)",
+			routingKey, ErrMessageTooLarge, len(body), s.cfg.maxMessageSize)
+	}
 	mode := amqp.Persistent
 	if pc.transient {
 		mode = amqp.Transient
