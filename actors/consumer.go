@@ -133,6 +133,7 @@ type consumer struct {
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
+	drained     bool // a drain completed: this incarnation never consumes again
 }
 
 // Async results; each carries the incarnation that started the work, and
@@ -318,8 +319,11 @@ func (c *consumer) deadLetterRetry(ctx actor.Context, msg *deadLetterRetry) {
 	}
 }
 
+// reopen asks for a channel again after a loss, unless the route is
+// draining or drained: a reopen scheduled before the drain must not start
+// consuming again after it.
 func (c *consumer) reopen(ctx actor.Context) {
-	if c.session == nil && !c.opening && c.drain == nil {
+	if c.session == nil && !c.opening && c.drain == nil && !c.drained {
 		c.requestChannel(ctx)
 	}
 }
@@ -428,8 +432,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
 	if c.drain != nil {
-		close(c.drain.Done)
-		c.drain = nil
+		c.drainDone()
 		return
 	}
 	// Only a drain or a restart closes a session on purpose, and a restart
@@ -442,7 +445,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 }
 
 func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
-	if c.drain != nil {
+	if c.drain != nil || c.drained {
 		d.Nack(true)
 		return
 	}
@@ -737,14 +740,20 @@ func (c *consumer) finishDrain() {
 	}
 	if c.session == nil {
 		if !c.opening {
-			close(c.drain.Done)
-			c.drain = nil
+			c.drainDone()
 		}
 		// An open in progress ends in sessionStarted, which comes back here.
 		return
 	}
 	c.drainClosed = true
 	c.session.Close()
+}
+
+// drainDone completes the drain: from now on the route stays idle.
+func (c *consumer) drainDone() {
+	close(c.drain.Done)
+	c.drain = nil
+	c.drained = true
 }
 
 // abandon cancels handlers and closes the channel: the broker redelivers
