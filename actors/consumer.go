@@ -64,11 +64,14 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 		route.Concurrency = 1
 	}
 	policy := route.Failure.WithDefaults()
+	// Shared by every incarnation the props produce (restarts, respawns).
+	slots := newHandlerSlots(route.Concurrency)
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
 			route:  route,
 			policy: policy,
 			state:  cfg.State,
+			slots:  slots,
 			conn:   cfg.Connection,
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
@@ -110,6 +113,7 @@ type consumer struct {
 	route  *Route
 	policy FailurePolicy
 	state  *RouteState
+	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
 	log    *zap.Logger
 	self   *actor.PID
@@ -128,6 +132,7 @@ type consumer struct {
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
+	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
 	work    chan workItem // to this incarnation's Route.Concurrency workers
 
@@ -159,6 +164,7 @@ type (
 		attempt  int
 		err      error
 		panicked bool
+		skipped  bool // the handler never ran: the incarnation's context ended first
 		value    any
 		stack    []byte
 	}
@@ -304,6 +310,7 @@ func (c *consumer) retryDue(msg *retryDue) {
 	if j == nil || j.stage != retryWait {
 		return
 	}
+	c.waiting--
 	if c.drain != nil {
 		c.release(j)
 		return
@@ -431,6 +438,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
+	c.waiting = 0
 	if c.drain != nil {
 		c.drainDone()
 		return
@@ -494,8 +502,10 @@ func (c *consumer) poisoned(j *job) error {
 	return nil
 }
 
+// pump starts queued jobs while a slot is free. A job waiting for its retry
+// keeps its slot, so Concurrency 1 keeps order across retries.
 func (c *consumer) pump() {
-	for c.running < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
+	for c.running+c.waiting < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
 		j := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
@@ -517,32 +527,62 @@ type workItem struct {
 // the handler in hand returns.
 func (c *consumer) startWorkers() {
 	c.work = make(chan workItem, c.route.Concurrency)
+	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
+		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 	for i := 0; i < c.route.Concurrency; i++ {
-		go worker(c.work, c.ctx, c.route.Handle, c.inc, c.self, c.sys)
+		go w.run()
 	}
 }
 
-func worker(work <-chan workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
-	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
-	for it := range work {
-		runHandler(it, ctx, handle, inc, self, sys)
+// workers is what an incarnation's handler goroutines share.
+type workers struct {
+	work   <-chan workItem
+	ctx    context.Context
+	inc    uint64
+	handle func(context.Context, *broker.Delivery) error
+	slots  *handlerSlots
+	log    *zap.Logger
+	self   *actor.PID
+	sys    *actor.ActorSystem
+}
+
+// run takes a route-wide slot for each item (waiting for handlers of an
+// earlier incarnation to return), runs the handler and reports:
+// handlerDone first, then the tracker is sealed (so publishesSettled always
+// comes after handlerDone). An item whose incarnation ended before it got a
+// slot is reported skipped, its handler never run.
+func (w *workers) run() {
+	for it := range w.work {
+		if !w.slots.acquire(w.ctx, w.inc, w.waiting) {
+			w.sys.Root.Send(w.self, &handlerDone{inc: w.inc, id: it.id, attempt: it.attempt, skipped: true})
+			it.tr.seal()
+			continue
+		}
+		done := runHandler(it, w.ctx, w.handle)
+		w.slots.release(w.inc)
+		done.inc = w.inc
+		w.sys.Root.Send(w.self, done)
+		it.tr.seal()
 	}
 }
 
-// runHandler runs one handler and reports: handlerDone first, then the
-// tracker is sealed (so publishesSettled always comes after handlerDone).
-// A panic is recovered here and reported; the actor crashes on it.
-func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
-	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
+func (w *workers) waiting(others int, waited time.Duration) {
+	w.log.Warn("handlers of the route's previous actor incarnation still run after their context was cancelled; "+
+		"waiting for them to return before running more (a handler ignores its context)",
+		zap.Int("still_running", others), zap.Duration("waited", waited))
+}
+
+// runHandler runs one handler; a panic is recovered and reported in the
+// result (the actor crashes on it).
+func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error) (done *handlerDone) {
+	done = &handlerDone{id: it.id, attempt: it.attempt}
 	defer func() {
 		if v := recover(); v != nil {
-			sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, panicked: true, value: v, stack: debug.Stack()})
-			it.tr.seal()
+			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	err := handle(WithTracker(ctx, it.tr), it.d)
-	sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, err: err})
-	it.tr.seal()
+	done.err = handle(WithTracker(ctx, it.tr), it.d)
+	return done
 }
 
 // start hands j to a worker. pump calls it only while running <
@@ -564,6 +604,10 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 	if j == nil || j.stage != running || j.attempts != msg.attempt {
 		c.pump()
 		c.checkDrained()
+		return
+	}
+	if msg.skipped {
+		c.release(j)
 		return
 	}
 	if msg.panicked {
@@ -614,6 +658,7 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		delay := c.policy.Backoff.Delay(j.attempts)
 		c.log.Warn("handler failed; retrying", append(c.fields(j, err), zap.Duration("retry_in", delay))...)
 		j.stage = retryWait
+		c.waiting++
 		c.after(delay, &retryDue{inc: c.inc, id: j.id})
 	case Requeue:
 		n := c.state.mark(j.keyOf())
@@ -719,6 +764,7 @@ func (c *consumer) startDrain(msg *supervisor.Drain) {
 	c.queue = nil
 	for _, j := range c.jobs {
 		if j.stage == retryWait {
+			c.waiting--
 			c.release(j)
 		}
 	}
@@ -772,6 +818,7 @@ func (c *consumer) abandon() {
 	}
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
+	c.waiting = 0
 }
 
 func (c *consumer) after(d time.Duration, msg any) {
