@@ -126,6 +126,7 @@ type consumer struct {
 	session     *broker.Consumer
 	gen         uint64 // session generation: deliveries of older ones are void
 	opening     bool
+	op          *opening // the open in progress: owns its channel and session until sessionStarted
 	nonce       uint64
 	openAttempt int
 
@@ -140,6 +141,10 @@ type consumer struct {
 	drainClosed bool // the session is being closed to finish the drain
 	drained     bool // a drain completed: this incarnation never consumes again
 }
+
+// startConsumer starts a consuming session; tests replace it to hold a
+// session start open.
+var startConsumer = broker.StartConsumer
 
 // Async results; each carries the incarnation that started the work, and
 // the session results also the session generation. Receive drops stale ones
@@ -350,10 +355,29 @@ func (c *consumer) drainTimeout() {
 	c.finishDrain()
 }
 
+// requestChannel asks the connection actor for a channel. The reply goes to
+// an inbox of the request, which forwards it while the request is live and
+// closes the channel once it is not (the actor stopped or restarted).
 func (c *consumer) requestChannel(ctx actor.Context) {
 	c.opening = true
 	c.nonce = rand.Uint64()
-	ctx.Send(c.conn, &OpenChannel{ReplyTo: c.self, Nonce: c.nonce})
+	op, self, sys := &opening{}, c.self, c.sys
+	c.op = op
+	inbox := newReplyInbox(sys, func(msg any) {
+		r, ok := msg.(*ChannelReply)
+		if ok && (r.Channel == nil || op.holdChannel(r.Channel)) {
+			sys.Root.Send(self, r)
+		}
+	})
+	ctx.Send(c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
+}
+
+// dropOpening ends the open in progress, closing what it holds.
+func (c *consumer) dropOpening() {
+	if c.op != nil {
+		c.op.abandon()
+		c.op = nil
+	}
 }
 
 func (c *consumer) channelReply(msg *ChannelReply) {
@@ -366,6 +390,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	}
 	if c.drain != nil {
 		c.opening = false
+		c.dropOpening()
 		if msg.Channel != nil {
 			go func() { _ = msg.Channel.Close() }()
 		}
@@ -374,6 +399,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	}
 	if msg.Err != nil {
 		c.opening = false
+		c.dropOpening()
 		c.scheduleReopen(fmt.Errorf("open channel: %w", msg.Err))
 		return
 	}
@@ -390,15 +416,22 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
 		},
 	}
-	ch := msg.Channel
+	ch, op := msg.Channel, c.op
 	go func() {
-		s, q, err := broker.StartConsumer(ch, cfg)
+		s, q, err := startConsumer(ch, cfg)
+		if err == nil && !op.holdSession(s) {
+			return // the actor is gone: the session is closed, its deliveries go back
+		}
 		sys.Root.Send(self, &sessionStarted{inc: inc, gen: gen, s: s, q: q, err: err})
 	}()
 }
 
 func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 	c.opening = false
+	if c.op != nil {
+		c.op.handOver()
+		c.op = nil
+	}
 	if msg.err != nil {
 		if c.drain != nil {
 			c.finishDrain()
@@ -816,6 +849,7 @@ func (c *consumer) abandon() {
 		c.session.Close()
 		c.session = nil
 	}
+	c.dropOpening()
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
 	c.waiting = 0
