@@ -63,11 +63,14 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 		route.Concurrency = 1
 	}
 	policy := route.Failure.WithDefaults()
+	// Shared by every incarnation the props produce (restarts, respawns).
+	slots := newHandlerSlots(route.Concurrency)
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
 			route:  route,
 			policy: policy,
 			state:  cfg.State,
+			slots:  slots,
 			conn:   cfg.Connection,
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
@@ -109,6 +112,7 @@ type consumer struct {
 	route  *Route
 	policy FailurePolicy
 	state  *RouteState
+	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
 	log    *zap.Logger
 	self   *actor.PID
@@ -121,18 +125,25 @@ type consumer struct {
 	session     *broker.Consumer
 	gen         uint64 // session generation: deliveries of older ones are void
 	opening     bool
+	op          *opening // the open in progress: owns its channel and session until sessionStarted
 	nonce       uint64
 	openAttempt int
 
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
+	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
 	work    chan workItem // to this incarnation's Route.Concurrency workers
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
+	drained     bool // a drain completed: this incarnation never consumes again
 }
+
+// startConsumer starts a consuming session; tests replace it to hold a
+// session start open.
+var startConsumer = broker.StartConsumer
 
 // Async results; each carries the incarnation that started the work, and
 // the session results also the session generation. Receive drops stale ones
@@ -157,6 +168,7 @@ type (
 		attempt  int
 		err      error
 		panicked bool
+		skipped  bool // the handler never ran: the incarnation's context ended first
 		value    any
 		stack    []byte
 	}
@@ -302,6 +314,7 @@ func (c *consumer) retryDue(msg *retryDue) {
 	if j == nil || j.stage != retryWait {
 		return
 	}
+	c.waiting--
 	if c.drain != nil {
 		c.release(j)
 		return
@@ -317,8 +330,11 @@ func (c *consumer) deadLetterRetry(ctx actor.Context, msg *deadLetterRetry) {
 	}
 }
 
+// reopen asks for a channel again after a loss, unless the route is
+// draining or drained: a reopen scheduled before the drain must not start
+// consuming again after it.
 func (c *consumer) reopen(ctx actor.Context) {
-	if c.session == nil && !c.opening && c.drain == nil {
+	if c.session == nil && !c.opening && c.drain == nil && !c.drained {
 		c.requestChannel(ctx)
 	}
 }
@@ -338,10 +354,29 @@ func (c *consumer) drainTimeout() {
 	c.finishDrain()
 }
 
+// requestChannel asks the connection actor for a channel. The reply goes to
+// an inbox of the request, which forwards it while the request is live and
+// closes the channel once it is not (the actor stopped or restarted).
 func (c *consumer) requestChannel(ctx actor.Context) {
 	c.opening = true
 	c.nonce = rand.Uint64()
-	ctx.Send(c.conn, &OpenChannel{ReplyTo: c.self, Nonce: c.nonce})
+	op, self, sys := &opening{}, c.self, c.sys
+	c.op = op
+	inbox := newReplyInbox(sys, func(msg any) {
+		r, ok := msg.(*ChannelReply)
+		if ok && (r.Channel == nil || op.holdChannel(r.Channel)) {
+			sys.Root.Send(self, r)
+		}
+	})
+	ctx.Send(c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
+}
+
+// dropOpening ends the open in progress, closing what it holds.
+func (c *consumer) dropOpening() {
+	if c.op != nil {
+		c.op.abandon()
+		c.op = nil
+	}
 }
 
 func (c *consumer) channelReply(msg *ChannelReply) {
@@ -354,6 +389,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	}
 	if c.drain != nil {
 		c.opening = false
+		c.dropOpening()
 		if msg.Channel != nil {
 			go func() { _ = msg.Channel.Close() }()
 		}
@@ -362,6 +398,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	}
 	if msg.Err != nil {
 		c.opening = false
+		c.dropOpening()
 		c.scheduleReopen(fmt.Errorf("open channel: %w", msg.Err))
 		return
 	}
@@ -378,15 +415,22 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
 		},
 	}
-	ch := msg.Channel
+	ch, op := msg.Channel, c.op
 	go func() {
-		s, q, err := broker.StartConsumer(ch, cfg)
+		s, q, err := startConsumer(ch, cfg)
+		if err == nil && !op.holdSession(s) {
+			return // the actor is gone: the session is closed, its deliveries go back
+		}
 		sys.Root.Send(self, &sessionStarted{inc: inc, gen: gen, s: s, q: q, err: err})
 	}()
 }
 
 func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 	c.opening = false
+	if c.op != nil {
+		c.op.handOver()
+		c.op = nil
+	}
 	if msg.err != nil {
 		if c.drain != nil {
 			c.finishDrain()
@@ -426,9 +470,9 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
+	c.waiting = 0
 	if c.drain != nil {
-		close(c.drain.Done)
-		c.drain = nil
+		c.drainDone()
 		return
 	}
 	// Only a drain or a restart closes a session on purpose, and a restart
@@ -441,7 +485,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 }
 
 func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
-	if c.drain != nil {
+	if c.drain != nil || c.drained {
 		d.Nack(true)
 		return
 	}
@@ -490,8 +534,10 @@ func (c *consumer) poisoned(j *job) error {
 	return nil
 }
 
+// pump starts queued jobs while a slot is free. A job waiting for its retry
+// keeps its slot, so Concurrency 1 keeps order across retries.
 func (c *consumer) pump() {
-	for c.running < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
+	for c.running+c.waiting < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
 		j := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
@@ -513,32 +559,62 @@ type workItem struct {
 // the handler in hand returns.
 func (c *consumer) startWorkers() {
 	c.work = make(chan workItem, c.route.Concurrency)
+	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
+		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 	for i := 0; i < c.route.Concurrency; i++ {
-		go worker(c.work, c.ctx, c.route.Handle, c.inc, c.self, c.sys)
+		go w.run()
 	}
 }
 
-func worker(work <-chan workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
-	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
-	for it := range work {
-		runHandler(it, ctx, handle, inc, self, sys)
+// workers is what an incarnation's handler goroutines share.
+type workers struct {
+	work   <-chan workItem
+	ctx    context.Context
+	inc    uint64
+	handle func(context.Context, *broker.Delivery) error
+	slots  *handlerSlots
+	log    *zap.Logger
+	self   *actor.PID
+	sys    *actor.ActorSystem
+}
+
+// run takes a route-wide slot for each item (waiting for handlers of an
+// earlier incarnation to return), runs the handler and reports:
+// handlerDone first, then the tracker is sealed (so publishesSettled always
+// comes after handlerDone). An item whose incarnation ended before it got a
+// slot is reported skipped, its handler never run.
+func (w *workers) run() {
+	for it := range w.work {
+		if !w.slots.acquire(w.ctx, w.inc, w.waiting) {
+			w.sys.Root.Send(w.self, &handlerDone{inc: w.inc, id: it.id, attempt: it.attempt, skipped: true})
+			it.tr.seal()
+			continue
+		}
+		done := runHandler(it, w.ctx, w.handle)
+		w.slots.release(w.inc)
+		done.inc = w.inc
+		w.sys.Root.Send(w.self, done)
+		it.tr.seal()
 	}
 }
 
-// runHandler runs one handler and reports: handlerDone first, then the
-// tracker is sealed (so publishesSettled always comes after handlerDone).
-// A panic is recovered here and reported; the actor crashes on it.
-func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error,
-	inc uint64, self *actor.PID, sys *actor.ActorSystem) {
+func (w *workers) waiting(others int, waited time.Duration) {
+	w.log.Warn("handlers of the route's previous actor incarnation still run after their context was cancelled; "+
+		"waiting for them to return before running more (a handler ignores its context)",
+		zap.Int("still_running", others), zap.Duration("waited", waited))
+}
+
+// runHandler runs one handler; a panic is recovered and reported in the
+// result (the actor crashes on it).
+func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error) (done *handlerDone) {
+	done = &handlerDone{id: it.id, attempt: it.attempt}
 	defer func() {
 		if v := recover(); v != nil {
-			sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, panicked: true, value: v, stack: debug.Stack()})
-			it.tr.seal()
+			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	err := handle(WithTracker(ctx, it.tr), it.d)
-	sys.Root.Send(self, &handlerDone{inc: inc, id: it.id, attempt: it.attempt, err: err})
-	it.tr.seal()
+	done.err = handle(WithTracker(ctx, it.tr), it.d)
+	return done
 }
 
 // start hands j to a worker. pump calls it only while running <
@@ -560,6 +636,10 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 	if j == nil || j.stage != running || j.attempts != msg.attempt {
 		c.pump()
 		c.checkDrained()
+		return
+	}
+	if msg.skipped {
+		c.release(j)
 		return
 	}
 	if msg.panicked {
@@ -610,6 +690,7 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		delay := c.policy.Backoff.Delay(j.attempts)
 		c.log.Warn("handler failed; retrying", append(c.fields(j, err), zap.Duration("retry_in", delay))...)
 		j.stage = retryWait
+		c.waiting++
 		c.after(delay, &retryDue{inc: c.inc, id: j.id})
 	case Requeue:
 		n := c.state.mark(j.keyOf())
@@ -715,6 +796,7 @@ func (c *consumer) startDrain(msg *supervisor.Drain) {
 	c.queue = nil
 	for _, j := range c.jobs {
 		if j.stage == retryWait {
+			c.waiting--
 			c.release(j)
 		}
 	}
@@ -736,14 +818,20 @@ func (c *consumer) finishDrain() {
 	}
 	if c.session == nil {
 		if !c.opening {
-			close(c.drain.Done)
-			c.drain = nil
+			c.drainDone()
 		}
 		// An open in progress ends in sessionStarted, which comes back here.
 		return
 	}
 	c.drainClosed = true
 	c.session.Close()
+}
+
+// drainDone completes the drain: from now on the route stays idle.
+func (c *consumer) drainDone() {
+	close(c.drain.Done)
+	c.drain = nil
+	c.drained = true
 }
 
 // abandon cancels handlers and closes the channel: the broker redelivers
@@ -760,8 +848,10 @@ func (c *consumer) abandon() {
 		c.session.Close()
 		c.session = nil
 	}
+	c.dropOpening()
 	c.jobs = map[uint64]*job{}
 	c.queue = nil
+	c.waiting = 0
 }
 
 func (c *consumer) after(d time.Duration, msg any) {

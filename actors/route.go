@@ -23,7 +23,9 @@ type Route struct {
 	Topology broker.Topology
 	// Prefetch and GlobalPrefetch are the QoS of the route's channel.
 	Prefetch, GlobalPrefetch int
-	// Concurrency is how many handlers run at once. 1 keeps order.
+	// Concurrency is how many handlers run at once, across the actor's
+	// incarnations; a job waiting for its retry keeps its slot. 1 keeps
+	// order. See handlerSlots.
 	Concurrency int
 	// Handle processes one delivery: decoding, middleware, the user's
 	// handler. It runs on its own goroutine. Its error decides the
