@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -25,7 +24,7 @@ func TestConcurrencyOneKeepsOrderAcrossRetries(t *testing.T) {
 	var seen []string
 	var failed atomic.Bool
 	svc := newService(t, "ordered-retry", hato.FailureHandling(hato.FailurePolicy{
-		Backoff: supervisor.Backoff{Initial: 500 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 1},
+		Backoff: hato.Backoff{Initial: 500 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 1},
 	}))
 	ids := fmtIDs("r", 3)
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -79,7 +78,7 @@ func TestConcurrencyOneHoldsAcrossRestarts(t *testing.T) {
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return calls.Load() == 1 }, "the first handler running")
 
 	svc.ActorSystem().Root.Stop(svc.Routes()[0].Actor)
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventRespawned) == 1 }, "respawn")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventRespawned) == 1 }, "respawn")
 	conn := brokertest.Dial(t, brokerURL(t), "test-ordered-restart")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		ready, consumers := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -21,7 +20,7 @@ import (
 func TestDrainedRouteDoesNotConsumeAgain(t *testing.T) {
 	key := hatotest.Key(t, "drained")
 	ev := &hatotest.SupervisorEvents{}
-	reopen := supervisor.Backoff{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Multiplier: 1}
+	reopen := hato.Backoff{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Multiplier: 1}
 	svc := newService(t, "drained", hato.WithReconnectBackoff(reopen), hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error { return nil })
 	conn := brokertest.Dial(t, brokerURL(t), "test-drained")
@@ -46,7 +45,7 @@ func TestDrainedRouteDoesNotConsumeAgain(t *testing.T) {
 	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventUnavailable) > 0 },
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventUnavailable) > 0 },
 		"the route's session ended")
 	hatotest.Stop(t, svc)
 	if reconsumed.Load() {
