@@ -471,10 +471,14 @@ func (c *connection) publish(r *broker.Request) {
 	c.shared.pending = append(c.shared.pending, r)
 }
 
-// outstanding is how many publishes wait for the broker: buffered here or
-// awaiting their confirm.
+// outstanding is how many publishes wait for the broker: buffered here,
+// awaiting their confirm, or handed back by a closed publisher and not yet
+// taken (a drain must not report clean while they wait).
 func (c *connection) outstanding() int {
-	n := len(c.shared.pending)
+	c.shared.mu.Lock()
+	n := len(c.shared.handback)
+	c.shared.mu.Unlock()
+	n += len(c.shared.pending)
 	if c.publisher != nil {
 		n += c.publisher.Outstanding()
 	}

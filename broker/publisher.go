@@ -387,10 +387,12 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 		r.state.CompareAndSwap(reqWritten, reqPending)
 		kept = append(kept, r)
 	}
-	p.count.Store(0)
+	// Closed takes the requests before Outstanding drops to zero, so they
+	// are always counted somewhere (here or by whoever took them).
 	if p.cfg.Closed != nil {
 		p.cfg.Closed(p, err, kept)
 	}
+	p.count.Store(0)
 	close(p.done)
 }
 
