@@ -21,7 +21,8 @@ type Request struct {
 	Exchange   string
 	RoutingKey string
 	// Mandatory makes an unroutable message come back as ErrUnroutable
-	// instead of being dropped by the broker.
+	// instead of being dropped by the broker. A mandatory message carries
+	// the header ReturnTagHeader on the wire (Msg itself is not changed).
 	Mandatory bool
 	Msg       amqp.Publishing
 	// Done receives the outcome: nil once confirmed (and, if Mandatory,
@@ -73,6 +74,22 @@ const MaxAttempts = 3
 
 // DefaultMaxInFlight bounds unconfirmed publishes per Publisher.
 const DefaultMaxInFlight = 1024
+
+// ReturnTagHeader is the header a Publisher adds to every mandatory publish:
+// the publish's delivery tag on its channel (an int64), so a basic.return,
+// which carries the message but no delivery tag, names the very publish it
+// belongs to.
+//
+// Why not match by message id, or by order: message ids are the caller's
+// and need not be unique (two returns with one id would overwrite each
+// other, and one publish would be reported confirmed). Order alone is not
+// enough either: a basic.return does precede the ack of its publish, but
+// with multiple acks several returns arrive before one ack covering them
+// and other, routed, mandatory publishes, and the returned message has
+// nothing that tells two look-alike publishes apart. The delivery tag is
+// unique per channel, and a request sent again on another channel gets that
+// channel's tag.
+const ReturnTagHeader = "x-hato-seq"
 
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {
@@ -233,10 +250,6 @@ func (p *Publisher) send(r *Request) bool {
 		r.Finish(classify("publish", err))
 		return true
 	}
-	if r.Mandatory && r.Msg.MessageId == "" {
-		// Returns are matched to requests by message id.
-		r.Msg.MessageId = "hato-" + RandomID()
-	}
 	// Only this goroutine publishes, so the next sequence number is this
 	// request's delivery tag; record it before the confirm can arrive.
 	p.mu.Lock()
@@ -244,7 +257,11 @@ func (p *Publisher) send(r *Request) bool {
 	p.inflight[tag] = r
 	p.mu.Unlock()
 
-	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, r.Msg); err != nil {
+	msg := r.Msg
+	if r.Mandatory {
+		msg.Headers = withReturnTag(msg.Headers, tag)
+	}
+	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, msg); err != nil {
 		// The channel or connection is broken (closed, reset, ...): the
 		// request goes back to the queue and is handed back on close.
 		p.mu.Lock()
@@ -259,6 +276,29 @@ func (p *Publisher) send(r *Request) bool {
 	return true
 }
 
+// withReturnTag is a copy of h with ReturnTagHeader set to tag.
+func withReturnTag(h amqp.Table, tag uint64) amqp.Table {
+	t := make(amqp.Table, len(h)+1)
+	maps.Copy(t, h)
+	t[ReturnTagHeader] = int64(tag)
+	return t
+}
+
+// returnTag is the delivery tag a returned message was published with.
+func returnTag(ret amqp.Return) (uint64, bool) {
+	tag, ok := ret.Headers[ReturnTagHeader].(int64)
+	return uint64(tag), ok && tag > 0
+}
+
+// returned holds the returns not yet matched to an ack, by delivery tag.
+type returned map[uint64]amqp.Return
+
+func (m returned) add(ret amqp.Return) {
+	if tag, ok := returnTag(ret); ok {
+		m[tag] = ret
+	}
+}
+
 func (p *Publisher) requeueFront(r *Request) {
 	p.mu.Lock()
 	p.queue = append([]*Request{r}, p.queue...)
@@ -268,7 +308,7 @@ func (p *Publisher) requeueFront(r *Request) {
 // read matches confirms and returns to requests until the channel closes,
 // then hands back what has no outcome.
 func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
-	returned := map[string]amqp.Return{}
+	pendingReturns := returned{}
 	var closeErr *amqp.Error
 	for confirms != nil || closes != nil {
 		select {
@@ -280,14 +320,14 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 			// A basic.return precedes the ack of the same message, and
 			// amqp091-go hands both over from one reader goroutine, so the
 			// return is already buffered: collect before matching.
-			returns = collectReturns(returns, returned)
-			p.confirm(c, returned)
+			returns = collectReturns(returns, pendingReturns)
+			p.confirm(c, pendingReturns)
 		case ret, ok := <-returns:
 			if !ok {
 				returns = nil
 				continue
 			}
-			returned[ret.MessageId] = ret
+			pendingReturns.add(ret)
 		case e, ok := <-closes:
 			if !ok {
 				closes = nil
@@ -311,14 +351,14 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 
 // collectReturns moves the returns already buffered into returned, without
 // waiting. It returns nil once returns is closed.
-func collectReturns(returns <-chan amqp.Return, returned map[string]amqp.Return) <-chan amqp.Return {
+func collectReturns(returns <-chan amqp.Return, into returned) <-chan amqp.Return {
 	for returns != nil {
 		select {
 		case ret, ok := <-returns:
 			if !ok {
 				return nil
 			}
-			returned[ret.MessageId] = ret
+			into.add(ret)
 		default:
 			return returns
 		}
@@ -326,11 +366,13 @@ func collectReturns(returns <-chan amqp.Return, returned map[string]amqp.Return)
 	return nil
 }
 
-func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return) {
+func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 	p.mu.Lock()
 	r, ok := p.inflight[c.DeliveryTag]
 	delete(p.inflight, c.DeliveryTag)
 	p.mu.Unlock()
+	ret, hit := rets[c.DeliveryTag]
+	delete(rets, c.DeliveryTag)
 	if !ok {
 		return
 	}
@@ -340,11 +382,8 @@ func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return
 	switch {
 	case !c.Ack:
 		err = ErrNacked
-	case r.Mandatory:
-		if ret, hit := returned[r.Msg.MessageId]; hit {
-			delete(returned, r.Msg.MessageId)
-			err = &ReturnError{Code: ret.ReplyCode, Text: ret.ReplyText, Exchange: ret.Exchange, RoutingKey: ret.RoutingKey}
-		}
+	case hit:
+		err = &ReturnError{Code: ret.ReplyCode, Text: ret.ReplyText, Exchange: ret.Exchange, RoutingKey: ret.RoutingKey}
 	}
 	r.Finish(err)
 }
