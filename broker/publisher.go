@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -242,12 +243,11 @@ func (p *Publisher) send(r *Request) bool {
 		p.count.Add(-1)
 		return true
 	}
-	if err := r.Msg.Headers.Validate(); err != nil {
-		// The one failure that is the request's own: refused before any
-		// I/O. Every other publish error means the channel is unusable.
+	if err := encodable(r); err != nil {
+		// Refused before any I/O: the request's own failure.
 		<-p.slots
 		p.count.Add(-1)
-		r.Finish(classify("publish", err))
+		r.Finish(err)
 		return true
 	}
 	// Only this goroutine publishes, so the next sequence number is this
@@ -262,18 +262,30 @@ func (p *Publisher) send(r *Request) bool {
 		msg.Headers = withReturnTag(msg.Headers, tag)
 	}
 	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, msg); err != nil {
-		// The channel or connection is broken (closed, reset, ...): the
-		// request goes back to the queue and is handed back on close.
-		p.mu.Lock()
-		delete(p.inflight, tag)
-		p.mu.Unlock()
-		<-p.slots
-		r.state.Store(reqPending)
-		p.requeueFront(r)
-		go func() { _ = p.ch.Close() }()
+		p.writeFailed(r, tag, err)
 		return false
 	}
 	return true
+}
+
+// writeFailed handles a publish that amqp091-go did not write. Either the
+// channel or connection is broken (closed, reset, ...): the request goes
+// back to the queue and is handed back on close. Or amqp091-go could not
+// encode it (and closes the connection itself): the request fails and is
+// never sent again. Either way this channel is done.
+func (p *Publisher) writeFailed(r *Request, tag uint64, err error) {
+	p.mu.Lock()
+	delete(p.inflight, tag)
+	p.mu.Unlock()
+	<-p.slots
+	if brokenLink(err) {
+		r.state.Store(reqPending)
+		p.requeueFront(r)
+	} else {
+		p.count.Add(-1)
+		r.Finish(fmt.Errorf("%w: %w", ErrUnencodable, err))
+	}
+	go func() { _ = p.ch.Close() }()
 }
 
 // withReturnTag is a copy of h with ReturnTagHeader set to tag.
@@ -390,7 +402,10 @@ func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 
 // finish runs once, after the writer stopped.
 func (p *Publisher) finish(closeErr *amqp.Error) {
-	soft := closeErr != nil && closeErr.Recover // a channel-level error
+	// A channel-level error, or the broker closing the connection for a
+	// protocol error, may be a publish's own doing: count it against the
+	// requests in flight (see blame). A network failure is nobody's.
+	soft := closeErr != nil && (closeErr.Recover || protocolError(closeErr))
 	p.mu.Lock()
 	p.closed = true
 	unfinished := make([]*Request, 0, len(p.inflight)+len(p.queue))
@@ -435,10 +450,22 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 	close(p.done)
 }
 
+// protocolError reports whether the broker closed the connection because
+// of a frame it refused (which a publish may have caused), as opposed to an
+// operator, a shutdown or the network.
+func protocolError(e *amqp.Error) bool {
+	switch e.Code {
+	case amqp.FrameError, amqp.SyntaxError, amqp.CommandInvalid, amqp.ChannelError,
+		amqp.UnexpectedFrame, amqp.NotImplemented:
+		return e.Server
+	}
+	return false
+}
+
 // blame decides whether a channel-level error is this request's own doing,
 // so it fails instead of being sent again: a publish to a missing or
 // forbidden exchange named in the error, or a request that has now been in
-// flight through MaxAttempts channel errors.
+// flight through MaxAttempts channel or broker protocol errors.
 func blame(closeErr *amqp.Error, r *Request) error {
 	if closeErr.Code == amqp.NotFound || closeErr.Code == amqp.AccessRefused {
 		if strings.Contains(closeErr.Reason, "exchange '"+r.Exchange+"'") {
