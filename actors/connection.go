@@ -96,6 +96,7 @@ type connection struct {
 	gen       uint64 // current connection generation
 	dialing   bool
 	attempt   int
+	failures  int   // failed dials since the last successful one
 	lastErr   error // the last dial failure, for ConnectionStatus
 	pub, sub  *amqp.Connection
 	publisher *broker.Publisher
@@ -274,7 +275,8 @@ func (c *connection) openChannel(msg *OpenChannel) {
 
 func (c *connection) status() *ConnectionStatus {
 	c.prune()
-	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
+	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
+		Attempts: c.failures, LastError: c.lastErr}
 	if c.publisher != nil {
 		st.Outstanding = c.publisher.Outstanding()
 	}
@@ -307,6 +309,7 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 	c.dialing = false
 	if msg.err != nil {
 		c.attempt++
+		c.failures++
 		c.lastErr = msg.err
 		delay := c.cfg.Reconnect.Delay(c.attempt)
 		c.log.Warn("connect failed", zap.Error(msg.err), zap.Int("attempt", c.attempt), zap.Duration("retry_in", delay))
@@ -319,7 +322,7 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 		return
 	}
 	c.gen, c.shared.gen = msg.next, msg.next
-	c.lastErr = nil
+	c.failures, c.lastErr = 0, nil
 	c.pub, c.sub = msg.pub, msg.sub
 	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
 	for _, conn := range []*amqp.Connection{msg.pub, msg.sub} {
