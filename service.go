@@ -299,7 +299,7 @@ func (s *Service) Start(ctx context.Context) error {
 	select {
 	case err = <-ready:
 	case <-ctx.Done():
-		err = fmt.Errorf("hato: start: %w", ctx.Err())
+		err = s.startTimedOut(ctx.Err())
 	}
 	if err != nil {
 		s.log.Error("start failed", zap.Error(err))

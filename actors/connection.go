@@ -65,13 +65,21 @@ func ConnectionProps(cfg ConnectionConfig) *actor.Props {
 }
 
 // connShared is what outlives a restart of the connection actor: publish
-// requests a closed publisher handed back. It is guarded by a mutex so a
-// request is always either here, in the actor's buffer, or finished.
+// requests a closed publisher handed back (guarded by mu, so a request is
+// always either here, in the actor's buffer, or finished), and, owned by the
+// actor's mailbox, the buffer, the routes waiting for a channel, the last
+// incarnation and the last generation. A new incarnation numbers its
+// connections after the last one's, so no message of an earlier incarnation
+// can name its connections.
 type connShared struct {
 	mu       sync.Mutex
 	stopped  bool
 	handback []*broker.Request
-	pending  []*broker.Request // survives restarts; owned by the actor's mailbox
+
+	pending []*broker.Request
+	waiters []*OpenChannel
+	inc     uint64
+	gen     uint64
 }
 
 type connection struct {
@@ -84,30 +92,39 @@ type connection struct {
 	ctx    context.Context // cancels dials in progress when the actor stops
 	cancel context.CancelFunc
 
+	inc       uint64 // incarnation: async results of an earlier one are stale
 	gen       uint64 // current connection generation
 	dialing   bool
 	attempt   int
+	failures  int   // failed dials since the last successful one
+	lastErr   error // the last dial failure, for ConnectionStatus
 	pub, sub  *amqp.Connection
 	publisher *broker.Publisher
 	blocked   bool
-	waiters   []*OpenChannel
 	drain     *supervisor.Drain
 	connected bool // publisher channel open on live connections
 }
 
+// stamp says which incarnation started the work behind an async message
+// and, for a message about connections, their generation (zero: none).
+type stamp struct{ inc, gen uint64 }
+
+func (s stamp) connStamp() stamp { return s }
+
 type dialResult struct {
-	gen      uint64
+	stamp    // gen zero: the dial's generation is next
+	next     uint64
 	pub, sub *amqp.Connection
 	err      error
 }
 
 type connLost struct {
-	gen uint64
+	stamp
 	err error
 }
 
 type publisherResult struct {
-	gen uint64
+	stamp
 	p   *broker.Publisher
 	err error
 }
@@ -119,26 +136,22 @@ type publisherClosed struct {
 }
 
 type blockedChanged struct {
-	gen    uint64
+	stamp
 	active bool
 	reason string
 }
 
-type redial struct{}
+type redial struct{ stamp }
 
-type reopenPublisher struct{ gen uint64 }
+type reopenPublisher struct{ stamp }
 
-type drainCheck struct{}
+type drainCheck struct{ stamp }
 
-// generational is a message about the connections of one generation. It is
-// stale once those connections are gone (closed, or replaced by a newer
-// generation); Receive drops stale ones in one place (see current).
-type generational interface{ connGen() uint64 }
-
-func (m *connLost) connGen() uint64        { return m.gen }
-func (m *publisherResult) connGen() uint64 { return m.gen }
-func (m *blockedChanged) connGen() uint64  { return m.gen }
-func (m *reopenPublisher) connGen() uint64 { return m.gen }
+// connStamped is an async message: it is stale once the incarnation that
+// started its work is gone (a panic-restart), or, if it is about the
+// connections of one generation, once those are gone (closed, or replaced by
+// a newer generation). Receive drops stale ones in one place (see current).
+type connStamped interface{ connStamp() stamp }
 
 // discard closes the publisher a stale open made.
 func (m *publisherResult) discard() {
@@ -147,21 +160,26 @@ func (m *publisherResult) discard() {
 	}
 }
 
+// discard closes the connections a stale dial opened.
+func (m *dialResult) discard() {
+	for _, conn := range []*amqp.Connection{m.pub, m.sub} {
+		if conn != nil {
+			go func() { _ = conn.Close() }()
+		}
+	}
+}
+
 // Receive implements actor.Actor.
 func (c *connection) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
-	case generational:
-		c.receiveGenerational(ctx, msg)
+	case connStamped:
+		c.receiveStamped(ctx, msg)
 	case *actor.Started:
 		c.started(ctx)
 	case *actor.Restarting:
 		c.teardown()
 	case *actor.Stopping:
 		c.stop()
-	case *redial:
-		c.redial()
-	case *dialResult:
-		c.dialed(ctx, msg)
 	case *publisherClosed:
 		c.publisherGone(msg)
 	case *Publish:
@@ -172,17 +190,21 @@ func (c *connection) Receive(ctx actor.Context) {
 		ctx.Respond(c.status())
 	case *supervisor.Drain:
 		c.startDrain(msg)
-	case *drainCheck:
-		c.checkDrain()
 	}
 }
 
-// receiveGenerational drops a stale message, then dispatches a current one.
-func (c *connection) receiveGenerational(ctx actor.Context, msg generational) {
+// receiveStamped drops a stale message, then dispatches a current one.
+func (c *connection) receiveStamped(ctx actor.Context, msg connStamped) {
 	if !c.current(msg) {
 		return
 	}
 	switch msg := msg.(type) {
+	case *redial:
+		c.redial()
+	case *dialResult:
+		c.dialed(ctx, msg)
+	case *drainCheck:
+		c.checkDrain()
 	case *connLost:
 		c.lost(ctx, msg)
 	case *publisherResult:
@@ -194,10 +216,11 @@ func (c *connection) receiveGenerational(ctx actor.Context, msg generational) {
 	}
 }
 
-// current reports whether msg is about the live connections, releasing what
-// a stale one holds.
-func (c *connection) current(msg generational) bool {
-	if msg.connGen() == c.gen && c.pub != nil {
+// current reports whether msg comes from this incarnation and, if it is
+// about connections, the live ones; it releases what a stale one holds.
+func (c *connection) current(msg connStamped) bool {
+	s := msg.connStamp()
+	if s.inc == c.inc && (s.gen == 0 || s.gen == c.gen && c.pub != nil) {
 		return true
 	}
 	if d, ok := msg.(discarder); ok {
@@ -209,6 +232,11 @@ func (c *connection) current(msg generational) bool {
 func (c *connection) started(ctx actor.Context) {
 	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.shared.inc++
+	c.inc, c.gen = c.shared.inc, c.shared.gen
+	// What an earlier incarnation took in is served by this one: requests
+	// it handed back, buffered ones and routes waiting for a channel.
+	c.takeHandback()
 	c.dial()
 }
 
@@ -242,12 +270,13 @@ func (c *connection) openChannel(msg *OpenChannel) {
 		c.openFor(msg)
 		return
 	}
-	c.waiters = append(c.waiters, msg)
+	c.shared.waiters = append(c.shared.waiters, msg)
 }
 
 func (c *connection) status() *ConnectionStatus {
 	c.prune()
-	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending)}
+	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
+		Attempts: c.failures, LastError: c.lastErr}
 	if c.publisher != nil {
 		st.Outstanding = c.publisher.Outstanding()
 	}
@@ -263,20 +292,16 @@ func (c *connection) dial() {
 	c.dialing = true
 	ctx, cfg := c.ctx, c.cfg
 	self, sys := c.self, c.sys
-	gen := c.gen + 1
+	res := &dialResult{stamp: stamp{inc: c.inc}, next: c.gen + 1}
 	go func() {
-		pub, err := broker.Dial(ctx, cfg.Publish)
-		if err != nil {
-			sys.Root.Send(self, &dialResult{gen: gen, err: fmt.Errorf("publishing connection: %w", err)})
-			return
+		res.pub, res.err = broker.Dial(ctx, cfg.Publish)
+		if res.err != nil {
+			res.err = fmt.Errorf("publishing connection: %w", res.err)
+		} else if res.sub, res.err = broker.Dial(ctx, cfg.Consume); res.err != nil {
+			_ = res.pub.Close()
+			res.pub, res.err = nil, fmt.Errorf("consuming connection: %w", res.err)
 		}
-		sub, err := broker.Dial(ctx, cfg.Consume)
-		if err != nil {
-			_ = pub.Close()
-			sys.Root.Send(self, &dialResult{gen: gen, err: fmt.Errorf("consuming connection: %w", err)})
-			return
-		}
-		sys.Root.Send(self, &dialResult{gen: gen, pub: pub, sub: sub})
+		sys.Root.Send(self, res)
 	}()
 }
 
@@ -284,6 +309,8 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 	c.dialing = false
 	if msg.err != nil {
 		c.attempt++
+		c.failures++
+		c.lastErr = msg.err
 		delay := c.cfg.Reconnect.Delay(c.attempt)
 		c.log.Warn("connect failed", zap.Error(msg.err), zap.Int("attempt", c.attempt), zap.Duration("retry_in", delay))
 		if c.gen == 0 && broker.Permanent(msg.err) {
@@ -291,12 +318,13 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 			// vhost, URL): report it so Start fails instead of waiting.
 			ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err, Permanent: true})
 		}
-		c.after(delay, &redial{})
+		c.after(delay, &redial{stamp: stamp{inc: c.inc}})
 		return
 	}
-	c.gen = msg.gen
+	c.gen, c.shared.gen = msg.next, msg.next
+	c.failures, c.lastErr = 0, nil
 	c.pub, c.sub = msg.pub, msg.sub
-	gen, self, sys := c.gen, c.self, c.sys
+	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
 	for _, conn := range []*amqp.Connection{msg.pub, msg.sub} {
 		closes := conn.NotifyClose(make(chan *amqp.Error, 1))
 		go func() {
@@ -307,32 +335,32 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 					err = e
 				}
 			}
-			sys.Root.Send(self, &connLost{gen: gen, err: err})
+			sys.Root.Send(self, &connLost{stamp: st, err: err})
 		}()
 	}
 	blocks := msg.pub.NotifyBlocked(make(chan amqp.Blocking, 4))
 	go func() {
 		for b := range blocks {
-			sys.Root.Send(self, &blockedChanged{gen: gen, active: b.Active, reason: b.Reason})
+			sys.Root.Send(self, &blockedChanged{stamp: st, active: b.Active, reason: b.Reason})
 		}
 	}()
 	c.log.Info("connected", zap.Uint64("generation", c.gen),
 		zap.String("publish_connection", c.cfg.Publish.ConnectionName),
 		zap.String("consume_connection", c.cfg.Consume.ConnectionName))
-	for _, w := range c.waiters {
+	for _, w := range c.shared.waiters {
 		c.openFor(w)
 	}
-	c.waiters = nil
+	c.shared.waiters = nil
 	c.openPublisher()
 }
 
 func (c *connection) openPublisher() {
-	pub, gen, self, sys, shared := c.pub, c.gen, c.self, c.sys, c.shared
+	pub, st, self, sys, shared := c.pub, stamp{inc: c.inc, gen: c.gen}, c.self, c.sys, c.shared
 	maxInFlight := c.cfg.MaxInFlight
 	go func() {
 		ch, err := pub.Channel()
 		if err != nil {
-			sys.Root.Send(self, &publisherResult{gen: gen, err: err})
+			sys.Root.Send(self, &publisherResult{stamp: st, err: err})
 			return
 		}
 		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
@@ -348,17 +376,17 @@ func (c *connection) openPublisher() {
 				}
 				shared.handback = append(shared.handback, unfinished...)
 				shared.mu.Unlock()
-				sys.Root.Send(self, &publisherClosed{gen: gen, p: p, err: err})
+				sys.Root.Send(self, &publisherClosed{gen: st.gen, p: p, err: err})
 			},
 		})
-		sys.Root.Send(self, &publisherResult{gen: gen, p: p, err: err})
+		sys.Root.Send(self, &publisherResult{stamp: st, p: p, err: err})
 	}()
 }
 
 func (c *connection) publisherOpened(ctx actor.Context, msg *publisherResult) {
 	if msg.err != nil {
 		c.log.Warn("opening the publishing channel failed", zap.Error(msg.err))
-		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{gen: c.gen})
+		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
 		return
 	}
 	c.publisher = msg.p
@@ -385,7 +413,7 @@ func (c *connection) publisherGone(msg *publisherClosed) {
 	if c.pub != nil && !c.pub.IsClosed() {
 		// A channel-level error (e.g. a publish to a missing exchange):
 		// the connection lives on, open a new channel.
-		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{gen: c.gen})
+		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
 	}
 	c.checkDrain()
 }
@@ -407,7 +435,7 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err))
 	c.closeConns()
 	c.attempt = 1
-	c.after(c.cfg.Reconnect.Delay(c.attempt), &redial{})
+	c.after(c.cfg.Reconnect.Delay(c.attempt), &redial{stamp: stamp{inc: c.inc}})
 }
 
 // closeConns drops both connections; closing the consuming one closes every
@@ -446,10 +474,14 @@ func (c *connection) publish(r *broker.Request) {
 	c.shared.pending = append(c.shared.pending, r)
 }
 
-// outstanding is how many publishes wait for the broker: buffered here or
-// awaiting their confirm.
+// outstanding is how many publishes wait for the broker: buffered here,
+// awaiting their confirm, or handed back by a closed publisher and not yet
+// taken (a drain must not report clean while they wait).
 func (c *connection) outstanding() int {
-	n := len(c.shared.pending)
+	c.shared.mu.Lock()
+	n := len(c.shared.handback)
+	c.shared.mu.Unlock()
+	n += len(c.shared.pending)
 	if c.publisher != nil {
 		n += c.publisher.Outstanding()
 	}
@@ -503,7 +535,7 @@ func (c *connection) checkDrain() {
 		c.drain = nil
 		return
 	}
-	c.after(10*time.Millisecond, &drainCheck{})
+	c.after(10*time.Millisecond, &drainCheck{stamp: stamp{inc: c.inc}})
 }
 
 func (c *connection) after(d time.Duration, msg any) {
@@ -529,10 +561,10 @@ func (c *connection) stop() {
 	for _, r := range rest {
 		r.Finish(ErrClosed)
 	}
-	for _, w := range c.waiters {
+	for _, w := range c.shared.waiters {
 		c.sys.Root.Send(w.ReplyTo, &ChannelReply{Nonce: w.Nonce, Err: ErrClosed})
 	}
-	c.waiters = nil
+	c.shared.waiters = nil
 	if c.drain != nil {
 		close(c.drain.Done)
 		c.drain = nil

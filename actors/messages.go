@@ -44,6 +44,11 @@ type ConnectionStatus struct {
 	Blocked     bool   // the broker's flow control blocks publishing
 	Buffered    int    // publishes waiting for a connection
 	Outstanding int    // publishes sent, awaiting their confirm
+	// Attempts counts connection attempts that failed since the last
+	// successful one; LastError is the last such failure (nil once
+	// connected). They say why a service is not connected.
+	Attempts  int
+	LastError error
 }
 
 // discarder is an internal async result that holds a resource (a session, a

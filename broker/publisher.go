@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -21,7 +22,8 @@ type Request struct {
 	Exchange   string
 	RoutingKey string
 	// Mandatory makes an unroutable message come back as ErrUnroutable
-	// instead of being dropped by the broker.
+	// instead of being dropped by the broker. A mandatory message carries
+	// the header ReturnTagHeader on the wire (Msg itself is not changed).
 	Mandatory bool
 	Msg       amqp.Publishing
 	// Done receives the outcome: nil once confirmed (and, if Mandatory,
@@ -73,6 +75,22 @@ const MaxAttempts = 3
 
 // DefaultMaxInFlight bounds unconfirmed publishes per Publisher.
 const DefaultMaxInFlight = 1024
+
+// ReturnTagHeader is the header a Publisher adds to every mandatory publish:
+// the publish's delivery tag on its channel (an int64), so a basic.return,
+// which carries the message but no delivery tag, names the very publish it
+// belongs to.
+//
+// Why not match by message id, or by order: message ids are the caller's
+// and need not be unique (two returns with one id would overwrite each
+// other, and one publish would be reported confirmed). Order alone is not
+// enough either: a basic.return does precede the ack of its publish, but
+// with multiple acks several returns arrive before one ack covering them
+// and other, routed, mandatory publishes, and the returned message has
+// nothing that tells two look-alike publishes apart. The delivery tag is
+// unique per channel, and a request sent again on another channel gets that
+// channel's tag.
+const ReturnTagHeader = "x-hato-seq"
 
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {
@@ -225,17 +243,12 @@ func (p *Publisher) send(r *Request) bool {
 		p.count.Add(-1)
 		return true
 	}
-	if err := r.Msg.Headers.Validate(); err != nil {
-		// The one failure that is the request's own: refused before any
-		// I/O. Every other publish error means the channel is unusable.
+	if err := encodable(r); err != nil {
+		// Refused before any I/O: the request's own failure.
 		<-p.slots
 		p.count.Add(-1)
-		r.Finish(classify("publish", err))
+		r.Finish(err)
 		return true
-	}
-	if r.Mandatory && r.Msg.MessageId == "" {
-		// Returns are matched to requests by message id.
-		r.Msg.MessageId = "hato-" + RandomID()
 	}
 	// Only this goroutine publishes, so the next sequence number is this
 	// request's delivery tag; record it before the confirm can arrive.
@@ -244,19 +257,58 @@ func (p *Publisher) send(r *Request) bool {
 	p.inflight[tag] = r
 	p.mu.Unlock()
 
-	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, r.Msg); err != nil {
-		// The channel or connection is broken (closed, reset, ...): the
-		// request goes back to the queue and is handed back on close.
-		p.mu.Lock()
-		delete(p.inflight, tag)
-		p.mu.Unlock()
-		<-p.slots
-		r.state.Store(reqPending)
-		p.requeueFront(r)
-		go func() { _ = p.ch.Close() }()
+	msg := r.Msg
+	if r.Mandatory {
+		msg.Headers = withReturnTag(msg.Headers, tag)
+	}
+	if _, err := p.ch.PublishWithDeferredConfirm(r.Exchange, r.RoutingKey, r.Mandatory, false, msg); err != nil {
+		p.writeFailed(r, tag, err)
 		return false
 	}
 	return true
+}
+
+// writeFailed handles a publish that amqp091-go did not write. Either the
+// channel or connection is broken (closed, reset, ...): the request goes
+// back to the queue and is handed back on close. Or amqp091-go could not
+// encode it (and closes the connection itself): the request fails and is
+// never sent again. Either way this channel is done.
+func (p *Publisher) writeFailed(r *Request, tag uint64, err error) {
+	p.mu.Lock()
+	delete(p.inflight, tag)
+	p.mu.Unlock()
+	<-p.slots
+	if brokenLink(err) {
+		r.state.Store(reqPending)
+		p.requeueFront(r)
+	} else {
+		p.count.Add(-1)
+		r.Finish(fmt.Errorf("%w: %w", ErrUnencodable, err))
+	}
+	go func() { _ = p.ch.Close() }()
+}
+
+// withReturnTag is a copy of h with ReturnTagHeader set to tag.
+func withReturnTag(h amqp.Table, tag uint64) amqp.Table {
+	t := make(amqp.Table, len(h)+1)
+	maps.Copy(t, h)
+	t[ReturnTagHeader] = int64(tag)
+	return t
+}
+
+// returnTag is the delivery tag a returned message was published with.
+func returnTag(ret amqp.Return) (uint64, bool) {
+	tag, ok := ret.Headers[ReturnTagHeader].(int64)
+	return uint64(tag), ok && tag > 0
+}
+
+// returned holds the returns not yet matched to an ack, by delivery tag.
+type returned map[uint64]amqp.Return
+
+func (m returned) add(ret amqp.Return) {
+	if tag, ok := returnTag(ret); ok {
+		m[tag] = ret
+	}
 }
 
 func (p *Publisher) requeueFront(r *Request) {
@@ -268,7 +320,7 @@ func (p *Publisher) requeueFront(r *Request) {
 // read matches confirms and returns to requests until the channel closes,
 // then hands back what has no outcome.
 func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
-	returned := map[string]amqp.Return{}
+	pendingReturns := returned{}
 	var closeErr *amqp.Error
 	for confirms != nil || closes != nil {
 		select {
@@ -280,14 +332,14 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 			// A basic.return precedes the ack of the same message, and
 			// amqp091-go hands both over from one reader goroutine, so the
 			// return is already buffered: collect before matching.
-			returns = collectReturns(returns, returned)
-			p.confirm(c, returned)
+			returns = collectReturns(returns, pendingReturns)
+			p.confirm(c, pendingReturns)
 		case ret, ok := <-returns:
 			if !ok {
 				returns = nil
 				continue
 			}
-			returned[ret.MessageId] = ret
+			pendingReturns.add(ret)
 		case e, ok := <-closes:
 			if !ok {
 				closes = nil
@@ -311,14 +363,14 @@ func (p *Publisher) read(confirms <-chan amqp.Confirmation, returns <-chan amqp.
 
 // collectReturns moves the returns already buffered into returned, without
 // waiting. It returns nil once returns is closed.
-func collectReturns(returns <-chan amqp.Return, returned map[string]amqp.Return) <-chan amqp.Return {
+func collectReturns(returns <-chan amqp.Return, into returned) <-chan amqp.Return {
 	for returns != nil {
 		select {
 		case ret, ok := <-returns:
 			if !ok {
 				return nil
 			}
-			returned[ret.MessageId] = ret
+			into.add(ret)
 		default:
 			return returns
 		}
@@ -326,11 +378,13 @@ func collectReturns(returns <-chan amqp.Return, returned map[string]amqp.Return)
 	return nil
 }
 
-func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return) {
+func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 	p.mu.Lock()
 	r, ok := p.inflight[c.DeliveryTag]
 	delete(p.inflight, c.DeliveryTag)
 	p.mu.Unlock()
+	ret, hit := rets[c.DeliveryTag]
+	delete(rets, c.DeliveryTag)
 	if !ok {
 		return
 	}
@@ -340,18 +394,18 @@ func (p *Publisher) confirm(c amqp.Confirmation, returned map[string]amqp.Return
 	switch {
 	case !c.Ack:
 		err = ErrNacked
-	case r.Mandatory:
-		if ret, hit := returned[r.Msg.MessageId]; hit {
-			delete(returned, r.Msg.MessageId)
-			err = &ReturnError{Code: ret.ReplyCode, Text: ret.ReplyText, Exchange: ret.Exchange, RoutingKey: ret.RoutingKey}
-		}
+	case hit:
+		err = &ReturnError{Code: ret.ReplyCode, Text: ret.ReplyText, Exchange: ret.Exchange, RoutingKey: ret.RoutingKey}
 	}
 	r.Finish(err)
 }
 
 // finish runs once, after the writer stopped.
 func (p *Publisher) finish(closeErr *amqp.Error) {
-	soft := closeErr != nil && closeErr.Recover // a channel-level error
+	// A channel-level error, or the broker closing the connection for a
+	// protocol error, may be a publish's own doing: count it against the
+	// requests in flight (see blame). A network failure is nobody's.
+	soft := closeErr != nil && (closeErr.Recover || protocolError(closeErr))
 	p.mu.Lock()
 	p.closed = true
 	unfinished := make([]*Request, 0, len(p.inflight)+len(p.queue))
@@ -387,17 +441,31 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 		r.state.CompareAndSwap(reqWritten, reqPending)
 		kept = append(kept, r)
 	}
-	p.count.Store(0)
+	// Closed takes the requests before Outstanding drops to zero, so they
+	// are always counted somewhere (here or by whoever took them).
 	if p.cfg.Closed != nil {
 		p.cfg.Closed(p, err, kept)
 	}
+	p.count.Store(0)
 	close(p.done)
+}
+
+// protocolError reports whether the broker closed the connection because
+// of a frame it refused (which a publish may have caused), as opposed to an
+// operator, a shutdown or the network.
+func protocolError(e *amqp.Error) bool {
+	switch e.Code {
+	case amqp.FrameError, amqp.SyntaxError, amqp.CommandInvalid, amqp.ChannelError,
+		amqp.UnexpectedFrame, amqp.NotImplemented:
+		return e.Server
+	}
+	return false
 }
 
 // blame decides whether a channel-level error is this request's own doing,
 // so it fails instead of being sent again: a publish to a missing or
 // forbidden exchange named in the error, or a request that has now been in
-// flight through MaxAttempts channel errors.
+// flight through MaxAttempts channel or broker protocol errors.
 func blame(closeErr *amqp.Error, r *Request) error {
 	if closeErr.Code == amqp.NotFound || closeErr.Code == amqp.AccessRefused {
 		if strings.Contains(closeErr.Reason, "exchange '"+r.Exchange+"'") {
