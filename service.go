@@ -456,6 +456,11 @@ type ConnectionStatus struct {
 	Buffered int
 	// Outstanding counts publishes sent and awaiting their confirm.
 	Outstanding int
+	// FailedAttempts counts connection attempts that failed since the last
+	// successful one; LastError is the last such failure (nil once
+	// connected), with any password redacted.
+	FailedAttempts int
+	LastError      error
 }
 
 // Status asks the connection actor for its state: connected, blocked by
@@ -479,11 +484,13 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 		return ConnectionStatus{}, fmt.Errorf("hato: status: unexpected reply %T", res)
 	}
 	return ConnectionStatus{
-		Connected:   st.Connected,
-		Generation:  st.Generation,
-		Blocked:     st.Blocked,
-		Buffered:    st.Buffered,
-		Outstanding: st.Outstanding,
+		Connected:      st.Connected,
+		Generation:     st.Generation,
+		Blocked:        st.Blocked,
+		Buffered:       st.Buffered,
+		Outstanding:    st.Outstanding,
+		FailedAttempts: st.Attempts,
+		LastError:      st.LastError,
 	}, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 )
 
 // Defect 16: a start that times out against an unreachable broker says
@@ -16,7 +15,7 @@ import (
 func TestStartTimeoutSaysWhy(t *testing.T) {
 	svc := offlineService(t, "start-error",
 		hato.WithURL("amqp://guest:s3cret@127.0.0.1:1/"),
-		hato.WithReconnectBackoff(supervisor.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}))
+		hato.WithReconnectBackoff(hato.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := svc.Start(ctx)
