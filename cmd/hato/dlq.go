@@ -44,7 +44,7 @@ whom (service, route).
   replay QUEUE      republish to where they came from, then remove them
   purge QUEUE       delete every message (asks first)`,
 	examples: `  hato dlq list
-  hato dlq show --limit 5 540e8e5bc604e4ea618f7e0517a04f030ad1dcbff2e121e9466ddd1c811450bf.dlq
+  hato dlq show --limit 5 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
   hato dlq replay --dry-run --reason 'timeout' QUEUE.dlq
   hato dlq purge --yes QUEUE.dlq
 `,

@@ -25,7 +25,7 @@ arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
 keeps the queues named *.dlq, which works on the broker's machine (as a user
 rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).`,
 	examples: `  hato dlq list
-  hato dlq list --json 540e8e5bc604e4ea618f7e0517a04f030ad1dcbff2e121e9466ddd1c811450bf.dlq
+  hato dlq list --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
   hato dlq list --rabbitmqctl /usr/sbin/rabbitmqctl --url amqp://guest:guest@127.0.0.1:5672/orders
 `,
 }
@@ -234,6 +234,16 @@ type shownMessage struct {
 	Data    decoded    `json:"body"`
 }
 
+func (m shownMessage) text(now time.Time) string {
+	s := m.deadLetter.text(now) + "\n  data:     " + dataText(m.Data)
+	if m.Data.Error != "" {
+		s += " (undecodable: " + m.Data.Error + ")"
+	} else if m.Data.Service != "" {
+		s += fmt.Sprintf(" (%s envelope from %s at %s)", m.Data.Envelope, m.Data.Service, m.Data.Timestamp)
+	}
+	return s + "\n"
+}
+
 func runDLQShow(e *env, args []string) error {
 	var o dlqShowOpts
 	fs := newFlagSet(dlqShowSpec)
@@ -271,7 +281,7 @@ func (o *dlqShowOpts) show(e *env, s *session, dec *decoder, queue string) error
 	now := time.Now()
 	shown, err := peek(ch, queue, min(o.limit, n), func(d amqp.Delivery) {
 		m := shownMessage{deadLetter: parseDeadLetter(queue, d), Headers: d.Headers, Data: dec.decode(d.Body)}
-		o.out.record(m, m.text(now)+"\n  data:     "+m.Data.text()+"\n")
+		o.out.record(m, m.text(now))
 	})
 	if !o.out.json {
 		fmt.Fprintf(e.stdout, "%d of %d messages shown; all left in %s\n", shown, n, queue)
