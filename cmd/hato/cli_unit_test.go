@@ -341,3 +341,14 @@ func TestOutputFormatting(t *testing.T) {
 		t.Errorf("summary %q", got)
 	}
 }
+
+func TestShortReasonGroupsMessages(t *testing.T) {
+	var rt reasonTally
+	for _, id := range []string{"a.1", "b.2"} {
+		rt.add(deadLetter{Reason: "failed 2 attempts: message " + id + ": inventory down", OriginalQueue: "q"})
+	}
+	reasons, origins := rt.result()
+	if !reflect.DeepEqual(reasons, []reasonCount{{"failed 2 attempts: inventory down", 2}}) || !reflect.DeepEqual(origins, []string{"q"}) {
+		t.Errorf("reasons %v origins %v", reasons, origins)
+	}
+}

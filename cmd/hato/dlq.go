@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -198,3 +199,10 @@ func peek(ch *amqp.Channel, queue string, limit int, f func(amqp.Delivery)) (int
 	}
 	return n, nil
 }
+
+// messageRef is the "message <uuid>: " hato writes into a reason.
+var messageRef = regexp.MustCompile(`message [^\s:]+: `)
+
+// shortReason is a reason without the message it names, so that the
+// reasons of many messages group together.
+func shortReason(r string) string { return messageRef.ReplaceAllString(r, "") }

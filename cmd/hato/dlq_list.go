@@ -20,7 +20,8 @@ var dlqListSpec = spec{
 	args: "[QUEUE...]",
 	about: `Lists dead-letter queues with their message counts and the reasons their
 messages were dead-lettered (read from up to --peek messages each, which are
-returned to the queue untouched). AMQP cannot list queues: without QUEUE
+returned to the queue untouched; reasons are grouped without the message
+uuid they name). AMQP cannot list queues: without QUEUE
 arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
 keeps the queues named *.dlq, which works on the broker's machine (as a user
 rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).`,
@@ -174,7 +175,7 @@ func (t *reasonTally) add(d deadLetter) {
 	if t.reasons == nil {
 		t.reasons, t.origins = map[string]int{}, map[string]bool{}
 	}
-	t.reasons[d.Reason]++
+	t.reasons[shortReason(d.Reason)]++
 	if d.OriginalQueue != "" {
 		t.origins[d.OriginalQueue] = true
 	}
