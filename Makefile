@@ -58,6 +58,10 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 60s).
 	  done; \
 	done
 
+.PHONY: cli
+cli: ## Build the hato command into ./bin/hato.
+	$(GO) build -o bin/hato ./cmd/hato
+
 .PHONY: vet
 vet: ## go vet.
 	$(GO) vet ./...

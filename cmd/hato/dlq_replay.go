@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker"
+)
+
+var dlqReplaySpec = spec{
+	name: "dlq replay",
+	args: "QUEUE",
+	about: `Republishes the messages of a dead-letter queue to the exchange and routing
+key they were first published with (x-hato-original-*), or to --to KEY, and
+removes each from the queue only after the broker confirmed its republish
+(and routed it: a message no queue takes stays). One message is in flight
+at a time, so a crash or Ctrl-C loses nothing and duplicates at most that
+one. The copy keeps the body, properties and headers, without the x-hato-*
+dead-letter headers, with x-hato-replayed-at and x-hato-replay-count added.
+Filters pick messages by reason, age and number; the others stay, in order.
+Every message on the exchange and key reaches every queue bound to it, not
+only the one that dead-lettered it; --to-queue sends it to its original
+queue alone. Messages that fail again are dead-lettered again and are not
+replayed twice in one run.`,
+	examples: `  hato dlq replay --dry-run QUEUE.dlq
+  hato dlq replay QUEUE.dlq
+  hato dlq replay --reason 'connection refused' --older-than 10m --count 100 QUEUE.dlq
+  hato dlq replay --to example.topic.retry QUEUE.dlq
+`,
+}
+
+type replayOpts struct {
+	conn      connFlags
+	out       printer
+	to        string
+	exchange  string
+	toQueue   bool
+	reason    string
+	olderThan time.Duration
+	newerThan time.Duration
+	count     int
+	dryRun    bool
+}
+
+func (o *replayOpts) register(fs *flag.FlagSet) {
+	o.conn.register(fs)
+	o.out.register(fs)
+	fs.StringVar(&o.to, "to", "", "routing key to replay to instead of the original (as on the wire)")
+	fs.StringVar(&o.exchange, "exchange", "", "exchange to replay to instead of the original")
+	fs.BoolVar(&o.toQueue, "to-queue", false, "replay to the original queue only (through the default exchange)")
+	fs.StringVar(&o.reason, "reason", "", "only messages whose x-hato-reason contains this text")
+	fs.DurationVar(&o.olderThan, "older-than", 0, "only messages dead-lettered at least this long ago")
+	fs.DurationVar(&o.newerThan, "newer-than", 0, "only messages dead-lettered less than this long ago")
+	fs.IntVar(&o.count, "count", 0, "replay at most this many messages (0: all)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "show what would be replayed; change nothing")
+}
+
+// replayed is the record dlq replay prints for each message it replays
+// (or would, with --dry-run) or cannot.
+type replayed struct {
+	Action string `json:"action"` // replayed, would-replay, skipped
+	deadLetter
+	Exchange   string `json:"exchange"`
+	RoutingKey string `json:"routing_key"`
+	Why        string `json:"why,omitempty"`
+}
+
+func (r replayed) text() string {
+	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, orDash(r.MessageID), r.Exchange, r.RoutingKey, clip(orDash(shortReason(r.Reason)), 60))
+	if r.Why != "" {
+		s += ": " + r.Why
+	}
+	return s
+}
+
+// replaySummary is the last record of dlq replay.
+type replaySummary struct {
+	Queue    string `json:"queue"`
+	Replayed int    `json:"replayed"`
+	Matched  int    `json:"matched"`
+	Skipped  int    `json:"skipped"`
+	Left     int    `json:"left"`
+	DryRun   bool   `json:"dry_run"`
+	Error    string `json:"error,omitempty"`
+}
+
+func (s replaySummary) text() string {
+	verb := "replayed"
+	n := s.Replayed
+	if s.DryRun {
+		verb, n = "would replay", s.Matched
+	}
+	t := fmt.Sprintf("%s %d messages from %s; %d left in the queue", verb, n, s.Queue, s.Left)
+	if s.Skipped > 0 {
+		t += fmt.Sprintf(" (%d without an origin to replay to)", s.Skipped)
+	}
+	if s.Error != "" {
+		t += "; stopped: " + s.Error
+	}
+	return t
+}
+
+func runDLQReplay(e *env, args []string) error {
+	var o replayOpts
+	fs := newFlagSet(dlqReplaySpec)
+	o.register(fs)
+	pos, err := parse(e, dlqReplaySpec, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(dlqReplaySpec, pos, 1, 1); err != nil {
+		return err
+	}
+	if o.count < 0 || o.olderThan < 0 || o.newerThan < 0 || (o.toQueue && (o.to != "" || o.exchange != "")) {
+		return usagef("dlq replay: --count and ages must not be negative; --to-queue excludes --to and --exchange")
+	}
+	s, err := connect(e, &o.conn, "dlq replay")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	o.out.w = e.stdout
+	sum, err := o.replay(e, s, pos[0])
+	if err != nil {
+		sum.Error = err.Error()
+	}
+	o.out.record(sum, sum.text())
+	return err
+}
+
+// replayer is one run of dlq replay.
+type replayer struct {
+	*replayOpts
+	e    *env
+	ch   *amqp.Channel
+	pub  *confirmer
+	sum  replaySummary
+	held uint64 // last delivery tag kept unacked, to nack back at the end
+}
+
+// replay walks the messages the queue holds when it starts, once each.
+func (o *replayOpts) replay(e *env, s *session, queue string) (replaySummary, error) {
+	r := &replayer{replayOpts: o, e: e, sum: replaySummary{Queue: queue, DryRun: o.dryRun}}
+	n, err := checkQueue(s, queue)
+	if err != nil {
+		return r.sum, err
+	}
+	if r.ch, err = s.channel(); err != nil {
+		return r.sum, err
+	}
+	defer func() { _ = r.ch.Close() }()
+	if r.pub, err = newConfirmer(s); err != nil {
+		return r.sum, err
+	}
+	defer r.pub.close()
+	err = r.run(queue, n)
+	r.release()
+	r.sum.Left, _ = checkQueue(s, queue)
+	return r.sum, err
+}
+
+func (r *replayer) run(queue string, n int) error {
+	prog := newProgress(r.e)
+	defer prog.clear()
+	for i := 0; i < n && (r.count == 0 || r.sum.Matched < r.count); i++ {
+		if err := r.e.ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+		d, ok, err := r.ch.Get(queue, false)
+		if err != nil {
+			return fmt.Errorf("get from %s: %w", queue, err)
+		}
+		if !ok {
+			return nil
+		}
+		if err := r.one(queue, d); err != nil {
+			return err
+		}
+		prog.update("%d of %d messages read, %d replayed", i+1, n, r.sum.Replayed)
+	}
+	return nil
+}
+
+// one replays d if it matches, or keeps it to return it to the queue.
+func (r *replayer) one(queue string, d amqp.Delivery) error {
+	dl := parseDeadLetter(queue, d)
+	if !r.matches(dl, time.Now()) {
+		r.keep(d)
+		return nil
+	}
+	r.sum.Matched++
+	exchange, key, ok := r.target(dl)
+	rec := replayed{Action: "would-replay", deadLetter: dl, Exchange: exchange, RoutingKey: key}
+	switch {
+	case !ok:
+		rec.Action, rec.Why = "skipped", "no x-hato-original-* headers: give --to (and --exchange)"
+		r.sum.Skipped++
+		r.keep(d)
+	case r.dryRun:
+		r.keep(d)
+	default:
+		if err := r.republish(d, exchange, key); err != nil {
+			return err
+		}
+		rec.Action = "replayed"
+		r.sum.Replayed++
+	}
+	r.out.record(rec, rec.text())
+	return nil
+}
+
+// republish sends d to exchange/key, waits for the confirm, then acks d;
+// on failure d goes back to the queue.
+func (r *replayer) republish(d amqp.Delivery, exchange, key string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.conn.timeout)
+	defer cancel()
+	if err := r.pub.publish(ctx, replayRequest(d, exchange, key, time.Now())); err != nil {
+		_ = d.Nack(false, true)
+		return fmt.Errorf("republish %s to %q %q: %w (left in the queue)", orDash(d.MessageId), exchange, key, unroutable(err))
+	}
+	if err := d.Ack(false); err != nil {
+		return fmt.Errorf("ack %s after its republish: %w (it may be replayed again)", orDash(d.MessageId), err)
+	}
+	return nil
+}
+
+func (r *replayer) keep(d amqp.Delivery) { r.held = d.DeliveryTag }
+
+// release returns the kept messages to the queue, in order (acked ones
+// are not affected by a multiple nack).
+func (r *replayer) release() {
+	if r.held != 0 {
+		_ = r.ch.Nack(r.held, true, true)
+	}
+}
+
+// matches applies the filters.
+func (o *replayOpts) matches(d deadLetter, now time.Time) bool {
+	if o.reason != "" && !strings.Contains(d.Reason, o.reason) {
+		return false
+	}
+	if o.olderThan == 0 && o.newerThan == 0 {
+		return true
+	}
+	a, ok := age(d.DeadLetteredAt, now)
+	if !ok {
+		return false
+	}
+	return (o.olderThan == 0 || a >= o.olderThan) && (o.newerThan == 0 || a < o.newerThan)
+}
+
+// target is where d goes; ok is false when neither the headers nor the
+// flags say.
+func (o *replayOpts) target(d deadLetter) (exchange, key string, ok bool) {
+	if o.toQueue {
+		return "", d.OriginalQueue, d.OriginalQueue != ""
+	}
+	exchange, key = d.OriginalExchange, d.OriginalRoutingKey
+	if o.exchange != "" {
+		exchange = o.exchange
+	}
+	if o.to != "" {
+		key = o.to
+	}
+	return exchange, key, d.hasOrigin || o.to != ""
+}
+
+// replayRequest is d as first published: body, properties and headers,
+// without the dead-letter headers (user-id and expiration are not
+// restored), with the replay headers. It is mandatory.
+func replayRequest(d amqp.Delivery, exchange, key string, now time.Time) *broker.Request {
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		if !slices.Contains(deadLetterHeaders, k) {
+			headers[k] = v
+		}
+	}
+	headers[hdrReplayedAt] = now.UTC().Format(time.RFC3339Nano)
+	headers[hdrReplayCount] = headerInt(d.Headers, hdrReplayCount) + 1
+	return &broker.Request{
+		Exchange:   exchange,
+		RoutingKey: key,
+		Mandatory:  true,
+		Msg: amqp.Publishing{
+			Headers:         headers,
+			ContentType:     d.ContentType,
+			ContentEncoding: d.ContentEncoding,
+			DeliveryMode:    d.DeliveryMode,
+			Priority:        d.Priority,
+			CorrelationId:   d.CorrelationId,
+			ReplyTo:         d.ReplyTo,
+			MessageId:       d.MessageId,
+			Timestamp:       d.Timestamp,
+			Type:            d.Type,
+			AppId:           d.AppId,
+			Body:            d.Body,
+		},
+	}
+}
