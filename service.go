@@ -52,6 +52,15 @@ type Service struct {
 	stopErr   error
 	doneOnce  sync.Once
 
+	// A Start in progress: Stop sets stopReq, cancels its ctx and waits for
+	// startDone; Start then tears down what it started itself, so only
+	// one of them ever shuts the actors down.
+	cancelStart  context.CancelFunc
+	startDone    chan struct{} // closed when Start returns; nil before Start
+	stopReq      bool
+	spawning     bool // Start got past its OnStart hooks
+	teardownOnce sync.Once
+
 	// gate orders publishes before the connection's drain: Publish holds
 	// it shared while it hands a request to the connection actor; Stop
 	// takes it exclusively to close publishing.
@@ -268,64 +277,119 @@ func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 // returns once the broker connection is up and every route consumes, or
 // with an error when ctx ends first or the broker refuses something
 // permanently (credentials, a conflicting queue declaration); everything
-// started is stopped again then. Start may be called once.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	if s.state != stateNew {
-		s.mu.Unlock()
-		return ErrAlreadyStarted
+// started is stopped again then. Start may be called once. Stop may be
+// called while Start runs, from another goroutine: it cancels the start
+// (the ctx OnStart hooks get ends), and Start returns ErrStopped.
+func (s *Service) Start(parent context.Context) error {
+	ctx, hooks, err := s.beginStart(parent)
+	if err != nil {
+		return err
 	}
-	if s.regErr != nil {
-		s.mu.Unlock()
-		return s.regErr
-	}
-	s.state = stateStarting
-	hooks := append([]Hook(nil), s.onStart...)
-	s.mu.Unlock()
-
+	defer s.endStart()
 	for _, h := range hooks {
 		if err := h(ctx); err != nil {
-			s.finishStopped()
-			return fmt.Errorf("hato: on-start hook: %w", err)
+			return s.abortStart(fmt.Errorf("hato: on-start hook: %w", err))
 		}
 	}
+	if err := s.beginSpawn(ctx); err != nil {
+		return s.abortStart(err)
+	}
 	if err := s.spawn(); err != nil {
-		s.finishStopped()
-		return err
+		return s.abortStart(err)
 	}
-	ready := make(chan error, 1)
-	s.system.Root.Send(s.root, &supervisor.AwaitReady{Done: ready})
-	var err error
-	select {
-	case err = <-ready:
-	case <-ctx.Done():
-		err = s.startTimedOut(ctx.Err())
+	if err := s.awaitReady(ctx); err != nil {
+		return s.abortStart(err)
 	}
+	hooks, err = s.markRunning()
 	if err != nil {
-		s.log.Error("start failed", zap.Error(err))
-		s.shutdownActors()
-		s.finishStopped()
-		return err
+		return s.abortStart(err)
 	}
-	s.mu.Lock()
-	if s.state != stateStarting {
-		// Stop was called while starting.
-		s.mu.Unlock()
-		s.shutdownActors()
-		return ErrStopped
-	}
-	s.state = stateRunning
-	hooks = append([]Hook(nil), s.onStarted...)
-	s.mu.Unlock()
 	s.log.Info("service started", zap.Int("routes", len(s.routes)))
 	for _, h := range hooks {
-		if err := h(ctx); err != nil {
+		if err := h(parent); err != nil {
 			err = fmt.Errorf("hato: on-started hook: %w", err)
 			s.fail(err)
 			return err
 		}
 	}
 	return nil
+}
+
+// beginStart moves a new service to starting; the returned ctx is
+// cancelled by a Stop while starting, or when Start returns.
+func (s *Service) beginStart(ctx context.Context) (context.Context, []Hook, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.state == stateStopped && s.startDone == nil:
+		return nil, nil, ErrStopped // stopped before it was started
+	case s.state != stateNew:
+		return nil, nil, ErrAlreadyStarted
+	case s.regErr != nil:
+		return nil, nil, s.regErr
+	}
+	s.state = stateStarting
+	ctx, s.cancelStart = context.WithCancel(ctx)
+	s.startDone = make(chan struct{})
+	return ctx, append([]Hook(nil), s.onStart...), nil
+}
+
+// beginSpawn lets Start spawn its actors, unless it was cancelled.
+func (s *Service) beginSpawn(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopReq {
+		return ErrStopped
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("hato: start: %w", err)
+	}
+	s.spawning = true
+	return nil
+}
+
+func (s *Service) endStart() {
+	s.cancelStart()
+	close(s.startDone)
+}
+
+// awaitReady waits until every child of the root supervisor is ready.
+func (s *Service) awaitReady(ctx context.Context) error {
+	ready := make(chan error, 1)
+	s.system.Root.Send(s.root, &supervisor.AwaitReady{Done: ready})
+	select {
+	case err := <-ready:
+		return err
+	case <-ctx.Done():
+		return s.startTimedOut(ctx.Err())
+	}
+}
+
+// markRunning ends a successful start, unless Stop asked to cancel it.
+func (s *Service) markRunning() ([]Hook, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopReq {
+		return nil, ErrStopped
+	}
+	s.state = stateRunning
+	return append([]Hook(nil), s.onStarted...), nil
+}
+
+// abortStart tears down whatever Start started and marks the service
+// stopped. It returns ErrStopped when a Stop cancelled the start, else err.
+func (s *Service) abortStart(err error) error {
+	s.mu.Lock()
+	stopped := s.stopReq
+	s.mu.Unlock()
+	if stopped {
+		err = ErrStopped
+	} else {
+		s.log.Error("start failed", zap.Error(err))
+	}
+	s.shutdownActors()
+	s.finishStopped()
+	return err
 }
 
 // spawn creates the actor system (unless embedded) and the root supervisor
@@ -366,9 +430,7 @@ func (s *Service) spawn() error {
 	})
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
-		if s.ownSystem {
-			sys.Shutdown()
-		}
+		// abortStart shuts an owned system down.
 		return fmt.Errorf("hato: spawn root supervisor: %w", err)
 	}
 	s.mu.Lock()
@@ -513,6 +575,8 @@ func (s *Service) Err() error {
 // finish, the rest goes back to the broker; OnStop hooks run; outstanding
 // publishes are confirmed; then the connections close and the actors stop.
 // It is idempotent: later calls wait for the first and return its result.
+// Called while Start runs, it cancels the start and waits for Start to
+// have stopped what it started.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	st := s.state
@@ -533,11 +597,13 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 func (s *Service) stop(ctx context.Context) error {
+	if err := s.cancelStarting(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
-	if s.root == nil {
-		// Stopped while Start had not spawned anything yet (or failed).
+	if s.state != stateRunning {
+		// Start failed or was cancelled: it stopped what it started.
 		s.mu.Unlock()
-		s.finishStopped()
 		return nil
 	}
 	s.state = stateStopping
@@ -574,6 +640,32 @@ func (s *Service) stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// cancelStarting cancels a Start in progress. While Start runs its OnStart
+// hooks nothing is spawned, nor will be: the service is stopped at once (so
+// an OnStart hook may call Stop). Later it waits until Start returned,
+// having shut down what it started.
+func (s *Service) cancelStarting(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != stateStarting {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopReq = true
+	cancel, started, spawning := s.cancelStart, s.startDone, s.spawning
+	s.mu.Unlock()
+	cancel()
+	if !spawning {
+		s.finishStopped()
+		return nil
+	}
+	select {
+	case <-started:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hato: stop: Start still running: %w", ctx.Err())
+	}
+}
+
 // waitDrain drains the named children. It returns an error wrapping
 // ErrDrainIncomplete when one of them could not finish by the deadline.
 func (s *Service) waitDrain(ctx context.Context, names []string, deadline time.Time) error {
@@ -602,8 +694,11 @@ func (s *Service) waitDrain(ctx context.Context, names []string, deadline time.T
 }
 
 // shutdownActors stops the root supervisor (and so every actor) and settles
-// any publish that never got an outcome.
-func (s *Service) shutdownActors() {
+// any publish that never got an outcome, once: a second call waits for the
+// first.
+func (s *Service) shutdownActors() { s.teardownOnce.Do(s.teardown) }
+
+func (s *Service) teardown() {
 	s.gate.Lock()
 	s.pubClosed = true
 	s.gate.Unlock()

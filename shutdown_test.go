@@ -4,11 +4,13 @@ package hato_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -117,5 +119,62 @@ func TestStopIsIdempotentAndPublishAfterStopFails(t *testing.T) {
 	}
 	if err := svc.Start(ctx); !errorsIs(err, hato.ErrAlreadyStarted) {
 		t.Fatalf("start after stop: %v, want ErrAlreadyStarted", err)
+	}
+}
+
+// A route held in restart backoff never sees its Drain (its mailbox is
+// suspended): Stop must not wait out the drain timeout for it, and the
+// publishes outstanding at Stop, from an embedding goroutine and from an
+// OnStop hook, must get their outcome before the deadline expires.
+func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
+	key := hatotest.Key(t, "backoff")
+	ev := &hatotest.SupervisorEvents{}
+	svc := newService(t, "backoff", hato.WithDrainTimeout(20*time.Second), hato.WithSupervisorEvents(ev.Add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		panic("handler bug")
+	}, hato.Supervision(supervisor.Policy{
+		Backoff:     supervisor.Backoff{Initial: time.Hour, Max: time.Hour},
+		MaxRestarts: 3,
+		Window:      time.Hour,
+	}))
+	hookErr := make(chan error, 1)
+	svc.OnStop(func(ctx context.Context) error {
+		hookErr <- svc.Publish(ctx, map[string]any{"id": "from-on-stop"}, hatotest.Key(t, "nowhere"))
+		return nil
+	})
+	hatotest.Start(t, svc)
+	publishN(t, publisher(t), key, []string{"boom"})
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventFailed) == 1 }, "the route in restart backoff")
+
+	// The embedder's ctx for Stop ends with the drain timeout, like its
+	// publishing goroutine's.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	loopErr := make(chan error, 1)
+	go func() {
+		for {
+			if err := svc.Publish(ctx, map[string]any{"id": "loop"}, hatotest.Key(t, "nowhere")); err != nil {
+				loopErr <- err
+				return
+			}
+		}
+	}()
+	stopped := make(chan error, 1)
+	go func() { stopped <- svc.Stop(ctx) }()
+	var stopErr error
+	select {
+	case stopErr = <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Error("Stop still running after 10s of a 20s drain timeout: it waits for the route in backoff")
+		stopErr = <-stopped
+	}
+	if stopErr != nil {
+		t.Errorf("stop = %v, want nil", stopErr)
+	}
+	if err := <-hookErr; err != nil {
+		t.Errorf("publish from OnStop = %v, want it confirmed", err)
+	}
+	if err := <-loopErr; !errors.Is(err, hato.ErrStopped) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("publishing goroutine ended with %v, want ErrStopped", err)
 	}
 }

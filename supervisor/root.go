@@ -50,7 +50,10 @@ type child struct {
 	ready    bool
 	gaveUp   bool
 	draining bool
-	pending  uint64 // sequence of the scheduled restart or respawn
+	// suspended is set while the child crashed and waits out its restart
+	// backoff: its mailbox is suspended, so it handles no Drain.
+	suspended bool
+	pending   uint64 // sequence of the scheduled restart or respawn
 }
 
 type root struct {
@@ -153,6 +156,7 @@ func (r *root) restart(ctx actor.Context, c *child) {
 	if c.pid == nil || !ok {
 		return
 	}
+	c.suspended = false
 	sup.RestartChildren(c.pid)
 	r.emit(Event{Kind: EventRestarted, Child: c.spec.Name, Failures: c.restarts.streak})
 }
@@ -199,6 +203,7 @@ func (r *root) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		return
 	}
 	c.pending++
+	c.suspended = true
 	r.emit(Event{Kind: EventFailed, Child: c.spec.Name, Reason: err, Failures: streak, Delay: delay})
 	r.after(delay, &restartDue{name: c.spec.Name, seq: c.pending})
 }
@@ -287,23 +292,9 @@ func (r *root) drain(ctx actor.Context, msg *DrainChildren) {
 	}
 	var waits []chan struct{}
 	for _, name := range names {
-		c := r.children[name]
-		if c == nil || c.draining {
-			continue
+		if done := r.drainChild(ctx, r.children[name], msg); done != nil {
+			waits = append(waits, done)
 		}
-		c.draining = true
-		c.pending++ // cancels a scheduled restart or respawn
-		if c.pid == nil {
-			continue
-		}
-		done := make(chan struct{})
-		waits = append(waits, done)
-		d := &Drain{Deadline: msg.Deadline, Done: done}
-		if msg.Unfinished != nil {
-			report := msg.Unfinished
-			d.Unfinished = func(n int) { report(name, n) }
-		}
-		ctx.Send(c.pid, d)
 	}
 	go func() {
 		// A child that cannot honour its deadline (blocked in a call) must
@@ -320,6 +311,35 @@ func (r *root) drain(ctx actor.Context, msg *DrainChildren) {
 		}
 		close(msg.Done)
 	}()
+}
+
+// drainChild sends c a Drain and returns the channel it closes when
+// drained, or nil when there is nothing to wait for. A child in restart
+// backoff would never see the Drain (its mailbox is suspended): it already
+// crashed and its restart would abandon its work, so it is stopped now
+// instead of restarted later.
+func (r *root) drainChild(ctx actor.Context, c *child, msg *DrainChildren) chan struct{} {
+	if c == nil || c.draining {
+		return nil
+	}
+	c.draining = true
+	c.pending++ // cancels a scheduled restart or respawn
+	if c.pid == nil {
+		return nil
+	}
+	if c.suspended {
+		c.suspended = false
+		ctx.Stop(c.pid)
+		return nil
+	}
+	done := make(chan struct{})
+	d := &Drain{Deadline: msg.Deadline, Done: done}
+	if report := msg.Unfinished; report != nil {
+		name := c.spec.Name
+		d.Unfinished = func(n int) { report(name, n) }
+	}
+	ctx.Send(c.pid, d)
+	return done
 }
 
 func (r *root) emit(e Event) {

@@ -247,3 +247,46 @@ func TestRootReportsTransientLossAndRecovery(t *testing.T) {
 		t.Error("a transient loss must not restart the child")
 	}
 }
+
+// A child in restart backoff has its mailbox suspended: it never sees a
+// Drain. The drain must not wait for it until the deadline.
+func TestRootDrainDoesNotWaitForAChildInRestartBackoff(t *testing.T) {
+	slow := Policy{
+		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2, Jitter: -1},
+		MaxRestarts: 3,
+		Window:      time.Hour,
+	}
+	h := newHarness(t, slow, "a", "b")
+	if err := h.awaitReady(t); err != nil {
+		t.Fatal(err)
+	}
+	h.sys.Root.Send(h.child("a"), "boom")
+	waitFor(t, 5*time.Second, func() bool { return h.rec.count("a", EventFailed) == 1 }, "a in restart backoff")
+
+	done := make(chan struct{})
+	var unfinished atomic.Int32
+	h.sys.Root.Send(h.root, &DrainChildren{
+		Deadline: time.Now().Add(20 * time.Second), Done: done,
+		Unfinished: func(string, int) { unfinished.Add(1) },
+	})
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain still waiting after 10s of a 20s deadline: it waits for the suspended child")
+	}
+	if h.drained["b"].Load() != 1 {
+		t.Error("the healthy sibling was not drained")
+	}
+	if n := unfinished.Load(); n != 0 {
+		t.Errorf("%d children reported unfinished work", n)
+	}
+	// The suspended child is stopped, not restarted or respawned.
+	waitFor(t, 5*time.Second, func() bool {
+		_, alive := h.sys.ProcessRegistry.Get(h.child("a"))
+		return !alive
+	}, "the suspended child stopped")
+	if h.started["a"].Load() != 1 || h.rec.count("a", EventRestarted) != 0 || h.rec.count("a", EventStopped) != 0 {
+		t.Errorf("suspended child started %d times, restarted %d, stopped-from-outside %d; want 1 0 0",
+			h.started["a"].Load(), h.rec.count("a", EventRestarted), h.rec.count("a", EventStopped))
+	}
+}
