@@ -16,7 +16,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/hatotest"
 	"github.com/hato-go/hato/test/leak"
 )
@@ -88,8 +87,8 @@ func raceOnce(t *testing.T, rc raceCase, embedded bool, i int) bool {
 		}
 	}
 	if rc.trigger == "ready" {
-		opts = append(opts, hato.WithSupervisorEvents(func(e supervisor.Event) {
-			if e.Kind == supervisor.EventReady && e.Child == "connection" {
+		opts = append(opts, hato.WithSupervisorEvents(func(e hato.SupervisorEvent) {
+			if e.Kind == hato.EventReady && e.Child == "connection" {
 				trigger()
 			}
 		}))

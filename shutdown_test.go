@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -132,8 +131,8 @@ func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
 	svc := newService(t, "backoff", hato.WithDrainTimeout(20*time.Second), hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		panic("handler bug")
-	}, hato.Supervision(supervisor.Policy{
-		Backoff:     supervisor.Backoff{Initial: time.Hour, Max: time.Hour},
+	}, hato.Supervision(hato.RestartPolicy{
+		Backoff:     hato.Backoff{Initial: time.Hour, Max: time.Hour},
 		MaxRestarts: 3,
 		Window:      time.Hour,
 	}))
@@ -144,7 +143,7 @@ func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
 	})
 	hatotest.Start(t, svc)
 	publishN(t, publisher(t), key, []string{"boom"})
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(supervisor.EventFailed) == 1 }, "the route in restart backoff")
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventFailed) == 1 }, "the route in restart backoff")
 
 	// The embedder's ctx for Stop ends with the drain timeout, like its
 	// publishing goroutine's.
