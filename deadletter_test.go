@@ -5,6 +5,7 @@ package hato_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,5 +67,50 @@ func TestDeadLetterCopyDoesNotExpireAndIsPersistent(t *testing.T) {
 		if got := d.Headers["x-hato-original-expiration"]; got != "500" {
 			t.Errorf("x-hato-original-expiration = %v, want \"500\"", got)
 		}
+	}
+}
+
+// Issue 8, defect 6: on a quorum queue, messages returned to the queue
+// because a poison message crashed the route (they sat in the prefetch
+// window) are not poison: x-delivery-count rises on every return before
+// RabbitMQ 4.3, but poison is judged by what the message itself did.
+func TestQuorumQueueHealthyMessagesAreNotPoisonedByAnothersCrashes(t *testing.T) {
+	key := hatotest.Key(t, "qq-window")
+	evs := &hatotest.DeliveryEvents{}
+	healthy := hatotest.IDs("healthy", 5)
+	handled := hatotest.NewCollector()
+	poisonGone := make(chan struct{})
+	var once sync.Once
+	svc := newService(t, "qq-window", hato.WithDeliveryEvents(func(e hato.DeliveryEvent) {
+		evs.Add(e)
+		once.Do(func() { close(poisonGone) })
+	}))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		if m.Data.ID == "poison" {
+			panic("poison")
+		}
+		// Held (in the prefetch window, running) until the poison message
+		// is gone, so each of its crashes returns every healthy message.
+		select {
+		case <-poisonGone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		handled.Add(m.Data.ID)
+		return nil
+	}, hato.QuorumQueue(), hato.Concurrency(len(healthy)+1),
+		hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 2}),
+		hato.Supervision(hato.RestartPolicy{Backoff: hato.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2}, MaxRestarts: -1}))
+	hatotest.Start(t, svc)
+	publishN(t, publisher(t), key, append([]string{"poison"}, healthy...))
+	// Every message settles: the healthy ones handled, the poison one
+	// dead-lettered (and, before the fix, healthy ones too).
+	brokertest.WaitFor(t, 30*time.Second, func() bool { return handled.Distinct()+evs.Len() >= len(healthy)+1 },
+		"all settled")
+	if n := evs.Len(); n != 1 {
+		t.Errorf("%d messages dead-lettered, want 1 (the poison one): %v", n, evs.Snapshot())
+	}
+	if missing := handled.Missing(healthy); len(missing) > 0 {
+		t.Errorf("healthy messages not handled: %v", missing)
 	}
 }

@@ -77,6 +77,11 @@ type FailurePolicy struct {
 	// MaxRedeliveries bounds how often one message may come back from the
 	// broker because its handler asked to requeue it or crashed the route's
 	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
+	// Only what the message itself did counts: returns it did not cause
+	// (another message's crash, a lost channel, a drain, a restart) do not.
+	// A quorum queue's x-delivery-count, which counts those too before
+	// RabbitMQ 4.3, is only a backstop at 100 deliveries (or 20 ×
+	// MaxRedeliveries if more), for a message that crashes the whole process.
 	MaxRedeliveries int
 	// DeadLetterQueue is where failed messages are republished. Empty means
 	// "<queue>.dlq" (or none with NoDeadLetterQueue: failed messages are

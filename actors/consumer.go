@@ -475,17 +475,20 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 }
 
 // poisoned reports why a redelivered message must not run again: it crashed
-// its handler or was requeued more than MaxRedeliveries times (counted by the
-// broker for quorum queues, by the route's memory otherwise).
+// its handler or was requeued more than MaxRedeliveries times, as the
+// route's memory counted it. A quorum queue's x-delivery-count is only a
+// backstop (see FailurePolicy.DeliveryCountLimit): before RabbitMQ 4.3 it
+// rises on every return, so it also counts what other messages and
+// restarts did to this one.
 func (c *consumer) poisoned(j *job) error {
 	if !j.d.Redelivered {
 		return nil
 	}
-	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.MaxRedeliveries) {
-		return fmt.Errorf("poison message: delivered %d times (limit %d)", n, c.policy.MaxRedeliveries)
-	}
 	if n := c.state.count(j.keyOf()); n > c.policy.MaxRedeliveries {
 		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)
+	}
+	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.DeliveryCountLimit()) {
+		return fmt.Errorf("poison message: delivered %d times (backstop %d)", n, c.policy.DeliveryCountLimit())
 	}
 	return nil
 }

@@ -53,7 +53,12 @@ type FailurePolicy struct {
 	Backoff supervisor.Backoff
 	// MaxRedeliveries bounds how often one message may come back from the
 	// broker because its handler asked to requeue it or crashed the actor;
-	// beyond it the message is dead-lettered. Zero means 5.
+	// beyond it the message is dead-lettered. Zero means 5. Only what the
+	// message itself did counts (the route's RouteState counts it): a
+	// message returned because another one crashed the actor, or because
+	// the channel closed, a drain or a restart, is not poison. A quorum
+	// queue's x-delivery-count counts every return (before RabbitMQ 4.3),
+	// so it is only a backstop: see DeliveryCountLimit.
 	MaxRedeliveries int
 	// DeadLetterQueue is where failed messages are republished. Empty means
 	// no dead-letter queue: failed messages are rejected without requeue
@@ -74,6 +79,16 @@ func (p FailurePolicy) WithDefaults() FailurePolicy {
 		p.Backoff = supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
 	}
 	return p
+}
+
+// DeliveryCountLimit is the backstop on a quorum queue's x-delivery-count:
+// a redelivered message the broker delivered more often than this is
+// dead-lettered as poison even if the route's memory knows nothing of it
+// (it crashed the whole process, or another instance, each time). It is
+// high, 100 or 20 × MaxRedeliveries if more, because the count also rises
+// when a healthy message is returned for others' crashes or a restart.
+func (p FailurePolicy) DeliveryCountLimit() int {
+	return max(100, 20*p.MaxRedeliveries)
 }
 
 // Action is what happens to a delivery after its handler ran.
@@ -155,8 +170,12 @@ type DeliveryEvent struct {
 
 // RouteState is the memory of a route that outlives its actor's restarts
 // and its channel's reconnections: for each message (see msgKey), how often
-// it crashed a handler or was requeued, and how many handler attempts
-// failed. A message redelivered by the broker (after a crash, a requeue or a
+// it crashed a handler (it was the delivery in the handler that panicked)
+// or was requeued by its handler, how many handler attempts failed, and
+// whether its dead-letter copy was confirmed (see setDeadLettered). Poison
+// is judged by these, what the message itself did; returns it did not
+// cause (another message's crash, a channel loss, a drain) count nowhere.
+// A message redelivered by the broker (after a crash, a requeue or a
 // connection loss) so continues from where it was: its poison limit and its
 // attempt budget are never reset by a redelivery. It is bounded by its live
 // records: when it is full, the record touched least recently is forgotten.
