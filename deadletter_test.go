@@ -4,14 +4,17 @@ package hato_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/hatotest"
 )
@@ -67,6 +70,63 @@ func TestDeadLetterCopyDoesNotExpireAndIsPersistent(t *testing.T) {
 		if got := d.Headers["x-hato-original-expiration"]; got != "500" {
 			t.Errorf("x-hato-original-expiration = %v, want \"500\"", got)
 		}
+	}
+}
+
+// Issue 8, defect 3: a message replayed from the dead-letter queue that
+// comes back redelivered is handled, not acked unhandled because the
+// original was dead-lettered once.
+func TestReplayedDeadLetterIsHandledWhenRedelivered(t *testing.T) {
+	key := hatotest.Key(t, "dl-replay")
+	evs := &hatotest.DeliveryEvents{}
+	var replayRuns, replayHandled atomic.Int32
+	svc := newService(t, "dl-replay", hato.WithDeliveryEvents(evs.Add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		if _, replayed := m.Properties.Headers[actors.HeaderDeadLetteredAt]; !replayed {
+			return hato.DeadLetter(errors.New("hopeless the first time"))
+		}
+		if replayRuns.Add(1) == 1 {
+			return hato.Requeue(errors.New("busy: try again")) // comes back redelivered
+		}
+		replayHandled.Add(1)
+		return nil
+	})
+	hatotest.Start(t, svc)
+	dlq := svc.Routes()[0].DeadLetterQueue
+	publishN(t, publisher(t), key, []string{"replayed"})
+	brokertest.WaitFor(t, 20*time.Second, func() bool { return evs.Len() == 1 }, "original dead-lettered")
+
+	// Replay: move the copy from the dead-letter queue back to its exchange
+	// and key, as an operator's shovel or script does.
+	conn := brokertest.Dial(t, brokerURL(t), "test-dl-replay")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	var copyMsg amqp.Delivery
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		d, ok, err := ch.Get(dlq, true)
+		copyMsg = d
+		return err == nil && ok
+	}, "copy in %s", dlq)
+	orig, _ := copyMsg.Headers[actors.HeaderOriginalKey].(string)
+	dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "amq.topic", orig, true, false, amqp.Publishing{
+		Headers: copyMsg.Headers, ContentType: copyMsg.ContentType, MessageId: copyMsg.MessageId,
+		DeliveryMode: amqp.Persistent, Body: copyMsg.Body,
+	})
+	if err != nil || !dc.Wait() {
+		t.Fatalf("replay: %v", err)
+	}
+	brokertest.WaitFor(t, 20*time.Second, func() bool { return replayHandled.Load() == 1 },
+		"the replayed message, requeued once, handled when redelivered")
+	if n := replayRuns.Load(); n != 2 {
+		t.Errorf("the replayed message ran %d times, want 2", n)
+	}
+	if n := evs.Len(); n != 1 {
+		t.Errorf("%d delivery events, want only the original's dead-lettering: %v", n, evs.Snapshot())
 	}
 }
 

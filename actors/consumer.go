@@ -448,14 +448,7 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 	c.nextID++
 	j := &job{id: c.nextID, d: d}
 	c.jobs[j.id] = j
-	// A redelivery of a message already dead-lettered (its ack died with
-	// its channel) is acked, not dead-lettered twice. Only for messages with
-	// an id: two raw messages with equal bodies are different messages.
-	if d.Redelivered && d.MessageId != "" && c.state.isDeadLettered(j.keyOf()) {
-		c.log.Info("redelivered message was dead-lettered already; acking it", c.fields(j, nil)...)
-		j.d.Ack()
-		delete(c.jobs, j.id)
-		c.checkDrained()
+	if c.dead(j) {
 		return
 	}
 	if reason := c.poisoned(j); reason != nil {
@@ -665,6 +658,7 @@ func (c *consumer) deadLetter(ctx actor.Context, j *job, reason error) {
 func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
 	inc, id, self, sys, state, key := c.inc, j.id, c.self, c.sys, c.state, j.keyOf()
 	req := deadLetterRequest(j.d, c.policy.DeadLetterQueue, c.route, j.attempts, j.err)
+	stamp, _ := req.Msg.Headers[HeaderDeadLetteredAt].(string)
 	ev := c.eventFor(j, DeadLetter, j.err)
 	events := c.route.Events
 	req.Done = func(err error) {
@@ -672,7 +666,7 @@ func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
 			// Recorded here, not in the actor: if the actor restarted
 			// meanwhile, the redelivered original must still be known, and
 			// the event must still be reported, exactly once.
-			state.setDeadLettered(key)
+			state.setDeadLettered(key, stamp)
 			if events != nil {
 				events(ev)
 			}

@@ -81,3 +81,30 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// dead settles a delivery whose message is marked dead-lettered in the
+// route's memory. The mark is for one thing: the original of a confirmed
+// dead-letter copy coming back redelivered because its ack died with its
+// channel. That redelivery is acked, not dead-lettered twice, and the mark
+// goes with it. The copy itself, replayed (it carries the mark's stamp), is
+// handled like any message, and so is a message that arrives not
+// redelivered, which also clears the mark: the redelivery it was for is
+// past. Only for messages with an id: two raw messages with equal bodies are
+// different messages.
+func (c *consumer) dead(j *job) bool {
+	if j.d.MessageId == "" || !c.state.hasDeadLettered() {
+		return false
+	}
+	if !j.d.Redelivered {
+		c.state.clearDeadLettered(j.keyOf())
+		return false
+	}
+	stamp, _ := j.d.Headers[HeaderDeadLetteredAt].(string)
+	if !c.state.isDeadLettered(j.keyOf(), stamp) {
+		return false
+	}
+	c.log.Info("redelivered message was dead-lettered already; acking it", c.fields(j, nil)...)
+	j.d.Ack()
+	c.done(j)
+	return true
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hato-go/hato/broker"
@@ -184,13 +185,16 @@ type RouteState struct {
 	marks map[msgKey]*list.Element // of *marks, in order: least recently touched first
 	order *list.List
 	limit int
+	// deadMarks counts records marked dead-lettered, so a delivery that is
+	// not redelivered is hashed (to clear its mark) only while there are any.
+	deadMarks atomic.Int64
 }
 
 type marks struct {
 	key          msgKey
-	redeliveries int  // crashes and requeues
-	failures     int  // failed handler attempts
-	deadLettered bool // republished to the dead-letter queue and confirmed
+	redeliveries int    // crashes and requeues
+	failures     int    // failed handler attempts
+	deadLettered string // stamp of the confirmed dead-letter copy; "" when none
 }
 
 // NewRouteState returns an empty state remembering up to limit messages
@@ -210,9 +214,7 @@ func (s *RouteState) entry(key msgKey) *marks {
 		return e.Value.(*marks)
 	}
 	for len(s.marks) >= s.limit {
-		oldest := s.order.Front()
-		s.order.Remove(oldest)
-		delete(s.marks, oldest.Value.(*marks).key)
+		s.drop(s.order.Front())
 	}
 	m := &marks{key: key}
 	s.marks[key] = s.order.PushBack(m)
@@ -272,26 +274,54 @@ func (s *RouteState) failures(key msgKey) int {
 }
 
 // setDeadLettered remembers that the message is safely in the dead-letter
-// queue, so a redelivery (its ack was lost with its channel) is acked
+// queue as the copy stamped stamp (its HeaderDeadLetteredAt), so the
+// original's redelivery (its ack was lost with its channel) is acked
 // instead of dead-lettered twice. Not for a message without id: see msgKey.
-func (s *RouteState) setDeadLettered(key msgKey) {
+//
+// The mark suppresses that one redelivery and nothing else: it is dropped
+// when the redelivery is settled (see consumer.dead), when the message
+// arrives again not redelivered (a new publish or a replay from the
+// dead-letter queue: see clearDeadLettered), and it never matches the copy
+// itself (which carries stamp).
+func (s *RouteState) setDeadLettered(key msgKey, stamp string) {
 	if key.byContent {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.entry(key).deadLettered = true
+	m := s.entry(key)
+	if m.deadLettered == "" {
+		s.deadMarks.Add(1)
+	}
+	m.deadLettered = stamp
 }
 
-// isDeadLettered reports whether the message was dead-lettered already.
-func (s *RouteState) isDeadLettered(key msgKey) bool {
-	if key.byContent {
+// isDeadLettered reports whether a redelivery of the message carrying
+// stamp (its HeaderDeadLetteredAt, empty if none) is the original of a
+// confirmed dead-letter copy, rather than that copy replayed.
+func (s *RouteState) isDeadLettered(key msgKey, stamp string) bool {
+	if key.byContent || s.deadMarks.Load() == 0 {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.lookup(key)
-	return m != nil && m.deadLettered
+	return m != nil && m.deadLettered != "" && m.deadLettered != stamp
+}
+
+// hasDeadLettered reports whether any message is marked dead-lettered; a
+// cheap check before hashing a delivery that is not redelivered.
+func (s *RouteState) hasDeadLettered() bool { return s.deadMarks.Load() > 0 }
+
+// clearDeadLettered drops the message's dead-lettered mark: it arrived
+// again as a new delivery, so the one redelivery the mark was for is past.
+func (s *RouteState) clearDeadLettered(key msgKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.lookup(key); m != nil && m.deadLettered != "" {
+		m.deadLettered = ""
+		s.deadMarks.Add(-1)
+	}
 }
 
 // forget drops the message's record once it is settled for good.
@@ -299,7 +329,16 @@ func (s *RouteState) forget(key msgKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.marks[key]; ok {
-		s.order.Remove(e)
-		delete(s.marks, key)
+		s.drop(e)
 	}
+}
+
+// drop removes a record; s.mu must be held.
+func (s *RouteState) drop(e *list.Element) {
+	m := e.Value.(*marks)
+	if m.deadLettered != "" {
+		s.deadMarks.Add(-1)
+	}
+	s.order.Remove(e)
+	delete(s.marks, m.key)
 }
