@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,6 +131,38 @@ func TestReplayedDeadLetterIsHandledWhenRedelivered(t *testing.T) {
 	}
 }
 
+// Issue 8, defect 9: a dead-letter queue deleted while the route runs is
+// declared again when the copy comes back unroutable, and the copy lands in
+// it; the delivery is not held forever.
+func TestDeletedDeadLetterQueueIsRedeclared(t *testing.T) {
+	key := hatotest.Key(t, "dl-gone")
+	evs := &hatotest.DeliveryEvents{}
+	svc := newService(t, "dl-gone", hato.WithDeliveryEvents(evs.Add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		return hato.DeadLetter(errors.New("hopeless"))
+	})
+	hatotest.Start(t, svc)
+	r := svc.Routes()[0]
+	conn := brokertest.Dial(t, brokerURL(t), "test-dl-gone")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete(r.DeadLetterQueue, false, false, false); err != nil {
+		t.Fatalf("delete %s: %v", r.DeadLetterQueue, err)
+	}
+	publishN(t, publisher(t), key, []string{"to-a-missing-dlq"})
+	brokertest.WaitFor(t, 20*time.Second, func() bool { return evs.Len() == 1 },
+		"message dead-lettered into the re-declared %s", r.DeadLetterQueue)
+	if n, _ := brokertest.Inspect(t, conn, r.DeadLetterQueue); n != 1 {
+		t.Errorf("dead-letter queue holds %d messages, want 1", n)
+	}
+	brokertest.WaitFor(t, 20*time.Second, func() bool {
+		q, ok, err := brokertest.FindQueue(brokerVhost(t), r.Queue)
+		return err == nil && ok && q.Messages == 0
+	}, "original acked")
+}
+
 // Issue 8, defect 6: on a quorum queue, messages returned to the queue
 // because a poison message crashed the route (they sat in the prefetch
 // window) are not poison: x-delivery-count rises on every return before
@@ -172,5 +205,61 @@ func TestQuorumQueueHealthyMessagesAreNotPoisonedByAnothersCrashes(t *testing.T)
 	}
 	if missing := handled.Missing(healthy); len(missing) > 0 {
 		t.Errorf("healthy messages not handled: %v", missing)
+	}
+}
+
+// Issue 8, defect 9, the bound: when the dead-letter queue cannot be
+// declared again (here: no configure permission on it), the delivery is
+// not held forever: it goes back to its queue, reported as ActionRequeue.
+func TestUndeclarableDeadLetterQueueReturnsTheMessage(t *testing.T) {
+	vhost, url := brokertest.NewVhost(t)
+	key := hatotest.Key(t, "dl-denied")
+	evs := &hatotest.DeliveryEvents{}
+	var runs atomic.Int32
+	svc, err := hato.New("dl-denied", append(hatotest.Options(t, url), hato.WithDeliveryEvents(evs.Add))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		runs.Add(1)
+		return hato.DeadLetter(errors.New("hopeless"))
+	})
+	hatotest.Start(t, svc)
+	dlq := svc.Routes()[0].DeadLetterQueue
+	conn := brokertest.Dial(t, url, "test-dl-denied")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete(dlq, false, false, false); err != nil {
+		t.Fatalf("delete %s: %v", dlq, err)
+	}
+	uri, err := amqp.ParseURI(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := brokertest.Rabbitmqctl("set_permissions", "-p", vhost, uri.Username,
+		"^(?!"+regexp.QuoteMeta(dlq)+"$).*", ".*", ".*"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := svc.Publish(ctx, map[string]any{"id": "x"}, key); err != nil {
+		t.Fatal(err)
+	}
+	requeued := func() bool {
+		for _, e := range evs.Snapshot() {
+			if e.Action == hato.ActionRequeue && errors.Is(e.Err, hato.ErrUnroutable) && e.DeadLetterQueue == dlq {
+				return true
+			}
+		}
+		return false
+	}
+	brokertest.WaitFor(t, 20*time.Second, func() bool { return requeued() && runs.Load() >= 2 },
+		"an ActionRequeue event and the message handled again after going back to its queue")
+	for _, e := range evs.Snapshot() {
+		if e.Action == hato.ActionDeadLetter {
+			t.Errorf("reported dead-lettered into a queue that does not exist: %+v", e)
+		}
 	}
 }

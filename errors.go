@@ -110,6 +110,11 @@ const (
 	// ActionDrop: the handler dropped the message on purpose (Drop); it was
 	// acked and logged.
 	ActionDrop
+	// ActionRequeue: the message failed for good but could not be
+	// dead-lettered: its dead-letter queue refused the copy as unroutable
+	// even after hato declared the queue again. It went back to its queue
+	// (and is dead-lettered again when it fails again); Err says why.
+	ActionRequeue
 )
 
 func (a Action) String() string {
@@ -118,12 +123,14 @@ func (a Action) String() string {
 		return "dead-letter"
 	case ActionDrop:
 		return "drop"
+	case ActionRequeue:
+		return "requeue"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
-// DeliveryEvent reports a message that was dead-lettered or dropped (see
-// WithDeliveryEvents).
+// DeliveryEvent reports a message that was dead-lettered or dropped, or
+// could not be dead-lettered (ActionRequeue; see WithDeliveryEvents).
 type DeliveryEvent struct {
 	// Route is the route's name.
 	Route string
@@ -138,7 +145,8 @@ type DeliveryEvent struct {
 	// Err is why.
 	Err error
 	// DeadLetterQueue is the queue the message went to (ActionDeadLetter;
-	// empty when there is none).
+	// empty when there is none), or the one that refused it
+	// (ActionRequeue).
 	DeadLetterQueue string
 }
 
@@ -157,6 +165,8 @@ func deliveryEvent(e actors.DeliveryEvent) DeliveryEvent {
 		ev.Action = ActionDeadLetter
 	case actors.Drop:
 		ev.Action = ActionDrop
+	case actors.Requeue:
+		ev.Action = ActionRequeue
 	}
 	return ev
 }

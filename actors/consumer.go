@@ -94,6 +94,9 @@ type job struct {
 	attempts int
 	stage    stage
 	err      error
+	// redeclares counts how often the dead-letter queue was declared
+	// again because it refused this job's copy (see deadLetterFailed).
+	redeclares int
 }
 
 // keyOf identifies the message across redeliveries. It is computed only
@@ -245,6 +248,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.deadLettered(ctx, msg)
 	case *deadLetterRetry:
 		c.deadLetterRetry(ctx, msg)
+	case *deadLetterQueueDeclared:
+		c.deadLetterQueueDeclared(ctx, msg)
 	case *reopen:
 		c.reopen(ctx)
 	case *drainTimeout:
@@ -682,11 +687,7 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 		return
 	}
 	if msg.err != nil {
-		// Never drop the message and never loop: hold it and try again.
-		delay := c.policy.Backoff.Delay(3)
-		c.log.Error("dead-lettering failed; holding the message and retrying",
-			append(c.fields(j, msg.err), zap.Duration("retry_in", delay))...)
-		c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
+		c.deadLetterFailed(j, msg.err)
 		return
 	}
 	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
@@ -798,7 +799,7 @@ func (c *consumer) eventFor(j *job, action Action, err error) DeliveryEvent {
 		Route: c.route.Name, Action: action, MessageID: j.d.MessageId, RoutingKey: j.d.RoutingKey,
 		Attempts: j.attempts, Err: err,
 	}
-	if action == DeadLetter {
+	if action == DeadLetter || action == Requeue {
 		ev.DeadLetterQ = c.policy.DeadLetterQueue
 	}
 	return ev

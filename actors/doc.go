@@ -62,7 +62,9 @@
 // crashes the actor into its supervisor ([HandlerPanic]); a message that
 // keeps crashing or being requeued is dead-lettered as poison, counted per
 // message in [RouteState] (a quorum queue's delivery count is only a
-// backstop: [FailurePolicy.DeliveryCountLimit]).
+// backstop: [FailurePolicy.DeliveryCountLimit]). A dead-letter queue that
+// refuses a copy as unroutable is declared again, a bounded number of
+// times, before the delivery goes back to its queue.
 //
 // # Never blocking a mailbox
 //

@@ -39,9 +39,12 @@ type Route struct {
 	// Reopen paces channel reopening after a channel or connection loss.
 	Reopen supervisor.Backoff
 	// Events, when set, receives one event per message dead-lettered
-	// (once the dead-letter queue confirmed it) or dropped, from the
-	// consumer actor's or the publisher's goroutine. It must be safe for
-	// concurrent use and must not block.
+	// (once the dead-letter queue confirmed it) or dropped, and a Requeue
+	// event when a message could not be dead-lettered because its
+	// dead-letter queue refused the copy even after being declared again
+	// (the message went back to its queue), from the consumer actor's or
+	// the publisher's goroutine. It must be safe for concurrent use and
+	// must not block.
 	Events func(DeliveryEvent)
 }
 
