@@ -80,6 +80,11 @@ type FailurePolicy struct {
 	// MaxRedeliveries bounds how often one message may come back from the
 	// broker because its handler asked to requeue it or crashed the route's
 	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
+	// Only what the message itself did counts: returns it did not cause
+	// (another message's crash, a lost channel, a drain, a restart) do not.
+	// A quorum queue's x-delivery-count, which counts those too before
+	// RabbitMQ 4.3, is only a backstop at 100 deliveries (or 20 ×
+	// MaxRedeliveries if more), for a message that crashes the whole process.
 	MaxRedeliveries int
 	// DeadLetterQueue is where failed messages are republished. Empty means
 	// "<queue>.dlq" (or none with NoDeadLetterQueue: failed messages are
@@ -108,6 +113,11 @@ const (
 	// ActionDrop: the handler dropped the message on purpose (Drop); it was
 	// acked and logged.
 	ActionDrop
+	// ActionRequeue: the message failed for good but could not be
+	// dead-lettered: its dead-letter queue refused the copy as unroutable
+	// even after hato declared the queue again. It went back to its queue
+	// (and is dead-lettered again when it fails again); Err says why.
+	ActionRequeue
 )
 
 func (a Action) String() string {
@@ -116,12 +126,14 @@ func (a Action) String() string {
 		return "dead-letter"
 	case ActionDrop:
 		return "drop"
+	case ActionRequeue:
+		return "requeue"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
-// DeliveryEvent reports a message that was dead-lettered or dropped (see
-// WithDeliveryEvents).
+// DeliveryEvent reports a message that was dead-lettered or dropped, or
+// could not be dead-lettered (ActionRequeue; see WithDeliveryEvents).
 type DeliveryEvent struct {
 	// Route is the route's name.
 	Route string
@@ -136,7 +148,8 @@ type DeliveryEvent struct {
 	// Err is why.
 	Err error
 	// DeadLetterQueue is the queue the message went to (ActionDeadLetter;
-	// empty when there is none).
+	// empty when there is none), or the one that refused it
+	// (ActionRequeue).
 	DeadLetterQueue string
 }
 
@@ -155,6 +168,8 @@ func deliveryEvent(e actors.DeliveryEvent) DeliveryEvent {
 		ev.Action = ActionDeadLetter
 	case actors.Drop:
 		ev.Action = ActionDrop
+	case actors.Requeue:
+		ev.Action = ActionRequeue
 	}
 	return ev
 }

@@ -354,7 +354,9 @@ func WithSupervisorEvents(fn func(SupervisorEvent)) Option {
 }
 
 // WithDeliveryEvents receives one event for every message dead-lettered
-// (once the dead-letter queue confirmed it) or dropped on purpose. fn is
+// (once the dead-letter queue confirmed it) or dropped on purpose, and one
+// (ActionRequeue) whenever a failed message went back to its queue because
+// its dead-letter queue refused the copy even after being declared again. fn is
 // called from hato's goroutines, possibly concurrently: it must be safe for
 // concurrent use and must not block.
 func WithDeliveryEvents(fn func(DeliveryEvent)) Option {

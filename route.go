@@ -178,7 +178,8 @@ func Validator(fn func(payload any) error) RouteOption {
 }
 
 // QuorumQueue declares the route's queue (and dead-letter queue) as a
-// quorum queue, whose delivery count detects poison messages. The
+// quorum queue, whose delivery count is a backstop against poison messages
+// that crash the whole process (see FailurePolicy.MaxRedeliveries). The
 // declaration differs from tomodachi's: use it only for queues hato owns
 // alone.
 func QuorumQueue() RouteOption {

@@ -97,6 +97,9 @@ type job struct {
 	attempts int
 	stage    stage
 	err      error
+	// redeclares counts how often the dead-letter queue was declared
+	// again because it refused this job's copy (see deadLetterFailed).
+	redeclares int
 }
 
 // keyOf identifies the message across redeliveries. It is computed only
@@ -257,6 +260,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.deadLettered(ctx, msg)
 	case *deadLetterRetry:
 		c.deadLetterRetry(ctx, msg)
+	case *deadLetterQueueDeclared:
+		c.deadLetterQueueDeclared(ctx, msg)
 	case *reopen:
 		c.reopen(ctx)
 	case *drainTimeout:
@@ -492,14 +497,7 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 	c.nextID++
 	j := &job{id: c.nextID, d: d}
 	c.jobs[j.id] = j
-	// A redelivery of a message already dead-lettered (its ack died with
-	// its channel) is acked, not dead-lettered twice. Only for messages with
-	// an id: two raw messages with equal bodies are different messages.
-	if d.Redelivered && d.MessageId != "" && c.state.isDeadLettered(j.keyOf()) {
-		c.log.Info("redelivered message was dead-lettered already; acking it", c.fields(j, nil)...)
-		j.d.Ack()
-		delete(c.jobs, j.id)
-		c.checkDrained()
+	if c.dead(j) {
 		return
 	}
 	if reason := c.poisoned(j); reason != nil {
@@ -519,17 +517,20 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 }
 
 // poisoned reports why a redelivered message must not run again: it crashed
-// its handler or was requeued more than MaxRedeliveries times (counted by the
-// broker for quorum queues, by the route's memory otherwise).
+// its handler or was requeued more than MaxRedeliveries times, as the
+// route's memory counted it. A quorum queue's x-delivery-count is only a
+// backstop (see FailurePolicy.DeliveryCountLimit): before RabbitMQ 4.3 it
+// rises on every return, so it also counts what other messages and
+// restarts did to this one.
 func (c *consumer) poisoned(j *job) error {
 	if !j.d.Redelivered {
 		return nil
 	}
-	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.MaxRedeliveries) {
-		return fmt.Errorf("poison message: delivered %d times (limit %d)", n, c.policy.MaxRedeliveries)
-	}
 	if n := c.state.count(j.keyOf()); n > c.policy.MaxRedeliveries {
 		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)
+	}
+	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.DeliveryCountLimit()) {
+		return fmt.Errorf("poison message: delivered %d times (backstop %d)", n, c.policy.DeliveryCountLimit())
 	}
 	return nil
 }
@@ -743,6 +744,7 @@ func (c *consumer) deadLetter(ctx actor.Context, j *job, reason error) {
 func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
 	inc, id, self, sys, state, key := c.inc, j.id, c.self, c.sys, c.state, j.keyOf()
 	req := deadLetterRequest(j.d, c.policy.DeadLetterQueue, c.route, j.attempts, j.err)
+	stamp, _ := req.Msg.Headers[HeaderDeadLetteredAt].(string)
 	ev := c.eventFor(j, DeadLetter, j.err)
 	events := c.route.Events
 	req.Done = func(err error) {
@@ -750,7 +752,7 @@ func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
 			// Recorded here, not in the actor: if the actor restarted
 			// meanwhile, the redelivered original must still be known, and
 			// the event must still be reported, exactly once.
-			state.setDeadLettered(key)
+			state.setDeadLettered(key, stamp)
 			if events != nil {
 				events(ev)
 			}
@@ -766,11 +768,7 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 		return
 	}
 	if msg.err != nil {
-		// Never drop the message and never loop: hold it and try again.
-		delay := c.policy.Backoff.Delay(3)
-		c.log.Error("dead-lettering failed; holding the message and retrying",
-			append(c.fields(j, msg.err), zap.Duration("retry_in", delay))...)
-		c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
+		c.deadLetterFailed(j, msg.err)
 		return
 	}
 	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
@@ -891,7 +889,7 @@ func (c *consumer) eventFor(j *job, action Action, err error) DeliveryEvent {
 		Route: c.route.Name, Action: action, MessageID: j.d.MessageId, RoutingKey: j.d.RoutingKey,
 		Attempts: j.attempts, Err: err,
 	}
-	if action == DeadLetter {
+	if action == DeadLetter || action == Requeue {
 		ev.DeadLetterQ = c.policy.DeadLetterQueue
 	}
 	return ev

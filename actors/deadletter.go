@@ -1,12 +1,19 @@
 package actors
 
 import (
+	"errors"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/broker"
 )
+
+// maxRedeclares bounds how often a consumer declares its dead-letter queue
+// again for one delivery whose copy the queue refused as unroutable.
+const maxRedeclares = 3
 
 // Headers hato adds to a dead-lettered message.
 const (
@@ -80,4 +87,115 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// dead settles a delivery whose message is marked dead-lettered in the
+// route's memory. The mark is for one thing: the original of a confirmed
+// dead-letter copy coming back redelivered because its ack died with its
+// channel. That redelivery is acked, not dead-lettered twice, and the mark
+// goes with it. The copy itself, replayed (it carries the mark's stamp), is
+// handled like any message, and so is a message that arrives not
+// redelivered, which also clears the mark: the redelivery it was for is
+// past. Only for messages with an id: two raw messages with equal bodies are
+// different messages.
+func (c *consumer) dead(j *job) bool {
+	if j.d.MessageId == "" || !c.state.hasDeadLettered() {
+		return false
+	}
+	if !j.d.Redelivered {
+		c.state.clearDeadLettered(j.keyOf())
+		return false
+	}
+	stamp, _ := j.d.Headers[HeaderDeadLetteredAt].(string)
+	if !c.state.isDeadLettered(j.keyOf(), stamp) {
+		return false
+	}
+	c.log.Info("redelivered message was dead-lettered already; acking it", c.fields(j, nil)...)
+	j.d.Ack()
+	c.done(j)
+	return true
+}
+
+// deadLetterQueueDeclared reports declaring the dead-letter queue again
+// for job id (see deadLetterFailed).
+type deadLetterQueueDeclared struct {
+	inc, id uint64
+	err     error
+}
+
+func (m *deadLetterQueueDeclared) incarnation() uint64 { return m.inc }
+
+// deadLetterFailed handles a dead-letter copy the broker did not take. An
+// unroutable copy means the dead-letter queue is gone: it is declared again
+// and the copy sent again, up to maxRedeclares times; beyond that the
+// delivery goes back to its queue (logged, and reported as a Requeue event)
+// rather than being held forever. Any other failure (connection loss,
+// nack, full buffer) holds the delivery and tries again after a backoff.
+func (c *consumer) deadLetterFailed(j *job, err error) {
+	if !errors.Is(err, broker.ErrUnroutable) {
+		// Never drop the message and never loop: hold it and try again.
+		delay := c.policy.Backoff.Delay(3)
+		c.log.Error("dead-lettering failed; holding the message and retrying",
+			append(c.fields(j, err), zap.Duration("retry_in", delay))...)
+		c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
+		return
+	}
+	if j.redeclares >= maxRedeclares {
+		c.log.Error("dead-letter queue refuses the copy even after declaring it again; returning the message to its queue",
+			append(c.fields(j, err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue), zap.Int("declared", j.redeclares))...)
+		c.event(j, Requeue, err)
+		c.release(j)
+		return
+	}
+	j.redeclares++
+	c.log.Warn("dead-letter copy unroutable: declaring the dead-letter queue again",
+		append(c.fields(j, err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue), zap.Int("declaring", j.redeclares))...)
+	c.declareDeadLetterQueue(j.id)
+}
+
+// deadLetterQueueDeclared sends the copy again once the dead-letter queue
+// was declared again, at once, or after a backoff when declaring failed or
+// the copy was refused before.
+func (c *consumer) deadLetterQueueDeclared(ctx actor.Context, msg *deadLetterQueueDeclared) {
+	j := c.jobs[msg.id]
+	if j == nil || j.stage != deadLettering {
+		return
+	}
+	if msg.err == nil && j.redeclares == 1 {
+		c.publishDeadLetter(ctx, j)
+		return
+	}
+	delay := c.policy.Backoff.Delay(j.redeclares)
+	if msg.err != nil {
+		c.log.Error("declaring the dead-letter queue failed", append(c.fields(j, msg.err),
+			zap.String("dead_letter_queue", c.policy.DeadLetterQueue), zap.Duration("retry_in", delay))...)
+	}
+	c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
+}
+
+// declareDeadLetterQueue declares the route's dead-letter queue, as its
+// topology does, on a channel of its own (a failed declaration closes its
+// channel, which must not be the route's), then reports
+// deadLetterQueueDeclared for job id. A one-shot actor asks the connection
+// actor for the channel, so the channel is closed however late it comes.
+func (c *consumer) declareDeadLetterQueue(id uint64) {
+	topo := c.route.Topology
+	topo.DeadLetterQueue = c.policy.DeadLetterQueue
+	inc, self, sys, conn := c.inc, c.self, c.sys, c.conn
+	sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch msg := ctx.Message().(type) {
+		case *actor.Started:
+			ctx.Send(conn, &OpenChannel{ReplyTo: ctx.Self(), Nonce: id})
+		case *ChannelReply:
+			ctx.Stop(ctx.Self())
+			go func() {
+				err := msg.Err
+				if msg.Channel != nil {
+					err = topo.DeclareDeadLetterQueue(msg.Channel)
+					_ = msg.Channel.Close()
+				}
+				sys.Root.Send(self, &deadLetterQueueDeclared{inc: inc, id: id, err: err})
+			}()
+		}
+	}))
 }

@@ -13,12 +13,12 @@ import (
 // attempts, dead-lettered).
 //
 // A message without a message id (a raw publish by another client) has
-// nothing that tells two copies with equal bodies apart, on a classic queue
-// at least (a quorum queue's x-delivery-count does, and is checked first).
-// Such a message is keyed by content (exchange, routing key, body), and only
-// for what content explains: crashes and requeues, so a body that crashes
-// its handler is dead-lettered after MaxRedeliveries instead of looping
-// forever, whichever copy carries it. Its failed handler attempts and its
+// nothing that tells two copies with equal bodies apart (a quorum queue's
+// x-delivery-count is no help: it counts returns the message did not cause
+// too). Such a message is keyed by content (exchange, routing key, body),
+// and only for what content explains: crashes and requeues, so a body that
+// crashes its handler is dead-lettered after MaxRedeliveries instead of
+// looping forever, whichever copy carries it. Its failed handler attempts and its
 // dead-lettered mark are never remembered: each delivery of an id-less
 // message gets the whole in-process attempt budget, and a failure or the
 // dead-lettering of one copy never counts against another. Give messages

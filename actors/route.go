@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hato-go/hato/broker"
@@ -40,9 +41,12 @@ type Route struct {
 	// Reopen paces channel reopening after a channel or connection loss.
 	Reopen supervisor.Backoff
 	// Events, when set, receives one event per message dead-lettered
-	// (once the dead-letter queue confirmed it) or dropped, from the
-	// consumer actor's or the publisher's goroutine. It must be safe for
-	// concurrent use and must not block.
+	// (once the dead-letter queue confirmed it) or dropped, and a Requeue
+	// event when a message could not be dead-lettered because its
+	// dead-letter queue refused the copy even after being declared again
+	// (the message went back to its queue), from the consumer actor's or
+	// the publisher's goroutine. It must be safe for concurrent use and
+	// must not block.
 	Events func(DeliveryEvent)
 }
 
@@ -55,7 +59,12 @@ type FailurePolicy struct {
 	Backoff supervisor.Backoff
 	// MaxRedeliveries bounds how often one message may come back from the
 	// broker because its handler asked to requeue it or crashed the actor;
-	// beyond it the message is dead-lettered. Zero means 5.
+	// beyond it the message is dead-lettered. Zero means 5. Only what the
+	// message itself did counts (the route's RouteState counts it): a
+	// message returned because another one crashed the actor, or because
+	// the channel closed, a drain or a restart, is not poison. A quorum
+	// queue's x-delivery-count counts every return (before RabbitMQ 4.3),
+	// so it is only a backstop: see DeliveryCountLimit.
 	MaxRedeliveries int
 	// DeadLetterQueue is where failed messages are republished. Empty means
 	// no dead-letter queue: failed messages are rejected without requeue
@@ -76,6 +85,16 @@ func (p FailurePolicy) WithDefaults() FailurePolicy {
 		p.Backoff = supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
 	}
 	return p
+}
+
+// DeliveryCountLimit is the backstop on a quorum queue's x-delivery-count:
+// a redelivered message the broker delivered more often than this is
+// dead-lettered as poison even if the route's memory knows nothing of it
+// (it crashed the whole process, or another instance, each time). It is
+// high, 100 or 20 × MaxRedeliveries if more, because the count also rises
+// when a healthy message is returned for others' crashes or a restart.
+func (p FailurePolicy) DeliveryCountLimit() int {
+	return max(100, 20*p.MaxRedeliveries)
 }
 
 // Action is what happens to a delivery after its handler ran.
@@ -157,8 +176,12 @@ type DeliveryEvent struct {
 
 // RouteState is the memory of a route that outlives its actor's restarts
 // and its channel's reconnections: for each message (see msgKey), how often
-// it crashed a handler or was requeued, and how many handler attempts
-// failed. A message redelivered by the broker (after a crash, a requeue or a
+// it crashed a handler (it was the delivery in the handler that panicked)
+// or was requeued by its handler, how many handler attempts failed, and
+// whether its dead-letter copy was confirmed (see setDeadLettered). Poison
+// is judged by these, what the message itself did; returns it did not
+// cause (another message's crash, a channel loss, a drain) count nowhere.
+// A message redelivered by the broker (after a crash, a requeue or a
 // connection loss) so continues from where it was: its poison limit and its
 // attempt budget are never reset by a redelivery. It is bounded by its live
 // records: when it is full, the record touched least recently is forgotten.
@@ -167,13 +190,16 @@ type RouteState struct {
 	marks map[msgKey]*list.Element // of *marks, in order: least recently touched first
 	order *list.List
 	limit int
+	// deadMarks counts records marked dead-lettered, so a delivery that is
+	// not redelivered is hashed (to clear its mark) only while there are any.
+	deadMarks atomic.Int64
 }
 
 type marks struct {
 	key          msgKey
-	redeliveries int  // crashes and requeues
-	failures     int  // failed handler attempts
-	deadLettered bool // republished to the dead-letter queue and confirmed
+	redeliveries int    // crashes and requeues
+	failures     int    // failed handler attempts
+	deadLettered string // stamp of the confirmed dead-letter copy; "" when none
 }
 
 // NewRouteState returns an empty state remembering up to limit messages
@@ -193,9 +219,7 @@ func (s *RouteState) entry(key msgKey) *marks {
 		return e.Value.(*marks)
 	}
 	for len(s.marks) >= s.limit {
-		oldest := s.order.Front()
-		s.order.Remove(oldest)
-		delete(s.marks, oldest.Value.(*marks).key)
+		s.drop(s.order.Front())
 	}
 	m := &marks{key: key}
 	s.marks[key] = s.order.PushBack(m)
@@ -255,26 +279,54 @@ func (s *RouteState) failures(key msgKey) int {
 }
 
 // setDeadLettered remembers that the message is safely in the dead-letter
-// queue, so a redelivery (its ack was lost with its channel) is acked
+// queue as the copy stamped stamp (its HeaderDeadLetteredAt), so the
+// original's redelivery (its ack was lost with its channel) is acked
 // instead of dead-lettered twice. Not for a message without id: see msgKey.
-func (s *RouteState) setDeadLettered(key msgKey) {
+//
+// The mark suppresses that one redelivery and nothing else: it is dropped
+// when the redelivery is settled (see consumer.dead), when the message
+// arrives again not redelivered (a new publish or a replay from the
+// dead-letter queue: see clearDeadLettered), and it never matches the copy
+// itself (which carries stamp).
+func (s *RouteState) setDeadLettered(key msgKey, stamp string) {
 	if key.byContent {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.entry(key).deadLettered = true
+	m := s.entry(key)
+	if m.deadLettered == "" {
+		s.deadMarks.Add(1)
+	}
+	m.deadLettered = stamp
 }
 
-// isDeadLettered reports whether the message was dead-lettered already.
-func (s *RouteState) isDeadLettered(key msgKey) bool {
-	if key.byContent {
+// isDeadLettered reports whether a redelivery of the message carrying
+// stamp (its HeaderDeadLetteredAt, empty if none) is the original of a
+// confirmed dead-letter copy, rather than that copy replayed.
+func (s *RouteState) isDeadLettered(key msgKey, stamp string) bool {
+	if key.byContent || s.deadMarks.Load() == 0 {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.lookup(key)
-	return m != nil && m.deadLettered
+	return m != nil && m.deadLettered != "" && m.deadLettered != stamp
+}
+
+// hasDeadLettered reports whether any message is marked dead-lettered; a
+// cheap check before hashing a delivery that is not redelivered.
+func (s *RouteState) hasDeadLettered() bool { return s.deadMarks.Load() > 0 }
+
+// clearDeadLettered drops the message's dead-lettered mark: it arrived
+// again as a new delivery, so the one redelivery the mark was for is past.
+func (s *RouteState) clearDeadLettered(key msgKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.lookup(key); m != nil && m.deadLettered != "" {
+		m.deadLettered = ""
+		s.deadMarks.Add(-1)
+	}
 }
 
 // forget drops the message's record once it is settled for good.
@@ -282,7 +334,16 @@ func (s *RouteState) forget(key msgKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.marks[key]; ok {
-		s.order.Remove(e)
-		delete(s.marks, key)
+		s.drop(e)
 	}
+}
+
+// drop removes a record; s.mu must be held.
+func (s *RouteState) drop(e *list.Element) {
+	m := e.Value.(*marks)
+	if m.deadLettered != "" {
+		s.deadMarks.Add(-1)
+	}
+	s.order.Remove(e)
+	delete(s.marks, m.key)
 }

@@ -64,11 +64,11 @@ func TestRouteStateDistinctIDlessMessagesShareNoFailures(t *testing.T) {
 	for range 3 {
 		s.fail(messageKey(first))
 	}
-	s.setDeadLettered(messageKey(first))
+	s.setDeadLettered(messageKey(first), "2026-01-01T00:00:00Z")
 	if n := s.failures(messageKey(second)); n != 0 {
 		t.Fatalf("an id-less message with an equal body inherits %d failed attempts", n)
 	}
-	if s.isDeadLettered(messageKey(second)) {
+	if s.isDeadLettered(messageKey(second), "") {
 		t.Fatal("an id-less message with an equal body counts as dead-lettered")
 	}
 	// Messages with ids keep their memory across redeliveries.
@@ -81,6 +81,37 @@ func TestRouteStateDistinctIDlessMessagesShareNoFailures(t *testing.T) {
 	}
 	if n := s.failures(messageKey(delivery("m-2", "same body"))); n != 0 {
 		t.Fatalf("another id inherits %d failures", n)
+	}
+}
+
+// The dead-lettered mark matches only the original's redelivery: never the
+// copy replayed (it carries the mark's stamp), and not after the message
+// arrived anew, was forgotten or was evicted.
+func TestRouteStateDeadLetterMarkIsScopedToTheOriginal(t *testing.T) {
+	s := NewRouteState(2)
+	k := messageKey(delivery("m-1", "body"))
+	const stamp = "2026-01-01T00:00:00.000000001Z"
+	s.setDeadLettered(k, stamp)
+	if !s.isDeadLettered(k, "") || !s.isDeadLettered(k, "2025-12-31T00:00:00Z") {
+		t.Fatal("the original (no stamp, or an older copy's) is not recognised as dead-lettered")
+	}
+	if s.isDeadLettered(k, stamp) {
+		t.Fatal("the dead-letter copy itself, replayed, counts as dead-lettered")
+	}
+	s.clearDeadLettered(k)
+	if s.isDeadLettered(k, "") || s.hasDeadLettered() {
+		t.Fatal("the mark survives a new delivery of the message")
+	}
+	s.setDeadLettered(k, stamp)
+	s.forget(k)
+	if s.hasDeadLettered() {
+		t.Fatal("a forgotten record still counts as marked")
+	}
+	s.setDeadLettered(k, stamp)
+	s.mark(messageKey(delivery("m-2", "body")))
+	s.mark(messageKey(delivery("m-3", "body"))) // evicts m-1
+	if s.isDeadLettered(k, "") || s.hasDeadLettered() {
+		t.Fatal("an evicted record still counts as marked")
 	}
 }
 

@@ -97,9 +97,20 @@ func (t Topology) Declare(ch *amqp.Channel) (amqp.Queue, error) {
 		return q, classify(fmt.Sprintf("bind queue %q to %q with %q", t.Queue, ex, t.BindingKey), err)
 	}
 	if t.DeadLetterQueue != "" {
-		if _, err := ch.QueueDeclare(t.DeadLetterQueue, true, false, false, false, t.deadLetterArgs()); err != nil {
-			return q, classify(fmt.Sprintf("declare dead-letter queue %q", t.DeadLetterQueue), err)
+		if err := t.DeclareDeadLetterQueue(ch); err != nil {
+			return q, err
 		}
 	}
 	return q, nil
+}
+
+// DeclareDeadLetterQueue declares the dead-letter queue alone, as Declare
+// does (durable, same queue type, no expiry): a consumer declares it again
+// when it went missing. It blocks on a broker round trip; a failure closes
+// ch and is classified (see Permanent).
+func (t Topology) DeclareDeadLetterQueue(ch *amqp.Channel) error {
+	if _, err := ch.QueueDeclare(t.DeadLetterQueue, true, false, false, false, t.deadLetterArgs()); err != nil {
+		return classify(fmt.Sprintf("declare dead-letter queue %q", t.DeadLetterQueue), err)
+	}
+	return nil
 }
