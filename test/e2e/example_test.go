@@ -124,7 +124,7 @@ func (n *node) wait(t *testing.T, timeout time.Duration) int {
 // jsonVector returns the payload of a tomodachi JSON envelope vector.
 func jsonVector(t *testing.T, name string) (payload string, data any) {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "..", "shared", "compat", "tomodachi", "json_envelope.jsonl"))
+	f, err := os.Open(filepath.Join("..", "..", "envelope", "testdata", "tomodachi", "json_envelope.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
