@@ -26,6 +26,10 @@ type ConsumerConfig struct {
 	State *RouteState
 	// Connection is the connection actor that opens channels and publishes.
 	Connection *actor.PID
+
+	// startSession starts a consuming session; nil means broker.StartConsumer.
+	// Unit tests set a fake.
+	startSession sessionStarter
 }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
@@ -64,6 +68,9 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 		route.Concurrency = 1
 	}
 	policy := route.Failure.WithDefaults()
+	if cfg.startSession == nil {
+		cfg.startSession = startBrokerSession
+	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
 			route:  route,
@@ -72,6 +79,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			conn:   cfg.Connection,
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
+			begin:  cfg.startSession,
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }
@@ -119,7 +127,8 @@ type consumer struct {
 	ctx    context.Context // handlers' context, cancelled on stop / drain timeout
 	cancel context.CancelFunc
 
-	session     *broker.Consumer
+	begin       sessionStarter
+	session     consumerSession
 	gen         uint64 // session generation: deliveries of older ones are void
 	opening     bool
 	nonce       uint64
@@ -141,7 +150,7 @@ type consumer struct {
 type (
 	sessionStarted struct {
 		inc, gen uint64
-		s        *broker.Consumer
+		s        consumerSession
 		q        amqp.Queue
 		err      error
 	}
@@ -379,9 +388,9 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
 		},
 	}
-	ch := msg.Channel
+	ch, start := msg.Channel, c.begin
 	go func() {
-		s, q, err := broker.StartConsumer(ch, cfg)
+		s, q, err := start(ch, cfg)
 		sys.Root.Send(self, &sessionStarted{inc: inc, gen: gen, s: s, q: q, err: err})
 	}()
 }
