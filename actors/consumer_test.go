@@ -3,9 +3,13 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/supervisor"
@@ -397,5 +401,100 @@ func TestConsumerDrainIdle(t *testing.T) {
 	}
 	if len(r.rep.failedReports()) != 0 || r.sessions.n() != 1 {
 		t.Errorf("a drained consumer reported %v and opened %d sessions", r.rep.failedReports(), r.sessions.n())
+	}
+}
+
+// A session that cannot start is retried after the Reopen backoff; a
+// permanent refusal (a conflicting declaration) is reported to the
+// supervisor and not retried.
+func TestConsumerSessionStartFailures(t *testing.T) {
+	t.Run("transient", func(t *testing.T) {
+		r := startConsumer(t, &Route{Handle: handlers{}.handle}, &fakeConn{},
+			[]error{broker.ErrClosed, broker.ErrClosed})
+		s := r.sessions.await(t, 0)
+		if n := r.sessions.starts(); n != 3 {
+			t.Errorf("%d session starts, want 3", n)
+		}
+		waitFor(t, "ChildReady", func() bool { return r.rep.readyCount() == 1 })
+		s.deliver(1, "ok", false)
+		waitFor(t, "ack 1", func() bool { return s.has("ack 1") })
+		if f := r.rep.failedReports(); len(f) != 0 {
+			t.Errorf("transient start failures reported %v", f)
+		}
+	})
+	t.Run("permanent", func(t *testing.T) {
+		refused := fmt.Errorf("declare queue: %w", broker.ErrPreconditionFailed)
+		r := startConsumer(t, &Route{Handle: handlers{}.handle}, &fakeConn{}, []error{refused})
+		waitFor(t, "the permanent failure reported", func() bool { return len(r.rep.failedReports()) == 1 })
+		if f := r.rep.failedReports()[0]; !f.Permanent || !errors.Is(f.Err, broker.ErrPreconditionFailed) {
+			t.Errorf("ChildFailed = %+v, want permanent", f)
+		}
+		// The actor does not retry: a drain now finds nothing open and is
+		// done at once, and no session was ever started.
+		done := make(chan struct{})
+		r.sys.Root.Send(r.pid, &supervisor.Drain{Deadline: time.Now().Add(waitLimit), Done: done})
+		waitClosed(t, done, "drain done")
+		if n := r.sessions.starts(); n != 1 {
+			t.Errorf("%d session starts after a permanent failure, want 1", n)
+		}
+	})
+}
+
+// A handler failing while the route drains is not retried: its delivery
+// goes back to the queue and the drain completes.
+func TestConsumerFailureWhileDrainingReturnsDelivery(t *testing.T) {
+	hold := newGate(t)
+	running := make(chan struct{}, 1)
+	r := newConsumer(t, &Route{
+		Handle: handlers{"fail": func(context.Context, *broker.Delivery) error {
+			running <- struct{}{}
+			hold.wait()
+			return errors.New("boom")
+		}}.handle,
+		Failure: FailurePolicy{Backoff: fastRetry},
+	}, &fakeConn{})
+	s := r.sessions.await(t, 0)
+	s.deliver(1, "fail", false)
+	recv(t, running)
+	done := make(chan struct{})
+	r.sys.Root.Send(r.pid, &supervisor.Drain{Deadline: time.Now().Add(waitLimit), Done: done})
+	waitFor(t, "the session cancelled", func() bool { return s.has("cancel") })
+	hold.open()
+	waitClosed(t, done, "drain done")
+	if a, c := s.index("nack 1 requeue"), s.index("close"); a < 0 || c < a {
+		t.Errorf("want nack 1 requeue then close, got %v", s.log)
+	}
+}
+
+// Redeliveries: one of a message already dead-lettered (its ack was lost)
+// is acked without running the handler; one that a quorum queue counted
+// past MaxRedeliveries is dead-lettered.
+func TestConsumerRedeliveries(t *testing.T) {
+	conn := &fakeConn{autoConfirm: true}
+	var runs atomic.Int32
+	r := newConsumer(t, &Route{
+		Handle: func(context.Context, *broker.Delivery) error {
+			runs.Add(1)
+			return nil
+		},
+		Failure: FailurePolicy{MaxRedeliveries: 2, Backoff: fastRetry, DeadLetterQueue: "q.dlq"},
+	}, conn)
+	s := r.sessions.await(t, 0)
+	done := s.delivery(1, "done", true)
+	r.state.setDeadLettered(messageKey(done))
+	s.cfg.Deliver(done)
+	waitFor(t, "ack 1", func() bool { return s.has("ack 1") })
+	if conn.publishes() != 0 {
+		t.Errorf("an already dead-lettered message was dead-lettered again")
+	}
+	counted := s.delivery(2, "counted", true)
+	counted.Headers = amqp.Table{"x-delivery-count": int64(3)}
+	s.cfg.Deliver(counted)
+	waitFor(t, "ack 2", func() bool { return s.has("ack 2") })
+	if reason, _ := conn.publish(t, 0).Msg.Headers[HeaderReason].(string); reason != "poison message: delivered 3 times (limit 2)" {
+		t.Errorf("reason = %q", reason)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("handler ran %d times", n)
 	}
 }

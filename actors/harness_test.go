@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// newSystem is an actor system that logs nothing, shut down on cleanup.
+func newSystem(t *testing.T) *actor.ActorSystem {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	t.Cleanup(sys.Shutdown)
+	return sys
 }
 
 // fakeSession stands in for a broker.Consumer: the test delivers through it
@@ -171,16 +181,30 @@ func (s *fakeSession) isEnded() bool {
 // sessions starts fake sessions for a consumer actor and keeps them in
 // order.
 type sessions struct {
-	mu   sync.Mutex
-	list []*fakeSession
+	mu       sync.Mutex
+	list     []*fakeSession
+	failures []error // the next starts fail with these, in order
+	attempts int
 }
 
 func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
-	s := &fakeSession{cfg: cfg}
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.attempts++
+	if len(ss.failures) > 0 {
+		err := ss.failures[0]
+		ss.failures = ss.failures[1:]
+		return nil, amqp.Queue{}, err
+	}
+	s := &fakeSession{cfg: cfg}
 	ss.list = append(ss.list, s)
-	ss.mu.Unlock()
 	return s, amqp.Queue{Name: cfg.Topology.Queue}, nil
+}
+
+func (ss *sessions) starts() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.attempts
 }
 
 func (ss *sessions) n() int {
@@ -349,6 +373,16 @@ func (l *eventLog) all() []DeliveryEvent {
 // fast Reopen unless set; Events recorded) and waits for its first session.
 func newConsumer(t *testing.T, route *Route, conn *fakeConn) *consumerRig {
 	t.Helper()
+	r := startConsumer(t, route, conn, nil)
+	r.sessions.await(t, 0)
+	waitFor(t, "ChildReady", func() bool { return r.rep.readyCount() >= 1 })
+	return r
+}
+
+// startConsumer starts a consumer actor whose first session starts fail
+// with failures.
+func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error) *consumerRig {
+	t.Helper()
 	if route.Name == "" {
 		route.Name = "route"
 	}
@@ -360,19 +394,15 @@ func newConsumer(t *testing.T, route *Route, conn *fakeConn) *consumerRig {
 	}
 	events := &eventLog{}
 	route.Events = events.add
-	sys := actor.NewActorSystem()
-	t.Cleanup(sys.Shutdown)
+	sys := newSystem(t)
 	connPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(connPID).Wait() })
-	ss := &sessions{}
+	ss := &sessions{failures: failures}
 	state := NewRouteState(0)
 	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
 		Route: route, State: state, Connection: connPID, startSession: ss.start,
 	}))
-	r := &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
-	ss.await(t, 0)
-	waitFor(t, "ChildReady", func() bool { return rep.readyCount() >= 1 })
-	return r
+	return &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
 }
 
 // recv receives from ch, failing the test after waitLimit.
