@@ -25,6 +25,10 @@ type ConsumerConfig struct {
 	State *RouteState
 	// Connection is the connection actor that opens channels and publishes.
 	Connection *actor.PID
+
+	// startSession starts a consuming session; nil means broker.StartConsumer.
+	// Unit tests set a fake.
+	startSession sessionStarter
 }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
@@ -65,6 +69,9 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	policy := route.Failure.WithDefaults()
 	// Shared by every incarnation the props produce (restarts, respawns).
 	slots := newHandlerSlots(route.Concurrency)
+	if cfg.startSession == nil {
+		cfg.startSession = startBrokerSession
+	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
 			route:  route,
@@ -74,6 +81,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			conn:   cfg.Connection,
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
+			begin:  cfg.startSession,
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }
@@ -125,7 +133,8 @@ type consumer struct {
 	ctx    context.Context // handlers' context, cancelled on stop / drain timeout
 	cancel context.CancelFunc
 
-	session     *broker.Consumer
+	begin       sessionStarter
+	session     consumerSession
 	gen         uint64 // session generation: deliveries of older ones are void
 	opening     bool
 	op          *opening // the open in progress: owns its channel and session until sessionStarted
@@ -144,17 +153,13 @@ type consumer struct {
 	drained     bool // a drain completed: this incarnation never consumes again
 }
 
-// startConsumer starts a consuming session; tests replace it to hold a
-// session start open.
-var startConsumer = broker.StartConsumer
-
 // Async results; each carries the incarnation that started the work, and
 // the session results also the session generation. Receive drops stale ones
 // in one place (see stale) before dispatching.
 type (
 	sessionStarted struct {
 		inc, gen uint64
-		s        *broker.Consumer
+		s        consumerSession
 		q        amqp.Queue
 		err      error
 	}
@@ -420,9 +425,9 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
 		},
 	}
-	ch, op := msg.Channel, c.op
+	ch, op, start := msg.Channel, c.op, c.begin
 	go func() {
-		s, q, err := startConsumer(ch, cfg)
+		s, q, err := start(ch, cfg)
 		if err == nil && !op.holdSession(s) {
 			return // the actor is gone: the session is closed, its deliveries go back
 		}

@@ -4,6 +4,7 @@ package actors
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ type stopHarness struct {
 	requests chan *OpenChannel
 	consumer *actor.PID
 	queue    string
+	start    atomic.Pointer[sessionStarter] // replaces the session start when set
 }
 
 func newStopHarness(t *testing.T) *stopHarness {
@@ -49,7 +51,13 @@ func newStopHarness(t *testing.T) *stopHarness {
 			return ctx.Err()
 		},
 	}
-	props := ConsumerProps(ConsumerConfig{Route: route, Connection: fakeConn})
+	props := ConsumerProps(ConsumerConfig{Route: route, Connection: fakeConn,
+		startSession: func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+			if start := h.start.Load(); start != nil {
+				return (*start)(ch, cfg)
+			}
+			return startBrokerSession(ch, cfg)
+		}})
 	spawned := make(chan *actor.PID, 1)
 	h.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if _, ok := ctx.Message().(*actor.Started); ok {
@@ -112,13 +120,13 @@ func TestConsumerStoppedWhileItsSessionStartsReturnsItsDeliveries(t *testing.T) 
 		}
 	}
 	started, proceed := make(chan struct{}), make(chan struct{})
-	startConsumer = func(ch *amqp.Channel, cfg broker.ConsumerConfig) (*broker.Consumer, amqp.Queue, error) {
-		s, q, err := broker.StartConsumer(ch, cfg)
+	var start sessionStarter = func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+		s, q, err := startBrokerSession(ch, cfg)
 		close(started)
 		<-proceed
 		return s, q, err
 	}
-	t.Cleanup(func() { startConsumer = broker.StartConsumer })
+	h.start.Store(&start)
 
 	req := h.request(t)
 	h.sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: h.channel(t)})

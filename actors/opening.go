@@ -5,8 +5,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/hato-go/hato/broker"
 )
 
 // opening is one channel request of a consumer incarnation and what it
@@ -19,7 +17,7 @@ type opening struct {
 	mu        sync.Mutex
 	abandoned bool
 	ch        *amqp.Channel
-	s         *broker.Consumer
+	s         consumerSession
 }
 
 // holdChannel takes ch; false, with ch closed, once the request was
@@ -37,7 +35,7 @@ func (o *opening) holdChannel(ch *amqp.Channel) bool {
 
 // holdSession takes s, which owns the channel now; false, with s closed,
 // once the request was abandoned.
-func (o *opening) holdSession(s *broker.Consumer) bool {
+func (o *opening) holdSession(s consumerSession) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.abandoned {

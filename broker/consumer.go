@@ -60,22 +60,40 @@ type op struct {
 
 // Delivery is a message received by a Consumer. Settle it exactly once with
 // Ack, Nack or Reject; they never block.
+//
+// A Delivery built outside a Consumer (a test's fake session) is settled
+// through its amqp.Delivery's Acknowledger instead.
 type Delivery struct {
 	amqp.Delivery
 	session *Consumer
 }
 
 // Ack acknowledges the delivery on the channel it came from.
-func (d *Delivery) Ack() { d.session.enqueue(op{kind: opAck, tag: d.DeliveryTag}) }
+func (d *Delivery) Ack() { d.settle(op{kind: opAck, tag: d.DeliveryTag}) }
 
 // Nack negatively acknowledges the delivery; requeue puts it back in the queue.
 func (d *Delivery) Nack(requeue bool) {
-	d.session.enqueue(op{kind: opNack, tag: d.DeliveryTag, requeue: requeue})
+	d.settle(op{kind: opNack, tag: d.DeliveryTag, requeue: requeue})
 }
 
 // Reject rejects the delivery; requeue puts it back in the queue.
 func (d *Delivery) Reject(requeue bool) {
-	d.session.enqueue(op{kind: opReject, tag: d.DeliveryTag, requeue: requeue})
+	d.settle(op{kind: opReject, tag: d.DeliveryTag, requeue: requeue})
+}
+
+func (d *Delivery) settle(o op) {
+	if d.session != nil {
+		d.session.enqueue(o)
+		return
+	}
+	switch o.kind {
+	case opAck:
+		_ = d.Acknowledger.Ack(o.tag, false)
+	case opNack:
+		_ = d.Acknowledger.Nack(o.tag, false, o.requeue)
+	case opReject:
+		_ = d.Acknowledger.Reject(o.tag, o.requeue)
+	}
 }
 
 // Session returns the Consumer the delivery came from.

@@ -1,0 +1,29 @@
+package actors
+
+import (
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker"
+)
+
+// consumerSession is what the consumer actor needs of a consuming session
+// (a *broker.Consumer in production, a fake in unit tests). Deliveries are
+// settled through each *broker.Delivery.
+type consumerSession interface {
+	Cancel()
+	Close()
+}
+
+// sessionStarter sets a channel up and starts consuming on it; it blocks on
+// broker round trips (called off the mailbox). See broker.StartConsumer.
+type sessionStarter func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error)
+
+// startBrokerSession is the production sessionStarter. It never returns a
+// non-nil interface holding a nil *broker.Consumer.
+func startBrokerSession(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+	s, q, err := broker.StartConsumer(ch, cfg)
+	if s == nil {
+		return nil, q, err
+	}
+	return s, q, err
+}
