@@ -783,7 +783,9 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 }
 
 func (c *consumer) startDrain(msg *supervisor.Drain) {
-	if c.drain != nil {
+	if c.drain != nil || c.drained {
+		// Already draining (the first drain reports) or drained: this
+		// incarnation holds nothing and never consumes again.
 		close(msg.Done)
 		return
 	}

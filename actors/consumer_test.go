@@ -354,6 +354,20 @@ func TestConsumerDrainFinishesInHandThenCloses(t *testing.T) {
 	}
 }
 
+// A second drain of a drained consumer (the supervisor drains again when a
+// Stop follows a drain) completes at once: the route holds nothing.
+func TestConsumerSecondDrainCompletesAtOnce(t *testing.T) {
+	r := newConsumer(t, &Route{Handle: handlers{}.handle}, &fakeConn{})
+	s := r.sessions.await(t, 0)
+	first := make(chan struct{})
+	r.sys.Root.Send(r.pid, &supervisor.Drain{Deadline: time.Now().Add(waitLimit), Done: first})
+	waitClosed(t, first, "first drain done")
+	waitFor(t, "the session closed", func() bool { return s.has("close") })
+	second := make(chan struct{})
+	r.sys.Root.Send(r.pid, &supervisor.Drain{Deadline: time.Now().Add(waitLimit), Done: second})
+	waitClosed(t, second, "second drain done")
+}
+
 // At the drain deadline the handlers' context is cancelled, the unfinished
 // count reported, and the session closed with the delivery unsettled.
 func TestConsumerDrainTimeoutCancelsHandlers(t *testing.T) {
