@@ -20,9 +20,9 @@ import (
 type ConsumerConfig struct {
 	// Route is the subscription. Required.
 	Route *Route
-	// State outlives the actor's restarts (poison detection). Nil makes a
+	// state outlives the actor's restarts (poison detection). Nil makes a
 	// fresh one.
-	State *RouteState
+	state *routeState
 	// Connection is the connection actor that opens channels and publishes.
 	Connection *actor.PID
 
@@ -56,8 +56,8 @@ func (p *HandlerPanic) Error() string {
 // dead-lettering report back as messages. On restart or stop it closes its
 // channel, so every delivery it held goes back to the queue.
 func ConsumerProps(cfg ConsumerConfig) *actor.Props {
-	if cfg.State == nil {
-		cfg.State = NewRouteState(0)
+	if cfg.state == nil {
+		cfg.state = newRouteState(0)
 	}
 	route := cfg.Route
 	if route.Logger == nil {
@@ -76,7 +76,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 		return &consumer{
 			route:  route,
 			policy: policy,
-			state:  cfg.State,
+			state:  cfg.state,
 			slots:  slots,
 			conn:   cfg.Connection,
 			log:    route.Logger,
@@ -122,7 +122,7 @@ func (j *job) keyOf() msgKey {
 type consumer struct {
 	route  *Route
 	policy FailurePolicy
-	state  *RouteState
+	state  *routeState
 	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
 	log    *zap.Logger
@@ -619,7 +619,7 @@ func runHandler(it workItem, ctx context.Context, handle func(context.Context, *
 			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	done.err = handle(WithTracker(ctx, it.tr), it.d)
+	done.err = handle(withTracker(ctx, it.tr), it.d)
 	return done
 }
 
@@ -660,7 +660,7 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.abandon()
 		panic(p)
 	}
-	action := ActionOf(msg.err)
+	action := actionOf(msg.err)
 	if action == Ack {
 		// Acked once every publish the handler made is confirmed: the
 		// tracker reports (possibly at once).

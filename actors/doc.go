@@ -61,7 +61,7 @@
 // ack). A handler panic closes the channel, so the broker redelivers, and
 // crashes the actor into its supervisor ([HandlerPanic]); a message that
 // keeps crashing or being requeued is dead-lettered as poison, counted per
-// message in [RouteState] (a quorum queue's delivery count is only a
+// message in [routeState] (a quorum queue's delivery count is only a
 // backstop: [FailurePolicy.DeliveryCountLimit]). A dead-letter queue that
 // refuses a copy as unroutable is declared again, a bounded number of
 // times, before the delivery goes back to its queue.

@@ -348,7 +348,7 @@ type consumerRig struct {
 	sessions *sessions
 	pid      *actor.PID
 	rep      *reports
-	state    *RouteState
+	state    *routeState
 	events   *eventLog
 }
 
@@ -398,9 +398,9 @@ func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error)
 	connPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(connPID).Wait() })
 	ss := &sessions{failures: failures}
-	state := NewRouteState(0)
+	state := newRouteState(0)
 	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
-		Route: route, State: state, Connection: connPID, startSession: ss.start,
+		Route: route, state: state, Connection: connPID, startSession: ss.start,
 	}))
 	return &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
 }

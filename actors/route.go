@@ -149,9 +149,9 @@ func (d *Directive) Error() string {
 // Unwrap returns the cause.
 func (d *Directive) Unwrap() error { return d.Err }
 
-// ActionOf maps a handler's error to an action: nil → Ack, a *Directive →
+// actionOf maps a handler's error to an action: nil → Ack, a *Directive →
 // its action, anything else → Retry.
-func ActionOf(err error) Action {
+func actionOf(err error) Action {
 	if err == nil {
 		return Ack
 	}
@@ -174,7 +174,7 @@ type DeliveryEvent struct {
 	DeadLetterQ string
 }
 
-// RouteState is the memory of a route that outlives its actor's restarts
+// routeState is the memory of a route that outlives its actor's restarts
 // and its channel's reconnections: for each message (see msgKey), how often
 // it crashed a handler (it was the delivery in the handler that panicked)
 // or was requeued by its handler, how many handler attempts failed, and
@@ -185,7 +185,7 @@ type DeliveryEvent struct {
 // connection loss) so continues from where it was: its poison limit and its
 // attempt budget are never reset by a redelivery. It is bounded by its live
 // records: when it is full, the record touched least recently is forgotten.
-type RouteState struct {
+type routeState struct {
 	mu    sync.Mutex
 	marks map[msgKey]*list.Element // of *marks, in order: least recently touched first
 	order *list.List
@@ -202,18 +202,18 @@ type marks struct {
 	deadLettered string // stamp of the confirmed dead-letter copy; "" when none
 }
 
-// NewRouteState returns an empty state remembering up to limit messages
+// newRouteState returns an empty state remembering up to limit messages
 // (zero means 10,000).
-func NewRouteState(limit int) *RouteState {
+func newRouteState(limit int) *routeState {
 	if limit <= 0 {
 		limit = 10000
 	}
-	return &RouteState{marks: map[msgKey]*list.Element{}, order: list.New(), limit: limit}
+	return &routeState{marks: map[msgKey]*list.Element{}, order: list.New(), limit: limit}
 }
 
 // entry returns the message's record, creating it, and makes it the most
 // recently touched; s.mu must be held.
-func (s *RouteState) entry(key msgKey) *marks {
+func (s *routeState) entry(key msgKey) *marks {
 	if e, ok := s.marks[key]; ok {
 		s.order.MoveToBack(e)
 		return e.Value.(*marks)
@@ -227,7 +227,7 @@ func (s *RouteState) entry(key msgKey) *marks {
 }
 
 // lookup returns the message's record or nil; s.mu must be held.
-func (s *RouteState) lookup(key msgKey) *marks {
+func (s *routeState) lookup(key msgKey) *marks {
 	if e, ok := s.marks[key]; ok {
 		return e.Value.(*marks)
 	}
@@ -236,7 +236,7 @@ func (s *RouteState) lookup(key msgKey) *marks {
 
 // mark records one more crash or requeue of the message and returns the
 // new count.
-func (s *RouteState) mark(key msgKey) int {
+func (s *routeState) mark(key msgKey) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.entry(key)
@@ -245,7 +245,7 @@ func (s *RouteState) mark(key msgKey) int {
 }
 
 // count returns how often the message crashed or was requeued.
-func (s *RouteState) count(key msgKey) int {
+func (s *routeState) count(key msgKey) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m := s.lookup(key); m != nil {
@@ -256,7 +256,7 @@ func (s *RouteState) count(key msgKey) int {
 
 // fail records one more failed handler attempt. Not for a message without
 // id: see msgKey.
-func (s *RouteState) fail(key msgKey) {
+func (s *routeState) fail(key msgKey) {
 	if key.byContent {
 		return
 	}
@@ -266,7 +266,7 @@ func (s *RouteState) fail(key msgKey) {
 }
 
 // failures returns how many handler attempts failed for the message.
-func (s *RouteState) failures(key msgKey) int {
+func (s *routeState) failures(key msgKey) int {
 	if key.byContent {
 		return 0
 	}
@@ -288,7 +288,7 @@ func (s *RouteState) failures(key msgKey) int {
 // arrives again not redelivered (a new publish or a replay from the
 // dead-letter queue: see clearDeadLettered), and it never matches the copy
 // itself (which carries stamp).
-func (s *RouteState) setDeadLettered(key msgKey, stamp string) {
+func (s *routeState) setDeadLettered(key msgKey, stamp string) {
 	if key.byContent {
 		return
 	}
@@ -304,7 +304,7 @@ func (s *RouteState) setDeadLettered(key msgKey, stamp string) {
 // isDeadLettered reports whether a redelivery of the message carrying
 // stamp (its HeaderDeadLetteredAt, empty if none) is the original of a
 // confirmed dead-letter copy, rather than that copy replayed.
-func (s *RouteState) isDeadLettered(key msgKey, stamp string) bool {
+func (s *routeState) isDeadLettered(key msgKey, stamp string) bool {
 	if key.byContent || s.deadMarks.Load() == 0 {
 		return false
 	}
@@ -316,11 +316,11 @@ func (s *RouteState) isDeadLettered(key msgKey, stamp string) bool {
 
 // hasDeadLettered reports whether any message is marked dead-lettered; a
 // cheap check before hashing a delivery that is not redelivered.
-func (s *RouteState) hasDeadLettered() bool { return s.deadMarks.Load() > 0 }
+func (s *routeState) hasDeadLettered() bool { return s.deadMarks.Load() > 0 }
 
 // clearDeadLettered drops the message's dead-lettered mark: it arrived
 // again as a new delivery, so the one redelivery the mark was for is past.
-func (s *RouteState) clearDeadLettered(key msgKey) {
+func (s *routeState) clearDeadLettered(key msgKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m := s.lookup(key); m != nil && m.deadLettered != "" {
@@ -330,7 +330,7 @@ func (s *RouteState) clearDeadLettered(key msgKey) {
 }
 
 // forget drops the message's record once it is settled for good.
-func (s *RouteState) forget(key msgKey) {
+func (s *routeState) forget(key msgKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.marks[key]; ok {
@@ -339,7 +339,7 @@ func (s *RouteState) forget(key msgKey) {
 }
 
 // drop removes a record; s.mu must be held.
-func (s *RouteState) drop(e *list.Element) {
+func (s *routeState) drop(e *list.Element) {
 	m := e.Value.(*marks)
 	if m.deadLettered != "" {
 		s.deadMarks.Add(-1)

@@ -11,7 +11,7 @@ import (
 // A record forgotten and created again is one live record: the stale
 // entry left behind must not evict it when the state fills up.
 func TestRouteStateEvictsNoLiveRecord(t *testing.T) {
-	s := NewRouteState(2)
+	s := newRouteState(2)
 	a := messageKey(delivery("a", "body-a"))
 	b := messageKey(delivery("b", "body-b"))
 	s.mark(a)
@@ -30,7 +30,7 @@ func TestRouteStateEvictsNoLiveRecord(t *testing.T) {
 // live records, not by how often a key came and went, and the oldest live
 // record is the one evicted.
 func TestRouteStateBoundedByLiveRecords(t *testing.T) {
-	s := NewRouteState(3)
+	s := newRouteState(3)
 	k0, k1, k2, k3 := messageKey(delivery("a", "x")), messageKey(delivery("b", "x")), messageKey(delivery("c", "x")), messageKey(delivery("d", "x"))
 	for range 100 {
 		s.mark(k0)
@@ -58,7 +58,7 @@ func TestRouteStateBoundedByLiveRecords(t *testing.T) {
 // different messages: the handler failures of one never count against the
 // other's attempt budget, nor mark it dead-lettered.
 func TestRouteStateDistinctIDlessMessagesShareNoFailures(t *testing.T) {
-	s := NewRouteState(0)
+	s := newRouteState(0)
 	first := delivery("", "same body")
 	second := delivery("", "same body")
 	for range 3 {
@@ -88,7 +88,7 @@ func TestRouteStateDistinctIDlessMessagesShareNoFailures(t *testing.T) {
 // copy replayed (it carries the mark's stamp), and not after the message
 // arrived anew, was forgotten or was evicted.
 func TestRouteStateDeadLetterMarkIsScopedToTheOriginal(t *testing.T) {
-	s := NewRouteState(2)
+	s := newRouteState(2)
 	k := messageKey(delivery("m-1", "body"))
 	const stamp = "2026-01-01T00:00:00.000000001Z"
 	s.setDeadLettered(k, stamp)

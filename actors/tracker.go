@@ -72,8 +72,8 @@ func (t *Tracker) seal() {
 
 type trackerKey struct{}
 
-// WithTracker returns ctx carrying t.
-func WithTracker(ctx context.Context, t *Tracker) context.Context {
+// withTracker returns ctx carrying t.
+func withTracker(ctx context.Context, t *Tracker) context.Context {
 	return context.WithValue(ctx, trackerKey{}, t)
 }
 

@@ -96,9 +96,6 @@ func (d *Delivery) settle(o op) {
 	}
 }
 
-// Session returns the Consumer the delivery came from.
-func (d *Delivery) Session() *Consumer { return d.session }
-
 // StartConsumer sets ch up (QoS, topology, basic.consume) and starts the
 // session goroutine. It blocks on broker round trips: call it off any actor's
 // mailbox. On error ch is closed and no callback is ever called.

@@ -53,9 +53,9 @@ func (t Topology) ExchangeName() string {
 	return t.Exchange
 }
 
-// QueueArgs are the queue's declaration arguments: exactly tomodachi's for a
+// queueArgs are the queue's declaration arguments: exactly tomodachi's for a
 // classic queue (x-expires only, and only when QueueTTL is set).
-func (t Topology) QueueArgs() amqp.Table {
+func (t Topology) queueArgs() amqp.Table {
 	args := amqp.Table{}
 	if t.QueueTTL > 0 {
 		args["x-expires"] = int64(t.QueueTTL / time.Millisecond)
@@ -86,7 +86,7 @@ func (t Topology) Declare(ch *amqp.Channel) (amqp.Queue, error) {
 			return amqp.Queue{}, classify(fmt.Sprintf("declare exchange %q", ex), err)
 		}
 	}
-	q, err := ch.QueueDeclare(t.Queue, true, false, false, false, t.QueueArgs())
+	q, err := ch.QueueDeclare(t.Queue, true, false, false, false, t.queueArgs())
 	if err != nil {
 		return amqp.Queue{}, classify(fmt.Sprintf("declare queue %q", t.Queue), err)
 	}
