@@ -218,3 +218,41 @@ func TestDedupeStoreErrorFailsOpen(t *testing.T) {
 		t.Fatalf("stats %+v, want no duplicate", st)
 	}
 }
+
+// Two copies in flight at once (Concurrency 2): the second waits for the
+// first instead of running alongside it, then is skipped as a duplicate.
+func TestDedupeCopiesInFlightRunOnce(t *testing.T) {
+	key := hatotest.Key(t, "dedupe-conc")
+	var calls atomic.Int64
+	release := make(chan struct{})
+	svc := newService(t, "dedupe-conc")
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}, hato.Dedupe(time.Minute, nil), hato.Concurrency(2))
+	hatotest.Start(t, svc)
+	p := publisher(t)
+
+	publishWithUUID(t, p, key, "uuid-conc", "1")
+	publishWithUUID(t, p, key, "uuid-conc", "2")
+	// Both copies are delivered to the route (none ready in the queue)
+	// while the first handler is held.
+	queue := routeQueue(t, svc, 0)
+	brokertest.WaitFor(t, 30*time.Second, func() bool {
+		q, ok, err := brokertest.FindQueue(brokerVhost(t), queue)
+		return err == nil && ok && q.MessagesUnacknowledged == 2 && calls.Load() == 1
+	}, "both copies delivered, one handler running")
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d handlers ran for one uuid", n)
+	}
+	close(release)
+	brokertest.WaitFor(t, 30*time.Second, func() bool { return svc.DedupeStats().Duplicates == 1 }, "the second copy skipped")
+	waitSettled(t, queue)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1", n)
+	}
+}
