@@ -56,7 +56,9 @@
 // panicking handler restarts its route's actor; the message goes back to the
 // broker, and one that keeps crashing is dead-lettered as poison. Handling is
 // at least once: a message may be handled again after a crash or a
-// connection loss.
+// connection loss. [Dedupe] skips (and acks) a message whose uuid the route
+// handled within a window, with a [DedupStore] ([NewMemoryDedupStore] by
+// default).
 //
 // # Lifecycle
 //

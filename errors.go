@@ -118,6 +118,9 @@ const (
 	// even after hato declared the queue again. It went back to its queue
 	// (and is dead-lettered again when it fails again); Err says why.
 	ActionRequeue
+	// ActionDuplicate: the message's uuid was handled within the route's
+	// Dedupe window; it was acked without running the handler.
+	ActionDuplicate
 )
 
 func (a Action) String() string {
@@ -128,12 +131,15 @@ func (a Action) String() string {
 		return "drop"
 	case ActionRequeue:
 		return "requeue"
+	case ActionDuplicate:
+		return "duplicate"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
 // DeliveryEvent reports a message that was dead-lettered or dropped, or
-// could not be dead-lettered (ActionRequeue; see WithDeliveryEvents).
+// could not be dead-lettered (ActionRequeue), or was acked as a duplicate
+// (ActionDuplicate; see Dedupe and WithDeliveryEvents).
 type DeliveryEvent struct {
 	// Route is the route's name.
 	Route string

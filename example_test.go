@@ -195,3 +195,22 @@ func ExampleService_Run() {
 	}
 	os.Exit(hato.ExitCode(err))
 }
+
+// A route that skips (and acks) a message whose uuid it handled in the last
+// ten minutes; the in-memory store is bounded.
+func ExampleDedupe() {
+	svc, _ := hato.New("billing")
+	store := hato.NewMemoryDedupStore(50_000)
+	err := hato.Subscribe(svc, "payment.received", func(ctx context.Context, m *hato.Message[map[string]any]) error {
+		return nil // charged once per message uuid
+	}, hato.Dedupe(10*time.Minute, store))
+	fmt.Println(err)
+
+	ctx := context.Background()
+	_ = store.Record(ctx, "queue/uuid-1", time.Minute)
+	seen, _ := store.Seen(ctx, "queue/uuid-1")
+	fmt.Println(seen)
+	// Output:
+	// <nil>
+	// true
+}

@@ -100,6 +100,7 @@ type config struct {
 	deadLetter                bool
 	keepRunningOnRouteFailure bool
 	connectionName            string
+	dedupe                    *DedupeOption
 }
 
 func defaultConfig() config {
@@ -356,7 +357,8 @@ func WithSupervisorEvents(fn func(SupervisorEvent)) Option {
 // WithDeliveryEvents receives one event for every message dead-lettered
 // (once the dead-letter queue confirmed it) or dropped on purpose, and one
 // (ActionRequeue) whenever a failed message went back to its queue because
-// its dead-letter queue refused the copy even after being declared again. fn is
+// its dead-letter queue refused the copy even after being declared again,
+// and one (ActionDuplicate) for every message Dedupe acked unhandled. fn is
 // called from hato's goroutines, possibly concurrently: it must be safe for
 // concurrent use and must not block.
 func WithDeliveryEvents(fn func(DeliveryEvent)) Option {
@@ -570,4 +572,8 @@ var (
 		Option
 		RouteOption
 	} = NoDeadLetterQueueOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = DedupeOption{}
 )

@@ -106,6 +106,7 @@ type routeConfig struct {
 	deadLetter     *bool
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
+	dedupe         *DedupeOption
 }
 
 type routeOption func(*routeConfig) error
@@ -225,7 +226,7 @@ func Subscribe[T any](s *Service, routingKey string, h Handler[T], opts ...Route
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		return handleWith(s, rc, h)
+		return handleWith(s, rc, s.deduper(r), h)
 	}
 	return s.register(r, nil)
 }
@@ -273,35 +274,34 @@ func SubscribeActor[T any](s *Service, routingKey string, pid *actor.PID, opts .
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		return handleWith(s, rc, h(s))
+		return handleWith(s, rc, s.deduper(r), h(s))
 	}
 	return s.register(r, nil)
 }
 
 // handleWith is a route's delivery handler: decode into T, then the
-// middleware chain (skipped, with its untyped view, when there is none),
-// then h. Errors carry the message uuid for logs.
-func handleWith[T any](s *Service, rc routeConfig, h Handler[T]) func(ctx context.Context, d *broker.Delivery) error {
-	if len(s.cfg.middleware) == 0 {
-		return func(ctx context.Context, d *broker.Delivery) error {
-			msg, err := decode[T](s, rc, d)
-			if err != nil {
-				return err
-			}
-			msg.ctx = ctx
-			return messageError(msg.Metadata.MessageUUID, h(ctx, msg))
-		}
+// de-duplication (when dd is set), the middleware chain (skipped, with its
+// untyped view, when there is none), then h. Errors carry the message uuid
+// for logs.
+func handleWith[T any](s *Service, rc routeConfig, dd *deduper, h Handler[T]) func(ctx context.Context, d *broker.Delivery) error {
+	run := func(ctx context.Context, msg *Message[T]) error { return h(ctx, msg) }
+	if len(s.cfg.middleware) > 0 {
+		chain := s.chain(func(ctx context.Context, m *Message[any]) error {
+			return h(ctx, m.typed.(*Message[T]))
+		})
+		run = func(ctx context.Context, msg *Message[T]) error { return chain(ctx, untyped(msg)) }
 	}
-	chain := s.chain(func(ctx context.Context, m *Message[any]) error {
-		return h(ctx, m.typed.(*Message[T]))
-	})
 	return func(ctx context.Context, d *broker.Delivery) error {
 		msg, err := decode[T](s, rc, d)
 		if err != nil {
 			return err
 		}
 		msg.ctx = ctx
-		return messageError(msg.Metadata.MessageUUID, chain(ctx, untyped(msg)))
+		uuid := msg.Metadata.MessageUUID
+		if dd == nil {
+			return messageError(uuid, run(ctx, msg))
+		}
+		return messageError(uuid, dd.run(ctx, uuid, d, func() error { return run(ctx, msg) }))
 	}
 }
 

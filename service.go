@@ -67,6 +67,8 @@ type Service struct {
 	gate        sync.RWMutex
 	pubClosed   bool
 	outstanding sync.Map // *broker.Request → struct{}: publishes without an outcome
+
+	dedupe dedupeCounters // see DedupeStats
 }
 
 type state int

@@ -17,6 +17,7 @@ type Tracker struct {
 	fired    bool
 	err      error
 	onSettle func(err error)
+	after    []func(err error) // see AfterSettle
 }
 
 func newTracker(onSettle func(err error)) *Tracker {
@@ -50,7 +51,7 @@ func (t *Tracker) Done(err error) {
 	err = t.err
 	t.mu.Unlock()
 	if fire {
-		t.onSettle(err)
+		t.fire(err)
 	}
 }
 
@@ -66,7 +67,36 @@ func (t *Tracker) seal() {
 	err := t.err
 	t.mu.Unlock()
 	if fire {
-		t.onSettle(err)
+		t.fire(err)
+	}
+}
+
+// AfterSettle registers fn to run once the tracker settles: the handler
+// returned and every publish it made has an outcome; err is the first
+// publish failure, nil when all were confirmed. fn runs after the consumer
+// actor was told (so a nil err from a handler that returned nil means the
+// delivery is being acked), on the goroutine that settled the tracker (the
+// handler's worker or the publisher's): it must not block. Register it
+// from the handler, before it returns; it returns false, and fn never
+// runs, once the tracker is sealed.
+func (t *Tracker) AfterSettle(fn func(err error)) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sealed {
+		return false
+	}
+	t.after = append(t.after, fn)
+	return true
+}
+
+// fire runs the settle callbacks, exactly once (the caller set fired).
+func (t *Tracker) fire(err error) {
+	t.onSettle(err)
+	t.mu.Lock()
+	after := t.after
+	t.mu.Unlock()
+	for _, fn := range after {
+		fn(err)
 	}
 }
 
