@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/transport"
 )
 
 // Option configures a Service (see New).
@@ -100,6 +101,7 @@ type config struct {
 	deadLetter                bool
 	keepRunningOnRouteFailure bool
 	connectionName            string
+	transport                 transport.Transport // nil: the AMQP broker
 }
 
 func defaultConfig() config {
