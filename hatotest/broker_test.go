@@ -187,3 +187,23 @@ func TestWaitIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestQuorumDeliveryCount(t *testing.T) {
+	b := NewBroker()
+	c := &consumer{}
+	_, _, err := b.startSession(broker.ConsumerConfig{
+		Topology: broker.Topology{Queue: "qq", BindingKey: "k.#", QueueType: broker.Quorum},
+		Deliver:  c.deliver, Closed: func(error) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishBodies(t, b, "1")
+	if _, ok := c.last().Headers["x-delivery-count"]; ok {
+		t.Error("first delivery carries x-delivery-count")
+	}
+	c.last().Nack(true)
+	if n := c.last().Headers["x-delivery-count"]; n != int64(1) {
+		t.Errorf("x-delivery-count of the redelivery = %v, want 1", n)
+	}
+}

@@ -1,6 +1,7 @@
 package hatotest
 
 import (
+	"bytes"
 	"maps"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -69,9 +70,10 @@ func (s *session) deliver(m *message) {
 	s.unacked[s.nextTag] = m
 	m.deliveries++
 	p := m.pub
-	headers := p.Headers
+	// Each delivery has its own headers and body, as when decoded off the
+	// wire: a handler that changes them changes no other delivery.
+	headers := maps.Clone(p.Headers)
 	if s.q.quorum && m.deliveries > 1 {
-		headers = maps.Clone(p.Headers)
 		if headers == nil {
 			headers = amqp.Table{}
 		}
@@ -83,7 +85,7 @@ func (s *session) deliver(m *message) {
 		Headers: headers, ContentType: p.ContentType, ContentEncoding: p.ContentEncoding,
 		DeliveryMode: p.DeliveryMode, Priority: p.Priority, CorrelationId: p.CorrelationId,
 		ReplyTo: p.ReplyTo, Expiration: p.Expiration, MessageId: p.MessageId, Timestamp: p.Timestamp,
-		Type: p.Type, UserId: p.UserId, AppId: p.AppId, Body: p.Body,
+		Type: p.Type, UserId: p.UserId, AppId: p.AppId, Body: bytes.Clone(p.Body),
 	}})
 }
 
