@@ -250,7 +250,10 @@ func (b *Broker) idle() bool {
 // assert: no sleeping.
 //
 // A route of a stopped service leaves what its queue still holds there,
-// so WaitIdle waits for ctx then.
+// so WaitIdle waits for ctx then. A dead-letter delivery event
+// (hato.WithDeliveryEvents) is reported before its message is acked, so
+// it is there when WaitIdle returns; a Drop event is reported just after
+// the ack and may come a moment later: wait for it by polling.
 func (b *Broker) WaitIdle(ctx context.Context) error {
 	for {
 		b.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hato-go/hato"
@@ -67,4 +68,41 @@ func ExampleBroker_DeadLettered() {
 		fmt.Println(m.Data, m.Header("x-hato-attempts"), strings.HasSuffix(reason, ": payment service down"))
 	}
 	// Output: map[id:8 total:0] 3 true
+}
+
+// Several services on one broker behave as on RabbitMQ: two instances of a
+// service share a competing route's queue, so each message is handled
+// once, and each instance gets every message of a non-competing route.
+func ExampleNewBroker() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := hatotest.NewBroker()
+	var mu sync.Mutex
+	handled := map[string]int{}
+	count := func(what string) hato.Handler[order] {
+		return func(context.Context, *hato.Message[order]) error {
+			mu.Lock()
+			handled[what]++
+			mu.Unlock()
+			return nil
+		}
+	}
+	for range 2 {
+		svc, _ := hato.New("billing", hatotest.Transport(b))
+		_ = hato.Subscribe(svc, "order.created", count("competing"))
+		_ = hato.Subscribe(svc, "order.cancelled", count("not competing"), hato.NotCompeting())
+		if err := svc.Start(ctx); err != nil {
+			panic(err)
+		}
+		defer svc.Stop(ctx)
+	}
+	for i := range 3 {
+		_ = b.Publish(ctx, "order.created", order{ID: i})
+		_ = b.Publish(ctx, "order.cancelled", order{ID: i})
+	}
+	_ = b.WaitIdle(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Println("competing:", handled["competing"], "not competing:", handled["not competing"])
+	// Output: competing: 3 not competing: 6
 }
