@@ -12,8 +12,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // orderActor is a user's actor in an embedding actor system: it receives
@@ -21,7 +21,7 @@ import (
 type orderActor struct {
 	svc     func() *hato.Service
 	out     string
-	got     *hatotest.Collector
+	got     *testutil.Collector
 	failed  *atomic.Bool
 	started *atomic.Int32
 }
@@ -45,12 +45,12 @@ func (a *orderActor) Receive(ctx actor.Context) {
 }
 
 func TestActorRouteInAnEmbeddingActorSystem(t *testing.T) {
-	in, out := hatotest.Key(t, "to-actor"), hatotest.Key(t, "from-actor")
+	in, out := testutil.Key(t, "to-actor"), testutil.Key(t, "from-actor")
 	sys := actor.NewActorSystem()
 	defer sys.Shutdown()
 
 	var svc *hato.Service
-	got, forwarded := hatotest.NewCollector(), hatotest.NewCollector()
+	got, forwarded := testutil.NewCollector(), testutil.NewCollector()
 	a := &orderActor{svc: func() *hato.Service { return svc }, out: out, got: got, failed: &atomic.Bool{}, started: &atomic.Int32{}}
 	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
 
@@ -64,8 +64,8 @@ func TestActorRouteInAnEmbeddingActorSystem(t *testing.T) {
 		forwarded.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
-	hatotest.Start(t, sink)
+	testutil.Start(t, svc)
+	testutil.Start(t, sink)
 	if svc.ActorSystem() != sys {
 		t.Fatal("service did not run in the given actor system")
 	}
@@ -82,7 +82,7 @@ func TestActorRouteInAnEmbeddingActorSystem(t *testing.T) {
 	}
 
 	// Stopping the service leaves the embedding system and its actors alive.
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	res, err := sys.Root.RequestFuture(pid, &actor.Touch{}, time.Second).Result()
 	if err != nil || res == nil {
 		t.Fatalf("user actor unreachable after the service stopped: %v", err)
@@ -91,7 +91,7 @@ func TestActorRouteInAnEmbeddingActorSystem(t *testing.T) {
 }
 
 func TestActorRouteTimesOutAndRetries(t *testing.T) {
-	in := hatotest.Key(t, "slow-actor")
+	in := testutil.Key(t, "slow-actor")
 	sys := actor.NewActorSystem()
 	defer sys.Shutdown()
 	var calls atomic.Int32
@@ -107,7 +107,7 @@ func TestActorRouteTimesOutAndRetries(t *testing.T) {
 	if err := hato.SubscribeActor[payload](svc, in, pid, hato.ActorTimeout(200*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), in, []string{"x"})
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return calls.Load() == 2 }, "the retry after the timeout")
 	conn := brokertest.Dial(t, brokerURL(t), "test-actor-timeout")

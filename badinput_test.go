@@ -14,8 +14,8 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // The bad-input rows that need the broker's answer (see the README's Bad
@@ -26,15 +26,15 @@ import (
 // is sent, the connection stays up and good messages around it arrive.
 func TestPublishOverMaxMessageSizeFailsAtOnce(t *testing.T) {
 	const limit = 4096
-	key := hatotest.Key(t, "sized")
-	sup := &hatotest.SupervisorEvents{}
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "sized")
+	sup := &testutil.SupervisorEvents{}
+	got := testutil.NewCollector()
 	svc := newService(t, "max-size")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t, hato.WithMaxMessageSize(limit), hato.WithSupervisorEvents(sup.Add))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -66,15 +66,15 @@ func TestPublishOverMaxMessageSizeFailsAtOnce(t *testing.T) {
 // that publish fails with ErrExchangeNotFound, the channel is reopened and
 // good publishes in flight at the same time are sent again: none is lost.
 func TestPublishToMissingExchangeFailsThatPublishOnly(t *testing.T) {
-	key := hatotest.Key(t, "around-missing-exchange")
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "around-missing-exchange")
+	got := testutil.NewCollector()
 	svc := newService(t, "missing-exchange-consumer")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
-	sup := &hatotest.SupervisorEvents{}
+	testutil.Start(t, svc)
+	sup := &testutil.SupervisorEvents{}
 	p := publisher(t, hato.WithSupervisorEvents(sup.Add))
 
 	ids := fmtIDs("good", 200)
@@ -105,7 +105,7 @@ func TestPublishToMissingExchangeFailsThatPublishOnly(t *testing.T) {
 // changes nor empties the queue someone else declared, and other services
 // on the vhost keep working.
 func TestConflictingQueueLeavesTheOwnersQueueAlone(t *testing.T) {
-	key := hatotest.Key(t, "conflict")
+	key := testutil.Key(t, "conflict")
 	probe := newService(t, "conflicting")
 	mustSubscribe(t, probe, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })
 	queue := probe.Routes()[0].Queue
@@ -138,11 +138,11 @@ func TestConflictingQueueLeavesTheOwnersQueueAlone(t *testing.T) {
 	if n, _ := brokertest.Inspect(t, conn, queue); n != 1 {
 		t.Errorf("the owner's queue holds %d messages, want its 1", n)
 	}
-	other := hatotest.Key(t, "other")
-	got := hatotest.NewCollector()
+	other := testutil.Key(t, "other")
+	got := testutil.NewCollector()
 	svc := newService(t, "unaffected")
 	mustSubscribe(t, svc, other, func(ctx context.Context, m *hato.Message[payload]) error { got.Add(idOf(m)); return nil })
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), other, []string{"ok"})
 	got.WaitDistinct(t, 1, 30*time.Second)
 }
@@ -163,12 +163,12 @@ func TestUserWithoutPermissionFailsStartAtOnce(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			u := throwawayUser(t, c.perms)
-			svc, err := hato.New("refused", append(hatotest.Options(t, u), hato.WithStartTimeout(time.Minute))...)
+			svc, err := hato.New("refused", append(testutil.Options(t, u), hato.WithStartTimeout(time.Minute))...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if c.route {
-				mustSubscribe(t, svc, hatotest.Key(t, "refused"), func(context.Context, *hato.Message[any]) error { return nil })
+				mustSubscribe(t, svc, testutil.Key(t, "refused"), func(context.Context, *hato.Message[any]) error { return nil })
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -203,23 +203,23 @@ func TestPublishToForbiddenExchangeFailsThatPublishOnly(t *testing.T) {
 	if err := ch.ExchangeDeclare(forbidden, "topic", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	key := hatotest.Key(t, "allowed")
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "allowed")
+	got := testutil.NewCollector()
 	svc := newService(t, "forbidden-consumer")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 
 	// May write anything but the hato.forbidden.* exchanges.
 	u := throwawayUser(t, []string{".*", "^(?!hato[.]forbidden).*", ".*"})
-	sup := &hatotest.SupervisorEvents{}
-	p, err := hato.New("limited", append(hatotest.Options(t, u), hato.WithSupervisorEvents(sup.Add))...)
+	sup := &testutil.SupervisorEvents{}
+	p, err := hato.New("limited", append(testutil.Options(t, u), hato.WithSupervisorEvents(sup.Add))...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hatotest.Start(t, p)
+	testutil.Start(t, p)
 	publishN(t, p, key, []string{"before"})
 	ids := fmtIDs("around", 200)
 	done := publishAsync(p, key, ids)

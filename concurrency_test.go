@@ -12,14 +12,14 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // With Concurrency 1 a message waiting for its in-process retry keeps the
 // route's only slot: the next message runs after it, not in between.
 func TestConcurrencyOneKeepsOrderAcrossRetries(t *testing.T) {
-	key := hatotest.Key(t, "ordered-retry")
+	key := testutil.Key(t, "ordered-retry")
 	var mu sync.Mutex
 	var seen []string
 	var failed atomic.Bool
@@ -36,7 +36,7 @@ func TestConcurrencyOneKeepsOrderAcrossRetries(t *testing.T) {
 		}
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, ids)
 	brokertest.WaitFor(t, 20*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 4 }, "all handled")
 	mu.Lock()
@@ -51,8 +51,8 @@ func TestConcurrencyOneKeepsOrderAcrossRetries(t *testing.T) {
 // next incarnation must not run a handler beside it: with Concurrency 1 the
 // redelivered message is handled once at a time, never twice at once.
 func TestConcurrencyOneHoldsAcrossRestarts(t *testing.T) {
-	key := hatotest.Key(t, "ordered-restart")
-	ev := &hatotest.SupervisorEvents{}
+	key := testutil.Key(t, "ordered-restart")
+	ev := &testutil.SupervisorEvents{}
 	var running, maxRunning, calls atomic.Int32
 	release := make(chan struct{})
 	second := make(chan struct{}, 1)
@@ -73,7 +73,7 @@ func TestConcurrencyOneHoldsAcrossRestarts(t *testing.T) {
 		<-release // ignores ctx
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, []string{"x"})
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return calls.Load() == 1 }, "the first handler running")
 

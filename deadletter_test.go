@@ -16,18 +16,18 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // A dead-lettered copy outlives the original's TTL and a broker restart:
 // no expiration (kept in a header), persistent.
 func TestDeadLetterCopyDoesNotExpireAndIsPersistent(t *testing.T) {
-	key := hatotest.Key(t, "dl-ttl")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "dl-ttl")
+	evs := &testutil.DeliveryEvents{}
 	svc := newService(t, "dl-ttl", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error { return nil })
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	dlq := svc.Routes()[0].DeadLetterQueue
 
 	conn := brokertest.Dial(t, brokerURL(t), "test-dl-ttl")
@@ -78,8 +78,8 @@ func TestDeadLetterCopyDoesNotExpireAndIsPersistent(t *testing.T) {
 // comes back redelivered is handled, not acked unhandled because the
 // original was dead-lettered once.
 func TestReplayedDeadLetterIsHandledWhenRedelivered(t *testing.T) {
-	key := hatotest.Key(t, "dl-replay")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "dl-replay")
+	evs := &testutil.DeliveryEvents{}
 	var replayRuns, replayHandled atomic.Int32
 	svc := newService(t, "dl-replay", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -92,7 +92,7 @@ func TestReplayedDeadLetterIsHandledWhenRedelivered(t *testing.T) {
 		replayHandled.Add(1)
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	dlq := svc.Routes()[0].DeadLetterQueue
 	publishN(t, publisher(t), key, []string{"replayed"})
 	brokertest.WaitFor(t, 20*time.Second, func() bool { return evs.Len() == 1 }, "original dead-lettered")
@@ -135,13 +135,13 @@ func TestReplayedDeadLetterIsHandledWhenRedelivered(t *testing.T) {
 // declared again when the copy comes back unroutable, and the copy lands in
 // it; the delivery is not held forever.
 func TestDeletedDeadLetterQueueIsRedeclared(t *testing.T) {
-	key := hatotest.Key(t, "dl-gone")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "dl-gone")
+	evs := &testutil.DeliveryEvents{}
 	svc := newService(t, "dl-gone", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		return hato.DeadLetter(errors.New("hopeless"))
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	r := svc.Routes()[0]
 	conn := brokertest.Dial(t, brokerURL(t), "test-dl-gone")
 	ch, err := conn.Channel()
@@ -168,10 +168,10 @@ func TestDeletedDeadLetterQueueIsRedeclared(t *testing.T) {
 // window) are not poison: x-delivery-count rises on every return before
 // RabbitMQ 4.3, but poison is judged by what the message itself did.
 func TestQuorumQueueHealthyMessagesAreNotPoisonedByAnothersCrashes(t *testing.T) {
-	key := hatotest.Key(t, "qq-window")
-	evs := &hatotest.DeliveryEvents{}
-	healthy := hatotest.IDs("healthy", 5)
-	handled := hatotest.NewCollector()
+	key := testutil.Key(t, "qq-window")
+	evs := &testutil.DeliveryEvents{}
+	healthy := testutil.IDs("healthy", 5)
+	handled := testutil.NewCollector()
 	poisonGone := make(chan struct{})
 	var once sync.Once
 	svc := newService(t, "qq-window", hato.WithDeliveryEvents(func(e hato.DeliveryEvent) {
@@ -194,7 +194,7 @@ func TestQuorumQueueHealthyMessagesAreNotPoisonedByAnothersCrashes(t *testing.T)
 	}, hato.QuorumQueue(), hato.Concurrency(len(healthy)+1),
 		hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 2}),
 		hato.Supervision(hato.RestartPolicy{Backoff: hato.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2}, MaxRestarts: -1}))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, append([]string{"poison"}, healthy...))
 	// Every message settles: the healthy ones handled, the poison one
 	// dead-lettered (and, before the fix, healthy ones too).
@@ -213,10 +213,10 @@ func TestQuorumQueueHealthyMessagesAreNotPoisonedByAnothersCrashes(t *testing.T)
 // not held forever: it goes back to its queue, reported as ActionRequeue.
 func TestUndeclarableDeadLetterQueueReturnsTheMessage(t *testing.T) {
 	vhost, url := brokertest.NewVhost(t)
-	key := hatotest.Key(t, "dl-denied")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "dl-denied")
+	evs := &testutil.DeliveryEvents{}
 	var runs atomic.Int32
-	svc, err := hato.New("dl-denied", append(hatotest.Options(t, url), hato.WithDeliveryEvents(evs.Add))...)
+	svc, err := hato.New("dl-denied", append(testutil.Options(t, url), hato.WithDeliveryEvents(evs.Add))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestUndeclarableDeadLetterQueueReturnsTheMessage(t *testing.T) {
 		runs.Add(1)
 		return hato.DeadLetter(errors.New("hopeless"))
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	dlq := svc.Routes()[0].DeadLetterQueue
 	conn := brokertest.Dial(t, url, "test-dl-denied")
 	ch, err := conn.Channel()

@@ -12,8 +12,8 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // publishWithUUID publishes a JSON envelope with a fixed message uuid, as
@@ -61,8 +61,8 @@ func (c *countingStore) Record(ctx context.Context, key string, ttl time.Duratio
 // The same message uuid published twice is handled once; both copies are
 // acked and the duplicate is counted and reported.
 func TestDedupeHandlesOnceAndAcksBoth(t *testing.T) {
-	key := hatotest.Key(t, "dedupe")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "dedupe")
+	evs := &testutil.DeliveryEvents{}
 	svc := newService(t, "dedupe", hato.WithDeliveryEvents(evs.Add))
 	var mu sync.Mutex
 	var handled []string
@@ -72,7 +72,7 @@ func TestDedupeHandlesOnceAndAcksBoth(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}, hato.Dedupe(time.Minute, nil))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	publishWithUUID(t, p, key, "uuid-a", "a1")
@@ -103,7 +103,7 @@ func TestDedupeHandlesOnceAndAcksBoth(t *testing.T) {
 // A failed attempt records nothing: the message is recorded once, after
 // the retry that succeeded, and only then is a copy a duplicate.
 func TestDedupeRecordsOnlyAfterSuccess(t *testing.T) {
-	key := hatotest.Key(t, "dedupe-retry")
+	key := testutil.Key(t, "dedupe-retry")
 	var calls atomic.Int64
 	store := &countingStore{DedupStore: hato.NewMemoryDedupStore(0)}
 	store.check = func() {
@@ -120,7 +120,7 @@ func TestDedupeRecordsOnlyAfterSuccess(t *testing.T) {
 	}, hato.Dedupe(time.Minute, store), hato.FailureHandling(hato.FailurePolicy{
 		Backoff: hato.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 1},
 	}))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	publishWithUUID(t, p, key, "uuid-retry", "1")
@@ -140,9 +140,9 @@ func TestDedupeRecordsOnlyAfterSuccess(t *testing.T) {
 // an attempt whose publish failed records nothing, and the record of the
 // one that succeeded comes after the broker confirmed its publish.
 func TestDedupeRecordsAfterPublishesConfirmed(t *testing.T) {
-	key := hatotest.Key(t, "dedupe-pub")
-	onward := hatotest.Key(t, "dedupe-onward")
-	unroutable := hatotest.Key(t, "dedupe-nowhere")
+	key := testutil.Key(t, "dedupe-pub")
+	onward := testutil.Key(t, "dedupe-onward")
+	unroutable := testutil.Key(t, "dedupe-nowhere")
 	conn := brokertest.Dial(t, brokerURL(t), "test-dedupe-pub")
 	ch, err := conn.Channel()
 	if err != nil {
@@ -174,7 +174,7 @@ func TestDedupeRecordsAfterPublishesConfirmed(t *testing.T) {
 		Backoff: hato.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Multiplier: 1},
 	}))
 	svcRef.Store(svc)
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	publishWithUUID(t, p, key, "uuid-pub", "1")
@@ -198,14 +198,14 @@ func (errStore) Record(context.Context, string, time.Duration) error {
 // A store that fails leaves de-duplication off (fail open): both copies
 // are handled and acked, and the errors are counted.
 func TestDedupeStoreErrorFailsOpen(t *testing.T) {
-	key := hatotest.Key(t, "dedupe-err")
+	key := testutil.Key(t, "dedupe-err")
 	var calls atomic.Int64
 	svc := newService(t, "dedupe-err", hato.Dedupe(time.Minute, errStore{}))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		calls.Add(1)
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	publishWithUUID(t, p, key, "uuid-err", "1")
@@ -222,7 +222,7 @@ func TestDedupeStoreErrorFailsOpen(t *testing.T) {
 // Two copies in flight at once (Concurrency 2): the second waits for the
 // first instead of running alongside it, then is skipped as a duplicate.
 func TestDedupeCopiesInFlightRunOnce(t *testing.T) {
-	key := hatotest.Key(t, "dedupe-conc")
+	key := testutil.Key(t, "dedupe-conc")
 	var calls atomic.Int64
 	release := make(chan struct{})
 	svc := newService(t, "dedupe-conc")
@@ -234,7 +234,7 @@ func TestDedupeCopiesInFlightRunOnce(t *testing.T) {
 		}
 		return nil
 	}, hato.Dedupe(time.Minute, nil), hato.Concurrency(2))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	publishWithUUID(t, p, key, "uuid-conc", "1")

@@ -9,28 +9,28 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // Dead letters belong to the route, not to the instance: two starts of a
 // service with a non-competing route (each with its own uuid, so its own
 // queue) share one dead-letter queue, and leave no other behind.
 func TestNotCompetingRoutesShareOneDeadLetterQueueAcrossStarts(t *testing.T) {
-	key := hatotest.Key(t, "nc-dlq")
+	key := testutil.Key(t, "nc-dlq")
 	var dlqs, queues []string
 	for _, uuid := range []string{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"} {
-		evs := &hatotest.DeliveryEvents{}
+		evs := &testutil.DeliveryEvents{}
 		svc := newService(t, "nc-dlq", hato.WithUUID(uuid), hato.WithDeliveryEvents(evs.Add))
 		mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 			return hato.DeadLetter(errors.New("to the route's dead-letter queue"))
 		}, hato.NotCompeting(), hato.HandlerName("on_event"))
-		hatotest.Start(t, svc)
+		testutil.Start(t, svc)
 		r := svc.Routes()[0]
 		dlqs, queues = append(dlqs, r.DeadLetterQueue), append(queues, r.Queue)
 		publishN(t, publisher(t), key, []string{uuid})
 		brokertest.WaitFor(t, 30*time.Second, func() bool { return evs.Len() == 1 }, "message dead-lettered by %s", uuid)
-		hatotest.Stop(t, svc)
+		testutil.Stop(t, svc)
 	}
 	if queues[0] == queues[1] {
 		t.Fatalf("both instances consumed from %s; the test needs two instance queues", queues[0])

@@ -74,6 +74,14 @@
 // unavailable, failed, restarted, stopped, respawned or gave-up),
 // [WithDeliveryEvents] and [Service.Status].
 //
+// # Testing
+//
+// Package [github.com/hato-go/hato/hatotest] runs a service on an
+// in-memory broker (hatotest.Transport): the same routes, envelopes,
+// middleware, failure policy and supervision, no RabbitMQ. It captures what
+// handlers publish, dead-letter and settle, and waits until everything is
+// settled instead of sleeping.
+//
 // # Differences from tomodachi
 //
 // Messages are persistent and confirmed (tomodachi: transient, fire and

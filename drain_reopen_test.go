@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // A route whose session ended (here: its queue was deleted, so the broker
@@ -18,8 +18,8 @@ import (
 // meanwhile finishes the route's drain at once; the scheduled reopen must
 // not start consuming again while the OnStop hooks run.
 func TestDrainedRouteDoesNotConsumeAgain(t *testing.T) {
-	key := hatotest.Key(t, "drained")
-	ev := &hatotest.SupervisorEvents{}
+	key := testutil.Key(t, "drained")
+	ev := &testutil.SupervisorEvents{}
 	reopen := hato.Backoff{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Multiplier: 1}
 	svc := newService(t, "drained", hato.WithReconnectBackoff(reopen), hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error { return nil })
@@ -35,7 +35,7 @@ func TestDrainedRouteDoesNotConsumeAgain(t *testing.T) {
 		reconsumed.Store(err == nil)
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	queue := svc.Routes()[0].Queue
 
 	ch, err := conn.Channel()
@@ -47,7 +47,7 @@ func TestDrainedRouteDoesNotConsumeAgain(t *testing.T) {
 	}
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventUnavailable) > 0 },
 		"the route's session ended")
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	if reconsumed.Load() {
 		t.Fatal("the route consumed again after its drain finished (while the OnStop hooks ran)")
 	}

@@ -19,13 +19,13 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 	"github.com/hato-go/hato/test/testpb"
 )
 
 func TestJSONEnvelopeKeepsLargeIntegersAndCompressesLargeData(t *testing.T) {
-	key := hatotest.Key(t, "json")
+	key := testutil.Key(t, "json")
 	var mu sync.Mutex
 	got := map[string]*hato.Message[any]{}
 	svc := newService(t, "json-route")
@@ -36,7 +36,7 @@ func TestJSONEnvelopeKeepsLargeIntegersAndCompressesLargeData(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 	ctx := context.Background()
 	if err := p.Publish(ctx, map[string]any{"kind": "id", "id": json.Number("12345678901234567890")}, key); err != nil {
@@ -59,7 +59,7 @@ func TestJSONEnvelopeKeepsLargeIntegersAndCompressesLargeData(t *testing.T) {
 }
 
 func TestProtobufRawAndCustomEnvelopesThroughTheBroker(t *testing.T) {
-	protoKey, rawKey, customKey := hatotest.Key(t, "proto"), hatotest.Key(t, "raw"), hatotest.Key(t, "custom")
+	protoKey, rawKey, customKey := testutil.Key(t, "proto"), testutil.Key(t, "raw"), testutil.Key(t, "custom")
 	var mu sync.Mutex
 	var person *testpb.Person
 	var personMeta envelope.Metadata
@@ -96,7 +96,7 @@ func TestProtobufRawAndCustomEnvelopesThroughTheBroker(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}, hato.Envelope(textEnvelope{}), hato.EnvelopeOptions(envelope.Options{Values: map[string]any{"text.upper": true}}))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 
 	p := publisher(t)
 	ctx := context.Background()
@@ -179,9 +179,9 @@ func zlibBomb(t *testing.T) []byte {
 }
 
 func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.T) {
-	jsonKey, protoKey := hatotest.Key(t, "json"), hatotest.Key(t, "proto")
-	evs := &hatotest.DeliveryEvents{}
-	good := hatotest.NewCollector()
+	jsonKey, protoKey := testutil.Key(t, "json"), testutil.Key(t, "proto")
+	evs := &testutil.DeliveryEvents{}
+	good := testutil.NewCollector()
 	svc := newService(t, "hardened", hato.WithDeliveryEvents(evs.Add))
 	mustSubscribe(t, svc, jsonKey, func(ctx context.Context, m *hato.Message[payload]) error {
 		good.Add(idOf(m))
@@ -191,7 +191,7 @@ func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.
 		good.Add(m.Data.Id)
 		return nil
 	}, hato.Envelope(envelope.Protobuf))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	routes := svc.Routes()
 
 	validProto, err := envelope.Protobuf.Build(envelope.Build{Topic: protoKey}, &testpb.Person{Id: "p", Name: "n"}, envelope.Options{})

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/test/hatotest"
+	"github.com/hato-go/hato/internal/testutil"
 )
 
 // brokerURL is the AMQP URL of this package's vhost; it fails the test if
@@ -28,7 +28,7 @@ func brokerVhost(t testing.TB) string {
 // newService makes a service on this package's vhost with test options.
 func newService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	svc, err := hato.New(name, append(hatotest.Options(t, brokerURL(t)), opts...)...)
+	svc, err := hato.New(name, append(testutil.Options(t, brokerURL(t)), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func newService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 func publisher(t *testing.T, opts ...hato.Option) *hato.Service {
 	t.Helper()
 	p := newService(t, "test-publisher", opts...)
-	hatotest.Start(t, p)
+	testutil.Start(t, p)
 	return p
 }
 
@@ -87,4 +87,4 @@ func routeQueue(t *testing.T, s *hato.Service, i int) string {
 	return r[i].Queue
 }
 
-func fmtIDs(prefix string, n int) []string { return hatotest.IDs(prefix, n) }
+func fmtIDs(prefix string, n int) []string { return testutil.IDs(prefix, n) }

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/test/hatotest"
+	"github.com/hato-go/hato/internal/testutil"
 )
 
 // offlineURL is an address nothing listens on: services that unit tests
@@ -17,7 +17,7 @@ const offlineURL = "amqp://guest:guest@127.0.0.1:1/"
 // options and registration.
 func offlineService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	svc, err := hato.New(name, append(hatotest.Options(t, offlineURL), opts...)...)
+	svc, err := hato.New(name, append(testutil.Options(t, offlineURL), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/test/hatotest"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/leak"
 )
 
@@ -72,7 +72,7 @@ func raceOnce(t *testing.T, rc raceCase, embedded bool, i int) bool {
 	if rc.offline {
 		url = offlineURL
 	}
-	opts := hatotest.Options(t, url)
+	opts := testutil.Options(t, url)
 	var sys *actor.ActorSystem
 	if embedded {
 		sys = actor.NewActorSystem(actor.WithLoggerFactory(quietActorLogs))

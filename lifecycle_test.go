@@ -15,22 +15,22 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 func TestLifecycleHooksRunInOrderAndOnStopMayPublish(t *testing.T) {
-	key := hatotest.Key(t, "goodbye")
+	key := testutil.Key(t, "goodbye")
 	var mu sync.Mutex
 	var order []string
 	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	sink := newService(t, "hooks-sink")
 	mustSubscribe(t, sink, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, sink)
+	testutil.Start(t, sink)
 
 	svc := newService(t, "hooks")
 	svc.OnStart(func(ctx context.Context) error {
@@ -45,12 +45,12 @@ func TestLifecycleHooksRunInOrderAndOnStopMayPublish(t *testing.T) {
 		note("stop")
 		return svc.Publish(ctx, map[string]any{"id": "goodbye"}, key)
 	})
-	mustSubscribe(t, svc, hatotest.Key(t, "unused"), func(ctx context.Context, m *hato.Message[any]) error {
+	mustSubscribe(t, svc, testutil.Key(t, "unused"), func(ctx context.Context, m *hato.Message[any]) error {
 		note("handler")
 		return nil
 	})
-	hatotest.Start(t, svc)
-	hatotest.Stop(t, svc)
+	testutil.Start(t, svc)
+	testutil.Stop(t, svc)
 	got.WaitDistinct(t, 1, 10*time.Second) // published from OnStop, confirmed before the connection closed
 	mu.Lock()
 	defer mu.Unlock()
@@ -60,7 +60,7 @@ func TestLifecycleHooksRunInOrderAndOnStopMayPublish(t *testing.T) {
 }
 
 func TestConcurrencyOneKeepsOrder(t *testing.T) {
-	key := hatotest.Key(t, "ordered")
+	key := testutil.Key(t, "ordered")
 	var mu sync.Mutex
 	var seen []string
 	svc := newService(t, "ordered")
@@ -70,7 +70,7 @@ func TestConcurrencyOneKeepsOrder(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	ids := fmtIDs("o", 300)
 	publishN(t, publisher(t), key, ids) // one after another, each confirmed
 	brokertest.WaitFor(t, 20*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == len(ids) }, "all handled")
@@ -86,25 +86,25 @@ func TestConcurrencyOneKeepsOrder(t *testing.T) {
 func TestProtoActorLogsGoToTheServiceLogger(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	svc := newService(t, "logging", hato.WithLogger(zap.New(core)))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	if n := logs.FilterLoggerName("protoactor").FilterMessage("actor system started").Len(); n != 1 {
 		t.Errorf("protoactor's start message reached the zap logger %d times, want 1", n)
 	}
 }
 
 func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
-	key := hatotest.Key(t, "outage")
+	key := testutil.Key(t, "outage")
 	proxy, viaProxy := brokertest.Proxy(t, brokerURL(t))
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	sink := newService(t, "outage-sink")
 	mustSubscribe(t, sink, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, sink)
+	testutil.Start(t, sink)
 
 	p := newService(t, "outage-publisher", hato.WithURL(viaProxy), hato.WithPublishBuffer(5))
-	hatotest.Start(t, p)
+	testutil.Start(t, p)
 	// The broker becomes unreachable for the publisher.
 	proxy.SetRefuse(true)
 	proxy.CutAll()
@@ -146,7 +146,7 @@ func TestPublishWaitsThroughAnOutageAndTheBufferIsBounded(t *testing.T) {
 }
 
 func TestBrokerNackComesBackAsAnError(t *testing.T) {
-	key := hatotest.Key(t, "full")
+	key := testutil.Key(t, "full")
 	conn := brokertest.Dial(t, brokerURL(t), "test-nack")
 	ch, err := conn.Channel()
 	if err != nil {

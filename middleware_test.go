@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 type ctxKey struct{}
 
 func TestMiddlewareOrderValuesSkipAndErrors(t *testing.T) {
-	key := hatotest.Key(t, "mw")
+	key := testutil.Key(t, "mw")
 	var mu sync.Mutex
 	var trace []string
 	record := func(s string) {
@@ -49,7 +49,7 @@ func TestMiddlewareOrderValuesSkipAndErrors(t *testing.T) {
 			return err
 		}
 	}
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	svc := newService(t, "mw", hato.WithMiddleware(outer, inner))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		record("handler:" + m.Data.ID + ":" + ctx.Value(ctxKey{}).(string))
@@ -59,7 +59,7 @@ func TestMiddlewareOrderValuesSkipAndErrors(t *testing.T) {
 		}
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 	publishN(t, p, key, []string{"a"})
 	got.WaitDistinct(t, 1, 10*time.Second)

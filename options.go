@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/transport"
 )
 
 // Option configures a Service (see New).
@@ -101,6 +102,7 @@ type config struct {
 	keepRunningOnRouteFailure bool
 	connectionName            string
 	dedupe                    *DedupeOption
+	transport                 transport.Transport // nil: the AMQP broker
 }
 
 func defaultConfig() config {

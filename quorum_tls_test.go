@@ -23,13 +23,13 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
-	key := hatotest.Key(t, "quorum")
-	evs := &hatotest.DeliveryEvents{}
+	key := testutil.Key(t, "quorum")
+	evs := &testutil.DeliveryEvents{}
 	var counts []int
 	var mu sync.Mutex
 	svc := newService(t, "quorum", hato.WithDeliveryEvents(evs.Add))
@@ -39,7 +39,7 @@ func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 		mu.Unlock()
 		return hato.Requeue(errors.New("always busy"))
 	}, hato.QuorumQueue(), hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 3}))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	r := svc.Routes()[0]
 	q, ok, err := brokertest.FindQueue(brokerVhost(t), r.Queue)
 	if err != nil || !ok {
@@ -154,7 +154,7 @@ func TestTLSVerifiesTheBrokerByDefault(t *testing.T) {
 	amqpsURL := u.String()
 
 	// Default: verification on, and a self-signed broker is refused.
-	untrusting, err := hato.New("tls-default", append(hatotest.Options(t, amqpsURL), hato.WithStartTimeout(5*time.Second))...)
+	untrusting, err := hato.New("tls-default", append(testutil.Options(t, amqpsURL), hato.WithStartTimeout(5*time.Second))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,9 +170,9 @@ func TestTLSVerifiesTheBrokerByDefault(t *testing.T) {
 	}
 
 	// Trusting the test CA: a round trip over TLS.
-	key := hatotest.Key(t, "tls")
-	got := hatotest.NewCollector()
-	svc, err := hato.New("tls", append(hatotest.Options(t, amqpsURL), hato.WithTLS(&tls.Config{RootCAs: proxy.roots, MinVersion: tls.VersionTLS12}))...)
+	key := testutil.Key(t, "tls")
+	got := testutil.NewCollector()
+	svc, err := hato.New("tls", append(testutil.Options(t, amqpsURL), hato.WithTLS(&tls.Config{RootCAs: proxy.roots, MinVersion: tls.VersionTLS12}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestTLSVerifiesTheBrokerByDefault(t *testing.T) {
 		got.Add(idOf(m))
 		return svc.Publish(ctx, m.Data, key+".ok")
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, svc, key, []string{"over-tls"})
 	got.WaitDistinct(t, 1, 10*time.Second)
 	if strings.Contains(amqpsURL, "xxxxx") {

@@ -9,17 +9,17 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 func TestForwardingRoundTrip(t *testing.T) {
-	in, out := hatotest.Key(t, "topic"), hatotest.Key(t, "response")
+	in, out := testutil.Key(t, "topic"), testutil.Key(t, "response")
 	fwd := newService(t, "forwarder")
 	mustSubscribe(t, fwd, in, func(ctx context.Context, m *hato.Message[any]) error {
 		return fwd.Publish(ctx, m.Data, out)
 	})
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	sink := newService(t, "sink")
 	var sample *hato.Message[payload]
 	mustSubscribe(t, sink, out, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -29,8 +29,8 @@ func TestForwardingRoundTrip(t *testing.T) {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, fwd)
-	hatotest.Start(t, sink)
+	testutil.Start(t, fwd)
+	testutil.Start(t, sink)
 
 	ids := fmtIDs("m", 200)
 	publishN(t, publisher(t), in, ids)
@@ -57,8 +57,8 @@ func TestForwardingRoundTrip(t *testing.T) {
 }
 
 func TestWildcardRoutes(t *testing.T) {
-	base := hatotest.Key(t, "w")
-	star, hash := hatotest.NewCollector(), hatotest.NewCollector()
+	base := testutil.Key(t, "w")
+	star, hash := testutil.NewCollector(), testutil.NewCollector()
 	svc := newService(t, "wild")
 	mustSubscribe(t, svc, base+".*.x", func(ctx context.Context, m *hato.Message[payload]) error {
 		star.Add(m.DeliveredRoutingKey)
@@ -71,7 +71,7 @@ func TestWildcardRoutes(t *testing.T) {
 		}
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 	keys := []string{base + ".a.x", base + ".a.b.x", base + ".z", base + ".b.x"}
 	for _, k := range keys {
@@ -93,12 +93,12 @@ func TestWildcardRoutes(t *testing.T) {
 }
 
 func TestCompetingRoutesShareTheWork(t *testing.T) {
-	key := hatotest.Key(t, "competing")
-	all := hatotest.NewCollector()
-	var perInstance [2]*hatotest.Collector
+	key := testutil.Key(t, "competing")
+	all := testutil.NewCollector()
+	var perInstance [2]*testutil.Collector
 	var services [2]*hato.Service
 	for i := range services {
-		c := hatotest.NewCollector()
+		c := testutil.NewCollector()
 		perInstance[i] = c
 		s := newService(t, "competitor")
 		mustSubscribe(t, s, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -107,7 +107,7 @@ func TestCompetingRoutesShareTheWork(t *testing.T) {
 			return nil
 		})
 		services[i] = s
-		hatotest.Start(t, s)
+		testutil.Start(t, s)
 	}
 	q := routeQueue(t, services[0], 0)
 	if q != routeQueue(t, services[1], 0) {
@@ -133,18 +133,18 @@ func TestCompetingRoutesShareTheWork(t *testing.T) {
 }
 
 func TestNonCompetingInstancesEachGetEverything(t *testing.T) {
-	key := hatotest.Key(t, "broadcast")
-	var got [2]*hatotest.Collector
+	key := testutil.Key(t, "broadcast")
+	var got [2]*testutil.Collector
 	var queues [2]string
 	for i := range got {
-		c := hatotest.NewCollector()
+		c := testutil.NewCollector()
 		got[i] = c
 		s := newService(t, "listener")
 		mustSubscribe(t, s, key, func(ctx context.Context, m *hato.Message[payload]) error {
 			c.Add(idOf(m))
 			return nil
 		}, hato.NotCompeting(), hato.HandlerName("on_broadcast"))
-		hatotest.Start(t, s)
+		testutil.Start(t, s)
 		queues[i] = routeQueue(t, s, 0)
 	}
 	if queues[0] == queues[1] {
@@ -161,9 +161,9 @@ func TestNonCompetingInstancesEachGetEverything(t *testing.T) {
 }
 
 func TestRoutingKeyAndQueueNamePrefixes(t *testing.T) {
-	key := hatotest.Key(t, "prefixed")
+	key := testutil.Key(t, "prefixed")
 	const rkPrefix, qPrefix = "env.test.", "qp-"
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	var sample *hato.Message[payload]
 	svc := newService(t, "prefixed", hato.RoutingKeyPrefix(rkPrefix), hato.WithQueueNamePrefix(qPrefix))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -171,7 +171,7 @@ func TestRoutingKeyAndQueueNamePrefixes(t *testing.T) {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	r := svc.Routes()[0]
 	if !strings.HasPrefix(r.Queue, qPrefix) || len(r.Queue) != len(qPrefix)+64 {
 		t.Errorf("queue %q: want %q + sha256 hex", r.Queue, qPrefix)
@@ -204,25 +204,25 @@ func TestMandatoryUnroutablePublishFails(t *testing.T) {
 	p := publisher(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := p.Publish(ctx, "x", hatotest.Key(t, "nobody-listens"), hato.Mandatory())
+	err := p.Publish(ctx, "x", testutil.Key(t, "nobody-listens"), hato.Mandatory())
 	if !errorsIs(err, hato.ErrUnroutable) {
 		t.Fatalf("mandatory publish to an unbound key: %v, want ErrUnroutable", err)
 	}
 	// Not mandatory: the broker drops it, as tomodachi expects.
-	if err := p.Publish(ctx, "x", hatotest.Key(t, "nobody-listens")); err != nil {
+	if err := p.Publish(ctx, "x", testutil.Key(t, "nobody-listens")); err != nil {
 		t.Fatalf("plain publish to an unbound key: %v", err)
 	}
 }
 
 func TestPublishToMissingExchangeFailsAndPublishingRecovers(t *testing.T) {
-	key := hatotest.Key(t, "after-missing-exchange")
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "after-missing-exchange")
+	got := testutil.NewCollector()
 	svc := newService(t, "recovering")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -411,15 +411,8 @@ func (s *Service) spawn() error {
 	connPID := actor.NewPID(sys.Address(), rootID+"/connection")
 
 	children := []supervisor.ChildSpec{{
-		Name: "connection",
-		Props: actors.ConnectionProps(actors.ConnectionConfig{
-			Name:          "connection",
-			Publish:       s.dialConfig("pub"),
-			Consume:       s.dialConfig("sub"),
-			Reconnect:     supervisorBackoff(s.cfg.reconnect),
-			PublishBuffer: s.cfg.publishBuffer,
-			Logger:        s.log.Named("connection"),
-		}),
+		Name:   "connection",
+		Props:  s.connectionProps(),
 		Policy: supervisor.Policy{MaxRestarts: -1},
 	}}
 	for _, r := range s.routes {
@@ -467,7 +460,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 	}
 	return supervisor.ChildSpec{
 		Name:   r.name,
-		Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID}),
+		Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, StartSession: s.sessionStarter()}),
 		Policy: supervisorPolicy(policy),
 	}
 }

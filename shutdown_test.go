@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
-	key := hatotest.Key(t, "drain")
-	first, second := hatotest.NewCollector(), hatotest.NewCollector()
+	key := testutil.Key(t, "drain")
+	first, second := testutil.NewCollector(), testutil.NewCollector()
 	var started atomic.Int32
 	svc := newService(t, "draining", hato.WithDrainTimeout(5*time.Second))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -25,7 +25,7 @@ func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
 		first.Add(idOf(m))
 		return nil
 	}, hato.Concurrency(4), hato.Prefetch(10, 0))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 
 	ids := fmtIDs("d", 40)
 	publishN(t, publisher(t), key, ids)
@@ -53,7 +53,7 @@ func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
 		second.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, next)
+	testutil.Start(t, next)
 	second.WaitDistinct(t, len(ids)-first.Total(), 20*time.Second)
 	for _, id := range ids {
 		if n := first.Count(id) + second.Count(id); n != 1 {
@@ -63,7 +63,7 @@ func TestStopFinishesHandlersInFlightAndReturnsTheRest(t *testing.T) {
 }
 
 func TestStopAtTheDrainDeadlineReturnsUnfinishedDeliveries(t *testing.T) {
-	key := hatotest.Key(t, "stuck")
+	key := testutil.Key(t, "stuck")
 	var cancelled atomic.Bool
 	var started atomic.Int32
 	svc := newService(t, "stuck", hato.WithDrainTimeout(300*time.Millisecond))
@@ -73,7 +73,7 @@ func TestStopAtTheDrainDeadlineReturnsUnfinishedDeliveries(t *testing.T) {
 		cancelled.Store(true)
 		return ctx.Err()
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, []string{"stuck-1", "stuck-2"})
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return started.Load() == 1 }, "handler running")
 
@@ -88,19 +88,19 @@ func TestStopAtTheDrainDeadlineReturnsUnfinishedDeliveries(t *testing.T) {
 	}
 	brokertest.WaitFor(t, 5*time.Second, cancelled.Load, "the handler's context cancelled at the deadline")
 
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	next := newService(t, "stuck")
 	mustSubscribe(t, next, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, next)
+	testutil.Start(t, next)
 	got.WaitDistinct(t, 2, 20*time.Second)
 }
 
 func TestStopIsIdempotentAndPublishAfterStopFails(t *testing.T) {
 	svc := newService(t, "idempotent")
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	ctx := context.Background()
 	if err := svc.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -126,8 +126,8 @@ func TestStopIsIdempotentAndPublishAfterStopFails(t *testing.T) {
 // publishes outstanding at Stop, from an embedding goroutine and from an
 // OnStop hook, must get their outcome before the deadline expires.
 func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
-	key := hatotest.Key(t, "backoff")
-	ev := &hatotest.SupervisorEvents{}
+	key := testutil.Key(t, "backoff")
+	ev := &testutil.SupervisorEvents{}
 	svc := newService(t, "backoff", hato.WithDrainTimeout(20*time.Second), hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		panic("handler bug")
@@ -138,10 +138,10 @@ func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
 	}))
 	hookErr := make(chan error, 1)
 	svc.OnStop(func(ctx context.Context) error {
-		hookErr <- svc.Publish(ctx, map[string]any{"id": "from-on-stop"}, hatotest.Key(t, "nowhere"))
+		hookErr <- svc.Publish(ctx, map[string]any{"id": "from-on-stop"}, testutil.Key(t, "nowhere"))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, []string{"boom"})
 	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Count(hato.EventFailed) == 1 }, "the route in restart backoff")
 
@@ -152,7 +152,7 @@ func TestStopDuringARestartBackoffReturnsPromptly(t *testing.T) {
 	loopErr := make(chan error, 1)
 	go func() {
 		for {
-			if err := svc.Publish(ctx, map[string]any{"id": "loop"}, hatotest.Key(t, "nowhere")); err != nil {
+			if err := svc.Publish(ctx, map[string]any{"id": "loop"}, testutil.Key(t, "nowhere")); err != nil {
 				loopErr <- err
 				return
 			}

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/supervisor"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // fastSupervision restarts quickly and never gives up within a test.
@@ -22,9 +22,9 @@ var fastSupervision = hato.Supervision(hato.RestartPolicy{
 })
 
 func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
-	key := hatotest.Key(t, "panics")
-	ev := &hatotest.SupervisorEvents{}
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "panics")
+	ev := &testutil.SupervisorEvents{}
+	got := testutil.NewCollector()
 	var seen sync.Map
 	svc := newService(t, "panicky", fastSupervision, hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -36,7 +36,7 @@ func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 		got.Add(id)
 		return nil
 	}, hato.Concurrency(4))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 
 	ids := fmtIDs("p", 300)
 	publishN(t, publisher(t), key, ids)
@@ -56,9 +56,9 @@ func TestPanickingHandlerRestartsTheActorAndLosesNothing(t *testing.T) {
 }
 
 func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
-	key := hatotest.Key(t, "killed")
-	ev := &hatotest.SupervisorEvents{}
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "killed")
+	ev := &testutil.SupervisorEvents{}
+	got := testutil.NewCollector()
 	var handled atomic.Int32
 	svc := newService(t, "killable", fastSupervision, hato.WithSupervisorEvents(ev.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
@@ -67,7 +67,7 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 		got.Add(idOf(m))
 		return nil
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	pid := svc.Routes()[0].Actor
 	sys := svc.ActorSystem()
 
@@ -93,8 +93,8 @@ func TestConsumerActorStoppedFromOutsideIsRespawned(t *testing.T) {
 }
 
 func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
-	key := hatotest.Key(t, "hopeless")
-	ev := &hatotest.SupervisorEvents{}
+	key := testutil.Key(t, "hopeless")
+	ev := &testutil.SupervisorEvents{}
 	svc := newService(t, "hopeless", hato.WithSupervisorEvents(ev.Add), hato.Supervision(hato.RestartPolicy{
 		Backoff:     hato.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		MaxRestarts: 2,
@@ -103,7 +103,7 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		panic("always")
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, fmtIDs("h", 5))
 	select {
 	case <-svc.Failed():
@@ -117,7 +117,7 @@ func TestARouteThatGivesUpFailsTheServiceLoudly(t *testing.T) {
 		t.Errorf("EventGaveUp reported %d times, want 1", ev.Count(hato.EventGaveUp))
 	}
 	// The messages are still in the queue, not lost.
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	conn := brokertest.Dial(t, brokerURL(t), "test-hopeless")
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _ := brokertest.Inspect(t, conn, svc.Routes()[0].Queue)

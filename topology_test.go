@@ -10,15 +10,15 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 func TestDeclaredQueuesCarryTomodachisArguments(t *testing.T) {
-	key := hatotest.Key(t, "args")
+	key := testutil.Key(t, "args")
 	svc := newService(t, "args")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	r := svc.Routes()[0]
 
 	q, ok, err := brokertest.FindQueue(brokerVhost(t), r.Queue)
@@ -56,10 +56,10 @@ func TestDeclaredQueuesCarryTomodachisArguments(t *testing.T) {
 }
 
 func TestQueueTTLZeroDeclaresNoArguments(t *testing.T) {
-	key := hatotest.Key(t, "no-ttl")
+	key := testutil.Key(t, "no-ttl")
 	svc := newService(t, "no-ttl", hato.WithQueueTTL(0))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	q, ok, err := brokertest.FindQueue(brokerVhost(t), svc.Routes()[0].Queue)
 	if err != nil || !ok {
 		t.Fatalf("queue: found=%v err=%v", ok, err)
@@ -70,9 +70,9 @@ func TestQueueTTLZeroDeclaresNoArguments(t *testing.T) {
 }
 
 func TestCustomExchangeIsDeclaredAsTomodachiDeclaresIt(t *testing.T) {
-	key := hatotest.Key(t, "custom")
+	key := testutil.Key(t, "custom")
 	exchange := "hato.test." + key
-	got := hatotest.NewCollector()
+	got := testutil.NewCollector()
 	svc := newService(t, "custom-exchange")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		if m.Exchange != exchange {
@@ -81,7 +81,7 @@ func TestCustomExchangeIsDeclaredAsTomodachiDeclaresIt(t *testing.T) {
 		got.Add(idOf(m))
 		return nil
 	}, hato.Exchange(exchange))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 
 	exchanges, err := brokertest.ListExchanges(brokerVhost(t))
 	if err != nil {
@@ -116,7 +116,7 @@ func TestCustomExchangeIsDeclaredAsTomodachiDeclaresIt(t *testing.T) {
 }
 
 func TestConflictingQueueDeclarationFailsStart(t *testing.T) {
-	key := hatotest.Key(t, "conflict")
+	key := testutil.Key(t, "conflict")
 	// Someone declared the queue with other arguments (e.g. another TTL).
 	probe := newService(t, "probe")
 	mustSubscribe(t, probe, key, func(ctx context.Context, m *hato.Message[any]) error { return nil })

@@ -14,8 +14,8 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // badPublishes is the bad-input table of Publish: each fails at once with
@@ -55,10 +55,10 @@ func badPublishes() []struct {
 // the connection is never lost, and every good message published around
 // the bad ones arrives.
 func TestBadPublishInputFailsAtOnceAndHarmsNothing(t *testing.T) {
-	key := hatotest.Key(t, "good")
-	relay := hatotest.Key(t, "relay")
-	sup := &hatotest.SupervisorEvents{}
-	good := hatotest.NewCollector()
+	key := testutil.Key(t, "good")
+	relay := testutil.Key(t, "relay")
+	sup := &testutil.SupervisorEvents{}
+	good := testutil.NewCollector()
 	svc := newService(t, "bad-publish", hato.WithSupervisorEvents(sup.Add))
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
 		good.Add(idOf(m))
@@ -76,7 +76,7 @@ func TestBadPublishInputFailsAtOnceAndHarmsNothing(t *testing.T) {
 		}
 		return svc.Publish(ctx, map[string]any{"id": "relayed-" + m.Data.ID}, key)
 	})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := publisher(t)
 
 	var want []string
@@ -145,11 +145,11 @@ func TestBadSubscribeInputFailsAtRegistration(t *testing.T) {
 		})
 	}
 	// The broker and other services are untouched.
-	key := hatotest.Key(t, "after")
-	got := hatotest.NewCollector()
+	key := testutil.Key(t, "after")
+	got := testutil.NewCollector()
 	svc := newService(t, "after-bad-subscribe")
 	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error { got.Add(idOf(m)); return nil })
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	publishN(t, publisher(t), key, []string{"ok"})
 	got.WaitDistinct(t, 1, 30*time.Second)
 	if q, ok, err := brokertest.FindQueue(brokerVhost(t), strings.Repeat("q", 253)); err != nil || ok {

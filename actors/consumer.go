@@ -26,9 +26,11 @@ type ConsumerConfig struct {
 	// Connection is the connection actor that opens channels and publishes.
 	Connection *actor.PID
 
-	// startSession starts a consuming session; nil means broker.StartConsumer.
-	// Unit tests set a fake.
-	startSession sessionStarter
+	// StartSession starts a consuming session; nil means
+	// broker.StartConsumer. Its type is internal to hato: package hato sets
+	// it for another transport (hatotest's in-memory broker), unit tests
+	// set a fake.
+	StartSession sessionStarter
 }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
@@ -69,8 +71,8 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	policy := route.Failure.WithDefaults()
 	// Shared by every incarnation the props produce (restarts, respawns).
 	slots := newHandlerSlots(route.Concurrency)
-	if cfg.startSession == nil {
-		cfg.startSession = startBrokerSession
+	if cfg.StartSession == nil {
+		cfg.StartSession = startBrokerSession
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
@@ -81,7 +83,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			conn:   cfg.Connection,
 			log:    route.Logger,
 			jobs:   map[uint64]*job{},
-			begin:  cfg.startSession,
+			begin:  cfg.StartSession,
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }

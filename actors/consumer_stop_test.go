@@ -52,7 +52,7 @@ func newStopHarness(t *testing.T) *stopHarness {
 		},
 	}
 	props := ConsumerProps(ConsumerConfig{Route: route, Connection: fakeConn,
-		startSession: func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+		StartSession: func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
 			if start := h.start.Load(); start != nil {
 				return (*start)(ch, cfg)
 			}

@@ -400,7 +400,7 @@ func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error)
 	ss := &sessions{failures: failures}
 	state := newRouteState(0)
 	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
-		Route: route, state: state, Connection: connPID, startSession: ss.start,
+		Route: route, state: state, Connection: connPID, StartSession: ss.start,
 	}))
 	return &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
 }

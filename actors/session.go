@@ -4,19 +4,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/internal/transport"
 )
 
 // consumerSession is what the consumer actor needs of a consuming session
-// (a *broker.Consumer in production, a fake in unit tests). Deliveries are
-// settled through each *broker.Delivery.
-type consumerSession interface {
-	Cancel()
-	Close()
-}
+// (a *broker.Consumer in production, an in-memory or a fake one in tests).
+// Deliveries are settled through each *broker.Delivery.
+type consumerSession = transport.Session
 
 // sessionStarter sets a channel up and starts consuming on it; it blocks on
 // broker round trips (called off the mailbox). See broker.StartConsumer.
-type sessionStarter func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error)
+type sessionStarter = transport.SessionStarter
 
 // startBrokerSession is the production sessionStarter. It never returns a
 // non-nil interface holding a nil *broker.Consumer.

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 var (
@@ -192,7 +192,7 @@ func TestPublishThroughTheExampleNodeToTail(t *testing.T) {
 // Ctrl-C stops tail with exit 0 and its queue is gone.
 func TestTailInterruptedLeavesNoQueue(t *testing.T) {
 	url := pkgVhost.URL(t)
-	tail := startTail(t, url, hatotest.Key(t, "#"))
+	tail := startTail(t, url, testutil.Key(t, "#"))
 	_ = tail.cmd.Process.Signal(os.Interrupt)
 	if code := tail.wait(t, 30*time.Second); code != exitOK {
 		t.Fatalf("tail exit code %d after SIGINT", code)
@@ -213,11 +213,11 @@ func TestTailInterruptedLeavesNoQueue(t *testing.T) {
 // replay delivers it once and empties the DLQ.
 func TestPoisonDeadLetterListShowReplay(t *testing.T) {
 	url := pkgVhost.URL(t)
-	key := hatotest.Key(t, "poison")
+	key := testutil.Key(t, "poison")
 	var failing atomic.Bool
 	failing.Store(true)
 	var handled, replayCount atomic.Int64
-	svc, err := hato.New("cli-poison", append(hatotest.Options(t, url),
+	svc, err := hato.New("cli-poison", append(testutil.Options(t, url),
 		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 1}))...)
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +234,7 @@ func TestPoisonDeadLetterListShowReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	route := svc.Routes()[0]
 	dlq := route.DeadLetterQueue
 	conn := brokertest.Dial(t, url, "cli-poison-inspect")
@@ -262,7 +262,7 @@ func TestPoisonDeadLetterListShowReplay(t *testing.T) {
 		t.Fatalf("replay: %v", r)
 	}
 	brokertest.WaitFor(t, 30*time.Second, func() bool { return handled.Load() >= 1 }, "the replayed message handled")
-	hatotest.Stop(t, svc) // drains: anything still in flight is handled or back in the queue
+	testutil.Stop(t, svc) // drains: anything still in flight is handled or back in the queue
 	if handled.Load() != 1 || replayCount.Load() != 1 || count() != 0 {
 		t.Errorf("handled %d times (x-hato-replay-count %d), DLQ holds %d; want once, 1, 0", handled.Load(), replayCount.Load(), count())
 	}
@@ -319,7 +319,7 @@ func checkShow(t *testing.T, url, dlq, key string) {
 // purge asks first and purges only when told yes.
 func TestPurgeAsksFirst(t *testing.T) {
 	url := pkgVhost.URL(t)
-	q := hatotest.Key(t, "purge") + ".dlq"
+	q := testutil.Key(t, "purge") + ".dlq"
 	conn := brokertest.Dial(t, url, "cli-purge")
 	ch, err := conn.Channel()
 	if err != nil {

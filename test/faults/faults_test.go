@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 )
 
 // TestFaults runs every scenario in turn and prints the table.
@@ -39,7 +39,7 @@ func TestFaults(t *testing.T) {
 func scenarioPanicsAndKills(t *testing.T) {
 	r := newRun(t, "handler panics + actor stopped/poisoned", N)
 	var seen sync.Map
-	var events hatotest.SupervisorEvents
+	var events testutil.SupervisorEvents
 	svc := r.consumer("faults-panics", func(ctx context.Context, id string) error {
 		// Every 1000th message panics the first time it is handled.
 		if strings.HasSuffix(id, "500") {
@@ -49,7 +49,7 @@ func scenarioPanicsAndKills(t *testing.T) {
 		}
 		return nil
 	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e hato.SupervisorEvent) { events.Add(e); r.onEvent(e) })}, hato.Concurrency(4))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-panics-pub")
 	done := r.publishAll(p, r.key)
 
@@ -61,7 +61,7 @@ func scenarioPanicsAndKills(t *testing.T) {
 	svc.ActorSystem().Root.Poison(pid)
 	r.waitPublished(done)
 	r.settle(time.Minute)
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.sinceFault(firstTime(events.FirstAfter(hato.EventRespawned, r.faultStart))),
 		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.Count(hato.EventFailed),
 			events.Count(hato.EventRestarted), events.Count(hato.EventRespawned)))
@@ -78,7 +78,7 @@ func scenarioPoison(t *testing.T) {
 	failing := map[string]bool{"m-17": true, "m-2500": true, "m-5000": true, "m-7777": true, "m-9999": true}
 	panicking := map[string]bool{"m-42": true, "m-6000": true, "m-8888": true}
 	var attempts sync.Map
-	var dl hatotest.DeliveryEvents
+	var dl testutil.DeliveryEvents
 	svc := r.consumer("faults-poison", func(ctx context.Context, id string) error {
 		n, _ := attempts.LoadOrStore(id, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
@@ -91,7 +91,7 @@ func scenarioPoison(t *testing.T) {
 		return nil
 	}, []hato.Option{fastSupervision, hato.WithDeliveryEvents(dl.Add),
 		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 3, MaxRedeliveries: 3})})
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-poison-pub")
 	r.waitPublished(r.publishAll(p, r.key))
 	// The poison is never "handled" (the handler fails before recording).
@@ -104,7 +104,7 @@ func scenarioPoison(t *testing.T) {
 	r.settle(time.Minute)
 	brokertest.WaitFor(t, time.Minute, func() bool { return dl.Len() == len(failing)+len(panicking) }, "poison dead-lettered")
 	route := svc.Routes()[0]
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 
 	for id := range failing {
 		if n, _ := attempts.Load(id); n.(*atomic.Int32).Load() != 3 {
@@ -147,7 +147,7 @@ func scenarioPoison(t *testing.T) {
 func scenarioCloseConnections(t *testing.T) {
 	r := newRun(t, "broker closes hato's connections", N)
 	svc := r.consumer("faults-close", nil, []hato.Option{hato.WithConnectionName("faults-close-consumer")}, hato.Concurrency(4))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-close-pub", hato.WithConnectionName("faults-close-publisher"))
 	done := r.publishAll(p, r.key)
 	ours := brokertest.NamePrefix("faults-close-")
@@ -165,7 +165,7 @@ func scenarioCloseConnections(t *testing.T) {
 	}
 	r.waitPublished(done)
 	r.settle(time.Minute)
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	r.faultStart = r.lostAt(r.faultStart) // when the first close hit, not when rabbitmqctl started
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("%d connections closed in 2 rounds; recovery = channel lost to consuming again", closed))
 	if closed < 4 {
@@ -192,7 +192,7 @@ func scenarioFiftyRoutes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	r.faultStart = time.Now()
 	if _, err := brokertest.CloseConnections(brokertest.NamePrefix("faults-fifty-"), "hato fault test"); err != nil {
 		t.Fatal(err)
@@ -223,7 +223,7 @@ func scenarioFiftyRoutes(t *testing.T) {
 	for _, rt := range svc.Routes() {
 		queues = append(queues, rt.Queue)
 	}
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	r.finish(r.leftInQueues(queues...), r.reconnected(routes), "from the first route losing its channel to all 50 consuming again; each then got its messages")
 }
 
@@ -232,7 +232,7 @@ func scenarioFiftyRoutes(t *testing.T) {
 func scenarioBrokerRestart(t *testing.T) {
 	r := newRun(t, "broker restart (stop_app/start_app)", N)
 	svc := r.consumer("faults-restart", nil, nil, hato.Concurrency(4))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-restart-pub")
 	done := r.publishAll(p, r.key)
 	r.waitConfirmed(0.3)
@@ -245,7 +245,7 @@ func scenarioBrokerRestart(t *testing.T) {
 	})
 	r.waitPublished(done)
 	r.settle(2 * time.Minute)
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	r.faultStart = r.lostAt(r.faultStart) // when the connections dropped
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("app down 3s + restart; recovery = channel lost to consuming again; %d publish errors", r.pubErrs.Load()))
 }
@@ -256,7 +256,7 @@ func scenarioNetworkCut(t *testing.T) {
 	r := newRun(t, "network cut (proxy paused 8s)", N)
 	proxy, viaProxy := brokertest.Proxy(t, r.url)
 	svc := r.consumer("faults-netcut", nil, []hato.Option{hato.WithURL(viaProxy), hato.WithHeartbeat(2 * time.Second)}, hato.Concurrency(4))
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-netcut-pub", hato.WithURL(viaProxy), hato.WithHeartbeat(2*time.Second))
 	done := r.publishAll(p, r.key)
 	r.waitConfirmed(0.3)
@@ -267,7 +267,7 @@ func scenarioNetworkCut(t *testing.T) {
 	r.faultEnd = time.Now()
 	r.waitPublished(done)
 	r.settle(2 * time.Minute)
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	st := proxy.Stats()
 	detected := r.lostAt(r.faultStart).Sub(r.faultStart).Round(10 * time.Millisecond)
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("8s black hole, heartbeat 2s: loss detected after %s; recovery from the cut's start; %d proxied connections", detected, st.Accepted))
@@ -292,7 +292,7 @@ func scenarioNodeRestart(t *testing.T) {
 	}, hato.Concurrency(4)); err != nil {
 		t.Fatal(err)
 	}
-	hatotest.Start(t, collector)
+	testutil.Start(t, collector)
 
 	node := startNode(t, bin, r.url)
 	waitBound(t, r.url)
@@ -310,7 +310,7 @@ func scenarioNodeRestart(t *testing.T) {
 	r.settle(2 * time.Minute)
 	_ = node.Process.Signal(syscall.SIGTERM)
 	code2 := waitExit(t, node, 60*time.Second)
-	hatotest.Stop(t, collector)
+	testutil.Stop(t, collector)
 	queue := "6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175" // sha256("example.topic")
 	r.finish(r.leftInQueues(queue, collector.Routes()[0].Queue), r.handledAfterFault(), fmt.Sprintf("exit codes %d and %d after SIGTERM", code, code2))
 	if code != hato.ExitOK || code2 != hato.ExitOK {
@@ -327,7 +327,7 @@ func scenarioMemoryAlarm(t *testing.T) {
 		time.Sleep(time.Millisecond) // a handler doing some work
 		return nil
 	}, nil)
-	hatotest.Start(t, svc)
+	testutil.Start(t, svc)
 	p := r.publisher("faults-alarm-pub")
 	done := r.publishAll(p, r.key)
 	r.waitConfirmed(0.5)
@@ -343,7 +343,7 @@ func scenarioMemoryAlarm(t *testing.T) {
 	r.faultEnd = time.Now()
 	r.waitPublished(done)
 	r.settle(2 * time.Minute)
-	hatotest.Stop(t, svc)
+	testutil.Stop(t, svc)
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.confirmedAfterFault(),
 		fmt.Sprintf("5s alarm: %d publishes confirmed, %d messages handled meanwhile", confirmedDuring, handledDuring))
 	if handledDuring == 0 {

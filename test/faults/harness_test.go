@@ -17,8 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/hatotest"
 	"github.com/hato-go/hato/test/leak"
 )
 
@@ -85,7 +85,7 @@ type run struct {
 	url       string
 	key       string
 	ids       []string
-	handled   *hatotest.Collector
+	handled   *testutil.Collector
 	confirmed sync.Map
 	nConf     atomic.Int64
 	published atomic.Int64
@@ -103,12 +103,12 @@ type run struct {
 func newRun(t *testing.T, name string, n int) *run {
 	_, url := brokertest.NewVhost(t)
 	key := strings.ReplaceAll(name, " ", "-") + ".events"
-	return &run{t: t, name: name, url: url, key: key, ids: hatotest.IDs("m", n), handled: hatotest.NewCollector()}
+	return &run{t: t, name: name, url: url, key: key, ids: testutil.IDs("m", n), handled: testutil.NewCollector()}
 }
 
 // opts are the options of every service of the scenario.
 func (r *run) opts(extra ...hato.Option) []hato.Option {
-	base := append(hatotest.Options(r.t, r.url),
+	base := append(testutil.Options(r.t, r.url),
 		hato.WithReconnectBackoff(hato.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}),
 		hato.WithHeartbeat(2*time.Second),
 		hato.WithDrainTimeout(10*time.Second),
@@ -348,7 +348,7 @@ func (r *run) publisher(name string, opts ...hato.Option) *hato.Service {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	hatotest.Start(r.t, p)
+	testutil.Start(r.t, p)
 	return p
 }
 

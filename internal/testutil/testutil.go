@@ -1,7 +1,7 @@
-// Package hatotest holds helpers for hato's integration tests: a logger
+// Package testutil holds helpers for hato's integration tests: a logger
 // that shows its output only when a test fails, a concurrent collector of
 // handled messages, and service start/stop with cleanup.
-package hatotest
+package testutil
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package hatotest
+package testutil
 
 import (
 	"sync"

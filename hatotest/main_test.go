@@ -1,0 +1,11 @@
+package hatotest_test
+
+import (
+	"testing"
+
+	"github.com/hato-go/hato/test/leak"
+)
+
+func TestMain(m *testing.M) {
+	leak.VerifyTestMain(m)
+}
