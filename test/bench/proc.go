@@ -238,13 +238,25 @@ type procImpl struct {
 	env                  []string
 	logPath              string
 	n                    *node
+	// straceOut, when set, is where `strace -c -f` attached to the node
+	// from ready to stop writes its syscall counts.
+	straceOut string
+	strace    *exec.Cmd
 }
 
-func (p *procImpl) Name() string                   { return p.name }
-func (p *procImpl) Queues() []string               { return nil } // the session's vhost goes
-func (p *procImpl) Keys() (in, out string)         { return "example.topic", "example.response" }
-func (p *procImpl) PID() int                       { return p.n.pid() }
-func (p *procImpl) Stop(ctx context.Context) error { return p.n.stop(ctx) }
+func (p *procImpl) Name() string           { return p.name }
+func (p *procImpl) Queues() []string       { return nil } // the session's vhost goes
+func (p *procImpl) Keys() (in, out string) { return "example.topic", "example.response" }
+func (p *procImpl) PID() int               { return p.n.pid() }
+func (p *procImpl) Stop(ctx context.Context) error {
+	if p.strace != nil {
+		// Detach first: strace writes its summary on SIGINT.
+		_ = p.strace.Process.Signal(os.Interrupt)
+		_ = p.strace.Wait()
+		p.strace = nil
+	}
+	return p.n.stop(ctx)
+}
 
 func (p *procImpl) Err() error {
 	if p.n == nil {
@@ -264,6 +276,14 @@ func (p *procImpl) Start(ctx context.Context, url, _, _, _ string) error {
 		defer cancel()
 		_ = n.stop(sctx)
 		return err
+	}
+	if p.straceOut != "" {
+		p.strace = exec.Command("strace", "-c", "-f", "-o", p.straceOut, "-p", strconv.Itoa(n.pid()))
+		if err := p.strace.Start(); err != nil {
+			p.strace = nil
+			return fmt.Errorf("strace: %w", err)
+		}
+		time.Sleep(500 * time.Millisecond) // attached to every thread
 	}
 	return nil
 }
@@ -331,6 +351,9 @@ func newProcImpl(bins *binaries, name string, round int, o options) *procImpl {
 		base := filepath.Join(o.profileDir, fmt.Sprintf("%s-r%d", name, round))
 		p.env = []string{"HATO_CPUPROFILE=" + base + ".cpu", "HATO_BLOCKPROFILE=" + base + ".block", "HATO_MUTEXPROFILE=" + base + ".mutex"}
 		p.logPath = base + ".log"
+	}
+	if o.straceDir != "" {
+		p.straceOut = filepath.Join(o.straceDir, fmt.Sprintf("%s-r%d.strace", name, round))
 	}
 	return p
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,7 @@ type routesResult struct {
 	Missing   int           `json:"missing"`
 	Dups      int           `json:"duplicates"`
 	Load      string        `json:"loadavg"`
+	Log       string        `json:"log"`
 }
 
 // runRoutes is -mode routes: a one-route node, then a node with -routes
@@ -83,6 +85,7 @@ func printRoutes(rs []routesResult) {
 		if r.Failure != "" {
 			fmt.Printf("\n%d routes: %s\n", r.Routes, r.Failure)
 		}
+		fmt.Printf("%d routes: node log %s\n", r.Routes, r.Log)
 	}
 }
 
@@ -98,8 +101,9 @@ func routesRun(ctx context.Context, bins *binaries, routes int, o options, laten
 		return res, err
 	}
 	defer d.close()
+	res.Log = filepath.Join(os.TempDir(), fmt.Sprintf("hato-bench-routes-%d-%s.log", routes, newUUID4()[:8]))
 	n, err := startNode(fmt.Sprintf("routes-node(%d)", routes), bins.routes, []string{"-routes", strconv.Itoa(routes)},
-		[]string{"AMQP_URL=" + u}, "service started", "")
+		[]string{"AMQP_URL=" + u}, "service started", res.Log)
 	if err != nil {
 		return res, err
 	}
@@ -109,11 +113,14 @@ func routesRun(ctx context.Context, bins *binaries, routes int, o options, laten
 		_ = n.stop(sctx)
 	}()
 	res.ReadyIn, err = n.waitReady(ctx, o.readyTimeout)
-	res.Consumers = countConsumers(u)
 	res.RSSKB = rssKB(n.pid())
+	res.Consumers = countConsumers(u)
 	if err != nil {
 		// The measured result: report it, measure nothing more.
 		res.Failure = err.Error()
+		if e := n.err(); e != nil {
+			res.Failure += "\n(node exited meanwhile: " + e.Error() + ")"
+		}
 		return res, nil
 	}
 	res.Ready = true
@@ -212,6 +219,7 @@ func countConsumers(rawURL string) int {
 	}
 	out, err := brokertest.Rabbitmqctl("list_consumers", "-q", "--no-table-headers", "-p", vhost, "queue_name")
 	if err != nil {
+		logf("  list_consumers: %v", err)
 		return -1
 	}
 	c := 0
