@@ -64,6 +64,7 @@ type options struct {
 	mode         string
 	profileDir   string
 	straceDir    string
+	trace        bool
 	routes       int
 	readyTimeout time.Duration
 	sample       time.Duration
@@ -114,6 +115,7 @@ func run() int {
 	flag.StringVar(&o.mode, "mode", "inprocess", "what to measure: "+strings.Join(modes, ", ")+" (see the package documentation)")
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: run test/bench/cmd/hato-node instead of the example and write CPU, block and mutex profiles of every node process to this directory")
 	flag.StringVar(&o.straceDir, "strace", "", "process mode: attach `strace -c -f` to every node process from ready to stop and write its syscall counts to this directory")
+	flag.BoolVar(&o.trace, "trace", false, "process mode with -profile: also write an execution trace of each node's first 8 s (go tool trace -pprof=sched FILE)")
 	flag.IntVar(&o.routes, "routes", 10000, "routes mode: routes of the node")
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "routes mode: give up waiting for the node to be ready after this long")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak mode: RSS sampling interval")

@@ -350,6 +350,10 @@ func newProcImpl(bins *binaries, name string, round int, o options) *procImpl {
 	if o.profileDir != "" {
 		base := filepath.Join(o.profileDir, fmt.Sprintf("%s-r%d", name, round))
 		p.env = []string{"HATO_CPUPROFILE=" + base + ".cpu", "HATO_BLOCKPROFILE=" + base + ".block", "HATO_MUTEXPROFILE=" + base + ".mutex"}
+		p.env = append(p.env, fmt.Sprintf("HATO_GAPS=%d", o.warmup+o.n))
+		if o.trace {
+			p.env = append(p.env, "HATO_TRACE="+base+".trace")
+		}
 		p.logPath = base + ".log"
 	}
 	if o.straceDir != "" {

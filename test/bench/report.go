@@ -283,8 +283,9 @@ func newUUID4() string {
 	return string(out[:])
 }
 
-// brokerPID is the pid of the local RabbitMQ VM (beam.smp), or 0 when the
-// broker is not visible in /proc (remote or in a container).
+// brokerPID is the pid of the local RabbitMQ VM (beam.smp; the oldest, not
+// a node of the test cluster), or 0 when the broker is not visible in /proc
+// (remote or in a container).
 var brokerPID = findBroker()
 
 func findBroker() int {
@@ -292,6 +293,7 @@ func findBroker() int {
 	if err != nil {
 		return 0
 	}
+	found := 0
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -300,12 +302,15 @@ func findBroker() int {
 		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
 		if err == nil && strings.TrimSpace(string(comm)) == "beam.smp" {
 			cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if strings.Contains(strings.ReplaceAll(string(cmd), "\x00", " "), "rabbit boot") {
-				return pid
+			line := strings.ReplaceAll(string(cmd), "\x00", " ")
+			// Not a node of scripts/cluster.sh's throw-away cluster
+			// (hato-c1..3), which may run beside the default broker.
+			if strings.Contains(line, "rabbit boot") && !strings.Contains(line, "hato-c") && (found == 0 || pid < found) {
+				found = pid
 			}
 		}
 	}
-	return 0
+	return found
 }
 
 // hostBusy is the CPU seconds the host spent busy, all cores.

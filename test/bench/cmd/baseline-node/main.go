@@ -34,6 +34,11 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var f baseline.Forwarder
+	gaps := prof.NewGaps() // HATO_GAPS: handler start/return times
+	if gaps != nil {
+		f.Gaps = gaps
+		defer gaps.Report(os.Stderr)
+	}
 	if err := f.Start(ctx, url, "node", "example.topic", "example.response"); err != nil {
 		fmt.Fprintln(os.Stderr, "baseline-node:", err)
 		return 1
