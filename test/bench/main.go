@@ -28,6 +28,26 @@
 //	go tool pprof -tags /tmp/bench.prof
 //	go tool pprof -tagfocus 'role=^svc-hato$' -top -cum /tmp/bench.prof
 //
+// Other modes (-mode; issue 10's goals, each reported, never asserted):
+//
+//   - process: the same measurement with each service in its own process:
+//     examples/amqp-example (hato) and cmd/baseline-node (the hand-written
+//     forwarder of internal/baseline), built once per run, each session in
+//     a fresh vhost, this process driving; rate 1000/s and 3 rounds by
+//     default. -profile DIR runs cmd/hato-node (the example plus profiles)
+//     and writes CPU, block and mutex profiles, the node's log and, with
+//     HATO_GAPS, how long the handler goroutine waits between messages;
+//     -trace adds execution traces; -strace DIR attaches `strace -c -f`.
+//   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
+//     against a one-route node: time to ready, VmRSS per idle route, p99
+//     at 0.1 msg/s per route for -duration; a node that never becomes ready
+//     (-ready-timeout) is reported as the result.
+//   - ceiling: in this process, 64 goroutines calling Publish outside
+//     handlers against 64 goroutines publishing with amqp091-go deferred
+//     confirms; a Concurrency(32) route with a 5 ms handler against 32/5 ms.
+//   - soak: examples/amqp-example forwarding -rate (2000) msg/s for
+//     -duration (10m), VmRSS sampled every -sample (10 s).
+//
 // It exits non-zero only on errors (lost or duplicated messages, timeouts,
 // broker errors), never because a result is slow.
 package main
