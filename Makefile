@@ -46,9 +46,23 @@ test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster
 	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
 
 .PHONY: bench
-bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service, and envelope codecs.
+bench: broker ## Benchmarks (~4 min): hato vs a hand-written amqp091-go service in one process and across processes, the route pipeline's allocations, envelope codecs.
 	$(GO) run ./test/bench
+	$(GO) run ./test/bench -mode process
+	$(GO) test -run '^$$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./envelope/
+
+.PHONY: bench-routes
+bench-routes: broker ## Many routes: a node with ROUTES (10000) routes in its own process: time to ready, RSS per idle route, latency at 0.1 msg/s a route.
+	$(GO) run ./test/bench -mode routes -routes $(or $(ROUTES),10000)
+
+.PHONY: bench-ceiling
+bench-ceiling: broker ## Library ceiling: 64 goroutines publishing vs hand-written deferred confirms; Concurrency(32) with a 5 ms handler vs 32/5 ms.
+	$(GO) run ./test/bench -mode ceiling -rounds 3
+
+.PHONY: bench-soak
+bench-soak: broker ## Memory under load: the example node forwarding 2000 msg/s for SOAK (10m), RSS sampled every 10 s.
+	$(GO) run ./test/bench -mode soak -duration $(or $(SOAK),10m)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s).

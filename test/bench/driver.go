@@ -331,8 +331,8 @@ func (d *driver) blast(tr *tracking, in string, lo int, bodies [][]byte) error {
 }
 
 // paced publishes ids [lo, hi) at rate msg/s, building each message when it
-// is due.
-func (d *driver) paced(ctx context.Context, tr *tracking, in string, lo, hi, rate int, pad string) error {
+// is due, message id with routing key keyOf(id).
+func (d *driver) paced(ctx context.Context, tr *tracking, keyOf func(id int) string, lo, hi, rate int, pad string) error {
 	p := d.pubs[0]
 	start := time.Now()
 	next := lo
@@ -342,6 +342,7 @@ func (d *driver) paced(ctx context.Context, tr *tracking, in string, lo, hi, rat
 		}
 		due := lo + int(time.Since(start).Seconds()*float64(rate)) + 1
 		for ; next < hi && next < due; next++ {
+			in := keyOf(next)
 			body := d.build(in, next, pad)
 			tr.sent[next].Store(d.now())
 			if err := p.publish(in, body); err != nil {
@@ -370,6 +371,15 @@ func readCPU(brokerPID int) cpuTimes {
 	return t
 }
 
+// svcCPU is the CPU seconds of a service in its own process (0 for one in
+// this process, whose CPU is counted in this process's).
+func svcCPU(svc impl) float64 {
+	if p, ok := svc.(interface{ PID() int }); ok {
+		return procCPU(p.PID())
+	}
+	return 0
+}
+
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // session measures one implementation once: warm-up, throughput, latency at
@@ -378,6 +388,11 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 	res := result{Impl: svc.Name(), Round: round}
 	tag := fmt.Sprintf("%s-r%d-%s", strings.ReplaceAll(svc.Name(), "/", "-"), round, newUUID4()[:8])
 	in, out := "bench."+tag+".in", "bench."+tag+".out"
+	if k, ok := svc.(interface{ Keys() (string, string) }); ok {
+		// A node in its own process has its keys built in.
+		in, out = k.Keys()
+	}
+	res.Load = loadavg()
 	latN := int(o.duration.Seconds() * float64(o.rate))
 	total := o.warmup + o.n + latN
 	tr := &tracking{sent: make([]atomic.Int64, total), recv: make([]atomic.Int64, total), count: make([]atomic.Int32, total)}
@@ -458,6 +473,7 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 	ph := newPhase(lo, hi)
 	tr.cur.Store(ph)
 	cpu0 := readCPU(brokerPID)
+	svcCPU0 := svcCPU(svc)
 	start := d.now()
 	if err := d.blast(tr, in, lo, bodies); err != nil {
 		return res, fmt.Errorf("throughput publish: %w", err)
@@ -468,6 +484,7 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 		return res, fmt.Errorf("throughput: %w", err)
 	}
 	cpu1 := readCPU(brokerPID)
+	svcCPU1 := svcCPU(svc)
 	end := start
 	for i := lo; i < hi; i++ {
 		end = max(end, tr.recv[i].Load())
@@ -477,11 +494,12 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 	res.ThroughputSeconds = secs
 	res.PublishRate = float64(o.n) / time.Duration(pubEnd-start).Seconds()
 	res.CPUSelfUsPerMsg = (cpu1.self - cpu0.self) / float64(o.n) * 1e6
+	res.CPUServiceUsPerMsg = (svcCPU1 - svcCPU0) / float64(o.n) * 1e6
 	if brokerPID > 0 {
 		res.CPUBrokerUsPerMsg = (cpu1.broker - cpu0.broker) / float64(o.n) * 1e6
 		// Whatever else ran on the host meanwhile (other tests, builds):
 		// the noise indicator.
-		res.OtherLoad = max(0, (cpu1.host-cpu0.host)-(cpu1.self-cpu0.self)-(cpu1.broker-cpu0.broker)) / secs
+		res.OtherLoad = max(0, (cpu1.host-cpu0.host)-(cpu1.self-cpu0.self)-(cpu1.broker-cpu0.broker)-(svcCPU1-svcCPU0)) / secs
 	}
 	logf("  throughput %.0f msg/s (%d msgs in %.2fs; driver published at %.0f msg/s)", res.Throughput, o.n, secs, res.PublishRate)
 
@@ -490,7 +508,7 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 	ph = newPhase(lo, hi)
 	tr.cur.Store(ph)
 	pstart := time.Now()
-	if err := d.paced(ctx, tr, in, lo, hi, o.rate, pad); err != nil {
+	if err := d.paced(ctx, tr, func(int) string { return in }, lo, hi, o.rate, pad); err != nil {
 		return res, fmt.Errorf("latency publish: %w", err)
 	}
 	res.Latency.AchievedRate = float64(latN) / time.Since(pstart).Seconds()

@@ -28,6 +28,26 @@
 //	go tool pprof -tags /tmp/bench.prof
 //	go tool pprof -tagfocus 'role=^svc-hato$' -top -cum /tmp/bench.prof
 //
+// Other modes (-mode; issue 10's goals, each reported, never asserted):
+//
+//   - process: the same measurement with each service in its own process:
+//     examples/amqp-example (hato) and cmd/baseline-node (the hand-written
+//     forwarder of internal/baseline), built once per run, each session in
+//     a fresh vhost, this process driving; rate 1000/s and 3 rounds by
+//     default. -profile DIR runs cmd/hato-node (the example plus profiles)
+//     and writes CPU, block and mutex profiles, the node's log and, with
+//     HATO_GAPS, how long the handler goroutine waits between messages;
+//     -trace adds execution traces; -strace DIR attaches `strace -c -f`.
+//   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
+//     against a one-route node: time to ready, VmRSS per idle route, p99
+//     at 0.1 msg/s per route for -duration; a node that never becomes ready
+//     (-ready-timeout) is reported as the result.
+//   - ceiling: in this process, 64 goroutines calling Publish outside
+//     handlers against 64 goroutines publishing with amqp091-go deferred
+//     confirms; a Concurrency(32) route with a 5 ms handler against 32/5 ms.
+//   - soak: examples/amqp-example forwarding -rate (2000) msg/s for
+//     -duration (10m), VmRSS sampled every -sample (10 s).
+//
 // It exits non-zero only on errors (lost or duplicated messages, timeouts,
 // broker errors), never because a result is slow.
 package main
@@ -45,6 +65,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hato-go/hato/test/bench/internal/baseline"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -59,6 +80,37 @@ type options struct {
 	jsonPath   string
 	cpuProfile string
 	stall      time.Duration
+	// mode is inprocess (default), process, routes, ceiling or soak.
+	mode         string
+	profileDir   string
+	straceDir    string
+	trace        bool
+	routes       int
+	readyTimeout time.Duration
+	sample       time.Duration
+	set          map[string]bool // flags given on the command line
+}
+
+var modes = []string{"inprocess", "process", "routes", "ceiling", "soak"}
+
+// modeDefaults adjusts the defaults of flags not given for the mode.
+func (o *options) modeDefaults() {
+	def := func(name string, apply func()) {
+		if !o.set[name] {
+			apply()
+		}
+	}
+	switch o.mode {
+	case "process":
+		def("rate", func() { o.rate = 1000 })
+		def("rounds", func() { o.rounds = 3 })
+		def("impl", func() { o.impls = []string{"baseline", "hato"} })
+	case "routes":
+		def("duration", func() { o.duration = 30 * time.Second })
+	case "soak":
+		def("duration", func() { o.duration = 10 * time.Minute })
+		def("rate", func() { o.rate = 2000 })
+	}
 }
 
 var allImpls = []string{"baseline", "hato", "hato/conc8"}
@@ -80,7 +132,20 @@ func run() int {
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a measurement when no message arrives for this long")
+	flag.StringVar(&o.mode, "mode", "inprocess", "what to measure: "+strings.Join(modes, ", ")+" (see the package documentation)")
+	flag.StringVar(&o.profileDir, "profile", "", "process mode: run test/bench/cmd/hato-node instead of the example and write CPU, block and mutex profiles of every node process to this directory")
+	flag.StringVar(&o.straceDir, "strace", "", "process mode: attach `strace -c -f` to every node process from ready to stop and write its syscall counts to this directory")
+	flag.BoolVar(&o.trace, "trace", false, "process mode with -profile: also write an execution trace of each node's first 8 s (go tool trace -pprof=sched FILE)")
+	flag.IntVar(&o.routes, "routes", 10000, "routes mode: routes of the node")
+	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "routes mode: give up waiting for the node to be ready after this long")
+	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak mode: RSS sampling interval")
 	flag.Parse()
+	o.set = map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	if !slices.Contains(modes, o.mode) {
+		fmt.Fprintf(os.Stderr, "bench: unknown mode %q (have %s)\n", o.mode, strings.Join(modes, ", "))
+		return 2
+	}
 
 	for _, name := range strings.Split(impls, ",") {
 		name = strings.TrimSpace(name)
@@ -94,6 +159,13 @@ func run() int {
 		if !slices.Contains(o.impls, name) {
 			o.impls = append(o.impls, name)
 		}
+	}
+	if o.mode == "process" && !o.set["impl"] {
+		o.impls = nil
+	}
+	o.modeDefaults()
+	if o.mode == "process" {
+		o.impls = slices.DeleteFunc(o.impls, func(n string) bool { return n == "hato/conc8" })
 	}
 	switch {
 	case len(o.impls) == 0:
@@ -123,14 +195,29 @@ func run() int {
 		}()
 	}
 
+	switch o.mode {
+	case "process":
+		return reportRun(measureProcess(ctx, o))
+	case "routes":
+		return runRoutes(ctx, o)
+	case "ceiling":
+		return runCeiling(ctx, o)
+	case "soak":
+		return runSoak(ctx, o)
+	}
+
 	url, cleanup, err := brokertest.SetupVhost("bench")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 1
 	}
 	defer cleanup()
+	return reportRun(measure(ctx, url, o))
+}
 
-	rep, err := measure(ctx, url, o)
+// reportRun prints what a forwarding measurement returned and its error.
+func reportRun(rep *report, err error) int {
+	o := rep.Options
 	if len(rep.Results) > 0 {
 		rep.print(os.Stdout)
 		if o.jsonPath != "" {
@@ -186,7 +273,7 @@ func measure(ctx context.Context, url string, o options) (*report, error) {
 func newImpl(name string) impl {
 	switch name {
 	case "baseline":
-		return &baseline{}
+		return &baseline.Forwarder{}
 	case "hato":
 		return &hatoImpl{name: name, concurrency: 1}
 	case "hato/conc8":

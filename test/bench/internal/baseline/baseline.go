@@ -1,7 +1,12 @@
-package main
+// Package baseline is the forwarding service written by hand on amqp091-go,
+// the yardstick of hato's benchmarks (test/bench, in-process, and
+// test/bench/cmd/baseline-node, in its own process).
+package baseline
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,7 +17,7 @@ import (
 	"github.com/hato-go/hato/envelope"
 )
 
-// baseline is the forwarding service written by hand on amqp091-go, the way
+// Forwarder is the forwarding service written by hand on amqp091-go, the way
 // a careful engineer would for throughput, with hato's guarantees:
 //
 //   - a consuming connection (one channel: QoS 100 per consumer and 400
@@ -32,7 +37,7 @@ import (
 //
 // Every Notify channel is buffered for every possible outstanding message
 // and drained until closed; each AMQP channel has one owner.
-type baseline struct {
+type Forwarder struct {
 	sub, pub  *amqp.Connection
 	subCh     *amqp.Channel // owned by the acker once consuming
 	pubCh     *amqp.Channel // owned by the handler goroutine
@@ -42,6 +47,13 @@ type baseline struct {
 
 	mu  sync.Mutex
 	err error
+
+	// Gaps, when set, records the handler goroutine's busy time per
+	// delivery (from decoded to published), for the benchmark's analysis.
+	Gaps interface {
+		Enter()
+		Exit()
+	}
 }
 
 // settle is one FIFO entry: a delivery waiting for its forward's confirm
@@ -56,11 +68,13 @@ const (
 	baseGlobalPrefetch = 400
 )
 
-func (b *baseline) Name() string { return "baseline" }
+// Name is "baseline".
+func (b *Forwarder) Name() string { return "baseline" }
 
-func (b *baseline) Queues() []string { return []string{b.queue} }
+// Queues is the queue it declared.
+func (b *Forwarder) Queues() []string { return []string{b.queue} }
 
-func (b *baseline) fail(err error) {
+func (b *Forwarder) fail(err error) {
 	b.mu.Lock()
 	if b.err == nil {
 		b.err = err
@@ -68,13 +82,14 @@ func (b *baseline) fail(err error) {
 	b.mu.Unlock()
 }
 
-func (b *baseline) Err() error {
+// Err reports a failure of the running service (nil while healthy).
+func (b *Forwarder) Err() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.err
 }
 
-func (b *baseline) watch(what string, ch chan *amqp.Error) {
+func (b *Forwarder) watch(what string, ch chan *amqp.Error) {
 	go func() {
 		for e := range ch {
 			if e != nil {
@@ -84,7 +99,9 @@ func (b *baseline) watch(what string, ch chan *amqp.Error) {
 	}()
 }
 
-func (b *baseline) Start(ctx context.Context, url, tag, in, out string) (err error) {
+// Start connects, declares the queue bench-<tag>-in bound to in, and
+// returns once it consumes, forwarding to out.
+func (b *Forwarder) Start(ctx context.Context, url, tag, in, out string) (err error) {
 	defer func() {
 		if err != nil {
 			b.closeConns()
@@ -149,7 +166,7 @@ func (b *baseline) Start(ctx context.Context, url, tag, in, out string) (err err
 }
 
 // handle is the single handler goroutine: decode, forward, next.
-func (b *baseline) handle(deliveries <-chan amqp.Delivery, fifo chan<- settle, svcUUID, out string) {
+func (b *Forwarder) handle(deliveries <-chan amqp.Delivery, fifo chan<- settle, svcUUID, out string) {
 	defer close(fifo)
 	for {
 		var d amqp.Delivery
@@ -167,6 +184,9 @@ func (b *baseline) handle(deliveries <-chan amqp.Delivery, fifo chan<- settle, s
 			// Never requeue what cannot be decoded.
 			fifo <- settle{tag: d.DeliveryTag}
 			continue
+		}
+		if b.Gaps != nil {
+			b.Gaps.Enter()
 		}
 		now := time.Now()
 		msgUUID := svcUUID + "." + newUUID4()
@@ -194,12 +214,15 @@ func (b *baseline) handle(deliveries <-chan amqp.Delivery, fifo chan<- settle, s
 			b.fail(fmt.Errorf("publish: %w", err))
 			return
 		}
+		if b.Gaps != nil {
+			b.Gaps.Exit()
+		}
 	}
 }
 
 // ack owns the consuming channel: it settles each delivery in FIFO order,
 // a forwarded one when its confirm arrives.
-func (b *baseline) ack(fifo <-chan settle, confirms <-chan amqp.Confirmation) {
+func (b *Forwarder) ack(fifo <-chan settle, confirms <-chan amqp.Confirmation) {
 	defer close(b.ackerDone)
 	for s := range fifo {
 		if !s.confirm {
@@ -230,7 +253,7 @@ func (b *baseline) ack(fifo <-chan settle, confirms <-chan amqp.Confirmation) {
 // Stop stops taking deliveries, waits until every forward in flight is
 // confirmed and its delivery acked, then closes both connections (the
 // broker requeues deliveries not handled yet).
-func (b *baseline) Stop(ctx context.Context) error {
+func (b *Forwarder) Stop(ctx context.Context) error {
 	if b.quit == nil {
 		b.closeConns()
 		return nil
@@ -246,11 +269,35 @@ func (b *baseline) Stop(ctx context.Context) error {
 	return errors.Join(err, b.Err())
 }
 
-func (b *baseline) closeConns() {
+func (b *Forwarder) closeConns() {
 	if b.sub != nil {
 		_ = b.sub.Close()
 	}
 	if b.pub != nil {
 		_ = b.pub.Close()
 	}
+}
+
+func dial(url, name string) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(name)
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Properties: props,
+		Locale:     "en_US",
+		Dial:       amqp.DefaultDial(10 * time.Second),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", name, err)
+	}
+	return conn, nil
+}
+
+func newUUID4() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

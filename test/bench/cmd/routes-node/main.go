@@ -1,0 +1,43 @@
+// Command routes-node is a hato node with many routes, for
+// `go run ./test/bench -mode routes`: -routes R subscriptions to the
+// distinct keys bench.routes.0 … bench.routes.<R-1> (default options, so
+// each with its dead-letter queue), each forwarding its message's data to
+// bench.routes.out. It reads the broker URL from AMQP_URL and logs
+// "service started" (zap, stderr) once every route consumes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/test/bench/internal/prof"
+)
+
+func main() {
+	routes := flag.Int("routes", 10000, "number of routes")
+	flag.Parse()
+	stopProf := prof.Start()
+	svc, err := hato.New("bench-routes")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for i := range *routes {
+		key := fmt.Sprintf("bench.routes.%d", i)
+		if err := hato.Subscribe(svc, key, func(ctx context.Context, msg *hato.Message[any]) error {
+			return svc.Publish(ctx, msg.Data, "bench.routes.out")
+		}, hato.HandlerName(fmt.Sprintf("route_%d", i))); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	err = svc.Run(context.Background())
+	stopProf()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "routes-node:", err)
+	}
+	os.Exit(hato.ExitCode(err))
+}
