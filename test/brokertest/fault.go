@@ -150,6 +150,16 @@ func exclusive(t testing.TB, what string) (release func()) {
 	return release
 }
 
+// Exclusive waits for exclusive use of the broker (see the package
+// documentation) and holds it until t ends. A fault scenario whose timing
+// matters calls it before it starts its load, so that the fault helpers it
+// calls later (which take the same lock, nested) do not wait for other test
+// processes while the load runs.
+func Exclusive(t testing.TB) {
+	t.Helper()
+	t.Cleanup(exclusive(t, "Exclusive"))
+}
+
 // StopApp stops the RabbitMQ application (`rabbitmqctl stop_app`; the Erlang
 // node keeps running, every client connection is dropped and the AMQP port
 // is closed). t.Cleanup starts it again and waits until it accepts AMQP

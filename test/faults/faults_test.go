@@ -321,6 +321,9 @@ func scenarioNodeRestart(t *testing.T) {
 // 7. The broker's memory alarm blocks publishers, then clears; consumers
 // keep consuming meanwhile.
 func scenarioMemoryAlarm(t *testing.T) {
+	// The lock first: waiting for it after the load started would let the
+	// consumer drain the backlog before the alarm.
+	brokertest.Exclusive(t)
 	r := newRun(t, "memory alarm blocks publishers", N)
 	// A slow consumer, so a backlog exists when the alarm starts.
 	svc := r.consumer("faults-alarm", func(ctx context.Context, id string) error {
