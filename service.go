@@ -32,6 +32,8 @@ type Service struct {
 	uuid string
 	cfg  config
 	log  *zap.Logger
+	tel  *telemetry
+	ops  *opsState
 
 	mu        sync.Mutex
 	routes    []*route
@@ -105,6 +107,10 @@ func New(name string, opts ...Option) (*Service, error) {
 		log:    cfg.logger.With(zap.String("service", name), zap.String("service_uuid", cfg.uuid)),
 		done:   make(chan struct{}),
 		failed: make(chan struct{}),
+	}
+	s.tel = newTelemetry(&s.cfg, s.log)
+	if err := s.setupOps(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -258,10 +264,12 @@ func (s *Service) failurePolicy(r *route) actors.FailurePolicy {
 // actors; nil when there is none.
 func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 	fn := s.cfg.onDeliveryEvent
-	if fn == nil {
-		return nil
+	return func(e actors.DeliveryEvent) {
+		s.tel.deliveryEvent(e)
+		if fn != nil {
+			fn(deliveryEvent(e))
+		}
 	}
-	return func(e actors.DeliveryEvent) { fn(deliveryEvent(e)) }
 }
 
 // Start connects, declares every route's topology and starts consuming. It
@@ -283,13 +291,7 @@ func (s *Service) Start(ctx context.Context) error {
 	hooks := append([]Hook(nil), s.onStart...)
 	s.mu.Unlock()
 
-	for _, h := range hooks {
-		if err := h(ctx); err != nil {
-			s.finishStopped()
-			return fmt.Errorf("hato: on-start hook: %w", err)
-		}
-	}
-	if err := s.spawn(); err != nil {
+	if err := s.launch(ctx, hooks); err != nil {
 		s.finishStopped()
 		return err
 	}
@@ -326,6 +328,20 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// launch runs the on-start hooks, starts the ops server and spawns the
+// actors.
+func (s *Service) launch(ctx context.Context, hooks []Hook) error {
+	for _, h := range hooks {
+		if err := h(ctx); err != nil {
+			return fmt.Errorf("hato: on-start hook: %w", err)
+		}
+	}
+	if err := s.startOps(); err != nil {
+		return err
+	}
+	return s.spawn()
 }
 
 // spawn creates the actor system (unless embedded) and the root supervisor
@@ -394,7 +410,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Prefetch:       prefetch,
 		GlobalPrefetch: global,
 		Concurrency:    r.cfg.concurrency,
-		Handle:         r.handle(s),
+		Handle:         s.routeHandler(r),
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
 		Service:        s.name,
@@ -408,6 +424,11 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 	}
 }
 
+// routeHandler is r's delivery handler, traced and measured.
+func (s *Service) routeHandler(r *route) func(context.Context, *broker.Delivery) error {
+	return s.tel.consumer(newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg), r.handle(s))
+}
+
 func (s *Service) dialConfig(kind string) broker.Config {
 	return broker.Config{
 		URL:            s.cfg.url,
@@ -419,6 +440,7 @@ func (s *Service) dialConfig(kind string) broker.Config {
 
 // onEvent runs on the root supervisor's goroutine.
 func (s *Service) onEvent(e supervisor.Event) {
+	s.trackEvent(e)
 	if s.cfg.onSupervisorEvent != nil {
 		s.cfg.onSupervisorEvent(supervisorEvent(e))
 	}
@@ -622,6 +644,7 @@ func (s *Service) shutdownActors() {
 }
 
 func (s *Service) finishStopped() {
+	s.stopOps()
 	s.mu.Lock()
 	s.state = stateStopped
 	s.mu.Unlock()

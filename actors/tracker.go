@@ -17,10 +17,37 @@ type Tracker struct {
 	fired    bool
 	err      error
 	onSettle func(err error)
+	after    []func()
+
+	attempt int  // the handler attempt this tracker belongs to (1 = first)
+	first   bool // the first handler run of this delivery
 }
 
-func newTracker(onSettle func(err error)) *Tracker {
-	return &Tracker{onSettle: onSettle}
+func newTracker(attempt int, first bool, onSettle func(err error)) *Tracker {
+	return &Tracker{attempt: attempt, first: first, onSettle: onSettle}
+}
+
+// Attempt is the number of the handler attempt the tracker belongs to,
+// counting the message's failed attempts before a redelivery: 1 is the
+// first attempt, more is a retry.
+func (t *Tracker) Attempt() int { return t.attempt }
+
+// FirstRun reports whether this is the first handler run of the delivery
+// (a redelivered message's first run after the broker delivered it again).
+func (t *Tracker) FirstRun() bool { return t.first }
+
+// AfterSettle adds fn to run once the tracker settles: the handler returned
+// and every publish it made has its outcome. Call it while the handler
+// runs; fn must not block.
+func (t *Tracker) AfterSettle(fn func()) {
+	t.mu.Lock()
+	if !t.fired {
+		t.after = append(t.after, fn)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	fn()
 }
 
 // Add registers one more publish. It returns false once the handler has
@@ -50,7 +77,16 @@ func (t *Tracker) Done(err error) {
 	err = t.err
 	t.mu.Unlock()
 	if fire {
-		t.onSettle(err)
+		t.settle(err)
+	}
+}
+
+// settle runs the settle callbacks; t.fired was set under t.mu, so after
+// is no longer appended to.
+func (t *Tracker) settle(err error) {
+	t.onSettle(err)
+	for _, fn := range t.after {
+		fn()
 	}
 }
 
@@ -66,7 +102,7 @@ func (t *Tracker) seal() {
 	err := t.err
 	t.mu.Unlock()
 	if fire {
-		t.onSettle(err)
+		t.settle(err)
 	}
 }
 
