@@ -83,7 +83,18 @@ type telemetry struct {
 	prop   propagation.TextMapPropagator
 	meters []*instruments // the configured (or global) meter's, then the ops server's
 	log    *zap.Logger
+
+	// The measurement attributes of publishes to the service's exchange,
+	// built once.
+	exchange string
+	pubAttrs []metric.AddOption
 }
+
+// producerOpts are every publish span's start options.
+var producerOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+
+// noAttrs measures without attributes.
+var noAttrs = []metric.AddOption{metric.WithAttributeSet(*attribute.EmptySet())}
 
 func newTelemetry(c *config, log *zap.Logger) *telemetry {
 	tp := c.tracerProvider
@@ -98,7 +109,8 @@ func newTelemetry(c *config, log *zap.Logger) *telemetry {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log}
+	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log, exchange: orDefaultExchange(c.exchange)}
+	t.pubAttrs = exchangeAttrs(t.exchange)
 	t.addMeter(mp)
 	return t
 }
@@ -112,10 +124,21 @@ func (t *telemetry) addMeter(mp metric.MeterProvider) *instruments {
 	return in
 }
 
-func (t *telemetry) count(c counter, ctx context.Context, opt metric.AddOption) {
+func (t *telemetry) count(c counter, ctx context.Context, opts []metric.AddOption) {
 	for _, m := range t.meters {
-		m.counters[c].Add(ctx, 1, opt)
+		m.counters[c].Add(ctx, 1, opts...)
 	}
+}
+
+func orDefaultExchange(exchange string) string {
+	if exchange == "" {
+		return "amq.topic"
+	}
+	return exchange
+}
+
+func exchangeAttrs(exchange string) []metric.AddOption {
+	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String(attrDest, exchange)))}
 }
 
 // headers is an amqp.Table as a propagation carrier. Values are written as
@@ -156,14 +179,13 @@ func (h *headers) Keys() []string {
 type routeTelemetry struct {
 	spanName string
 	spanOpts []trace.SpanStartOption
-	attrs    metric.MeasurementOption // destination, routing key, function
-	ok, fail metric.MeasurementOption // attrs plus function.success
+	attrs    []metric.AddOption    // destination, routing key, function
+	ok, fail []metric.RecordOption // attrs plus function.success
+	settled  func()                // ends a delivery's in-flight count
 }
 
 func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
-	if exchange == "" {
-		exchange = "amq.topic"
-	}
+	exchange = orDefaultExchange(exchange)
 	base := []attribute.KeyValue{
 		attribute.String(attrDest, exchange),
 		attribute.String(attrRoutingKey, rc.routingKey),
@@ -172,6 +194,7 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 	with := func(extra ...attribute.KeyValue) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(append([]attribute.KeyValue(nil), base...), extra...)...))
 	}
+	rec := func(o metric.MeasurementOption) []metric.RecordOption { return []metric.RecordOption{o} }
 	span := append([]attribute.KeyValue{
 		attribute.String(attrSystem, "rabbitmq"),
 		attribute.String(attrOperation, "process"),
@@ -179,9 +202,9 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 	return &routeTelemetry{
 		spanName: rc.routingKey + " process",
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(span...)},
-		attrs:    with(),
-		ok:       with(attribute.Bool(attrSuccess, true)),
-		fail:     with(attribute.Bool(attrSuccess, false)),
+		attrs:    []metric.AddOption{with()},
+		ok:       rec(with(attribute.Bool(attrSuccess, true))),
+		fail:     rec(with(attribute.Bool(attrSuccess, false))),
 	}
 }
 
@@ -190,6 +213,7 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 // and the handler's duration, the tasks running and the deliveries in
 // flight are measured.
 func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *broker.Delivery) error) func(context.Context, *broker.Delivery) error {
+	rt.settled = func() { t.upDown(context.Background(), upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
 		t.countRun(ctx, rt, d)
 		ctx = t.prop.Extract(ctx, &headers{t: d.Headers})
@@ -197,7 +221,7 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 		t.upDown(ctx, upActive, 1, rt.attrs)
 		t.upDown(ctx, upInFlight, 1, rt.attrs)
 		if tr := actors.TrackerFrom(ctx); tr != nil {
-			tr.AfterSettle(func() { t.upDown(context.Background(), upInFlight, -1, rt.attrs) })
+			tr.AfterSettle(rt.settled)
 		} else {
 			defer t.upDown(ctx, upInFlight, -1, rt.attrs)
 		}
@@ -242,14 +266,14 @@ func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trac
 	span.End()
 	secs := took.Seconds()
 	for _, m := range t.meters {
-		m.duration.Record(ctx, secs, res)
+		m.duration.Record(ctx, secs, res...)
 	}
 	t.upDown(ctx, upActive, -1, rt.attrs)
 }
 
-func (t *telemetry) upDown(ctx context.Context, u upDown, n int64, opt metric.AddOption) {
+func (t *telemetry) upDown(ctx context.Context, u upDown, n int64, opts []metric.AddOption) {
 	for _, m := range t.meters {
-		m.upDowns[u].Add(ctx, n, opt)
+		m.upDowns[u].Add(ctx, n, opts...)
 	}
 }
 
@@ -258,16 +282,18 @@ type publishTrace struct {
 	t     *telemetry
 	ctx   context.Context
 	span  trace.Span
-	attrs metric.MeasurementOption
+	attrs []metric.AddOption
 }
 
 // startPublish starts the PRODUCER span of a publish of key (without
 // prefix) to exchange and writes its context into msg's headers (a copy).
 func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg *amqp.Publishing) publishTrace {
-	if exchange == "" {
-		exchange = "amq.topic"
+	exchange = orDefaultExchange(exchange)
+	attrs := t.pubAttrs
+	if exchange != t.exchange {
+		attrs = exchangeAttrs(exchange)
 	}
-	ctx, span := t.tracer.Start(ctx, key+" publish", trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := t.tracer.Start(ctx, key+" publish", producerOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String(attrSystem, "rabbitmq"),
@@ -279,8 +305,7 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 	h := headers{t: msg.Headers}
 	t.prop.Inject(ctx, &h)
 	msg.Headers = h.t
-	return publishTrace{t: t, ctx: ctx, span: span,
-		attrs: metric.WithAttributes(attribute.String(attrDest, exchange))}
+	return publishTrace{t: t, ctx: ctx, span: span, attrs: attrs}
 }
 
 // handed records a publish handed to the connection actor.
@@ -307,11 +332,11 @@ func (p publishTrace) finish(err error) {
 // deliveryEvent counts a dead-lettered or dropped message.
 func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
 	ctx := context.Background()
-	opt := metric.WithAttributes(attribute.String(attrRoute, e.Route))
+	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.Route))}
 	switch e.Action {
 	case actors.DeadLetter:
-		t.count(cDeadLettered, ctx, metric.WithAttributes(
-			attribute.String(attrRoute, e.Route), attribute.String(attrReason, deadLetterReason(e.Err))))
+		t.count(cDeadLettered, ctx, []metric.AddOption{metric.WithAttributes(
+			attribute.String(attrRoute, e.Route), attribute.String(attrReason, deadLetterReason(e.Err)))})
 	case actors.Drop:
 		t.count(cDropped, ctx, opt)
 	}
@@ -344,10 +369,10 @@ func deadLetterReason(err error) string {
 // supervisorEvent counts restarts, give-ups and reconnections.
 func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
 	ctx := context.Background()
-	opt := metric.WithAttributes(attribute.String(attrRoute, e.child))
+	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.child))}
 	switch {
 	case e.kind == EventReady && e.child == "connection" && !firstReady:
-		t.count(cReconnects, ctx, metric.WithAttributes())
+		t.count(cReconnects, ctx, noAttrs)
 	case e.child == "connection":
 	case e.kind == EventRestarted || e.kind == EventRespawned:
 		t.count(cRestarts, ctx, opt)
