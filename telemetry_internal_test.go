@@ -3,6 +3,7 @@ package hato
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -348,5 +349,40 @@ func TestDeadLetterReason(t *testing.T) {
 		if got := deadLetterReason(tc.err); got != tc.want {
 			t.Errorf("%v: %s, want %s", tc.err, got, tc.want)
 		}
+	}
+}
+
+// The probes answer before start: alive, not ready (503 with a JSON
+// reason); an ops address is validated; HATO_OPS_ADDR sets one.
+func TestOpsProbesBeforeStart(t *testing.T) {
+	svc, err := New("probe", WithURL("amqp://guest:guest@127.0.0.1:1/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 404} {
+		rec := httptest.NewRecorder()
+		svc.OpsHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d, want %d", path, rec.Code, want)
+		}
+		if path == "/readyz" && !strings.Contains(rec.Body.String(), `"reason":"hato: not ready: not started"`) {
+			t.Errorf("readyz body %s", rec.Body.String())
+		}
+	}
+	if !errors.Is(svc.Ready(), ErrNotReady) || svc.Healthy() != nil {
+		t.Errorf("Ready %v, Healthy %v", svc.Ready(), svc.Healthy())
+	}
+	if _, err := New("probe", WithOpsServer("no-port")); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("bad ops address: %v", err)
+	}
+	t.Setenv("HATO_OPS_ADDR", "127.0.0.1:0")
+	svc, err = New("probe", WithURL("amqp://guest:guest@127.0.0.1:1/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	svc.OpsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "go_goroutines") {
+		t.Errorf("/metrics with HATO_OPS_ADDR: %d", rec.Code)
 	}
 }
