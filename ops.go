@@ -108,10 +108,7 @@ func (s *Service) setupPrometheus() error {
 		return fmt.Errorf("hato: prometheus exporter: %w", err)
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(ServiceResource(s.name, s.uuid)))
-	in := s.tel.addMeter(mp)
-	if err := in.observe(mp.Meter(InstrumentationName), s.Status); err != nil {
-		s.log.Warn("publish gauges not observed", zap.Error(err))
-	}
+	s.tel.addMeter(mp)
 	s.ops.registry = reg
 	return nil
 }
@@ -237,6 +234,18 @@ func reasonSuffix(err error) string {
 		return ""
 	}
 	return ": " + broker.Redact(err.Error())
+}
+
+// runningStatus is Status while the service runs (the publish gauges'
+// source: nothing to observe before Start or after Stop).
+func (s *Service) runningStatus(ctx context.Context) (ConnectionStatus, error) {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st != stateRunning {
+		return ConnectionStatus{}, ErrNotStarted
+	}
+	return s.Status(ctx)
 }
 
 // Ready returns nil once the service started, is connected to the broker

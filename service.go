@@ -108,7 +108,7 @@ func New(name string, opts ...Option) (*Service, error) {
 		done:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
-	s.tel = newTelemetry(&s.cfg, s.log)
+	s.tel = newTelemetry(&s.cfg, s.log, s.runningStatus)
 	if err := s.setupOps(); err != nil {
 		return nil, err
 	}

@@ -88,6 +88,7 @@ type telemetry struct {
 	// built once.
 	exchange string
 	pubAttrs []metric.AddOption
+	status   func(context.Context) (ConnectionStatus, error)
 }
 
 // producerOpts are every publish span's start options.
@@ -96,7 +97,9 @@ var producerOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProd
 // noAttrs measures without attributes.
 var noAttrs = []metric.AddOption{metric.WithAttributeSet(*attribute.EmptySet())}
 
-func newTelemetry(c *config, log *zap.Logger) *telemetry {
+// newTelemetry sets up tracing and the instruments on the configured (or
+// global) meter provider; status feeds the publish gauges (nil: none).
+func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (ConnectionStatus, error)) *telemetry {
 	tp := c.tracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -109,19 +112,22 @@ func newTelemetry(c *config, log *zap.Logger) *telemetry {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log, exchange: orDefaultExchange(c.exchange)}
+	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log, exchange: orDefaultExchange(c.exchange), status: status}
 	t.pubAttrs = exchangeAttrs(t.exchange)
 	t.addMeter(mp)
 	return t
 }
 
-func (t *telemetry) addMeter(mp metric.MeterProvider) *instruments {
-	in, err := newInstruments(mp.Meter(InstrumentationName))
+func (t *telemetry) addMeter(mp metric.MeterProvider) {
+	m := mp.Meter(InstrumentationName)
+	in, err := newInstruments(m)
+	if err == nil && t.status != nil {
+		err = in.observe(m, t.status)
+	}
 	if err != nil {
 		t.log.Warn("some metric instruments could not be created", zap.Error(err))
 	}
 	t.meters = append(t.meters, in)
-	return in
 }
 
 func (t *telemetry) count(c counter, ctx context.Context, opts []metric.AddOption) {

@@ -112,7 +112,7 @@ func wantAttrs(t *testing.T, what string, got []attribute.KeyValue, want map[str
 // What tomodachi writes is what hato reads, and what hato writes is what
 // tomodachi reads: string values, the W3C format, tracestate only when set.
 func TestTraceHeadersTomodachiFormat(t *testing.T) {
-	tel := newTelemetry(&config{}, zap.NewNop())
+	tel := newTelemetry(&config{}, zap.NewNop(), nil)
 	ctx := tel.prop.Extract(context.Background(), &headers{t: tomodachiHeaders})
 	sc := trace.SpanContextFromContext(ctx)
 	if sc.TraceID().String() != tomodachiTraceID || sc.SpanID().String() != tomodachiSpanID ||

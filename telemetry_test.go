@@ -123,12 +123,14 @@ func TestTraceThroughForwarder(t *testing.T) {
 				for _, dp := range d.DataPoints {
 					counts[m.Name] += dp.Value
 				}
+			case metricdata.Gauge[int64]:
+				counts[m.Name+" (observed)"] = int64(len(d.DataPoints))
 			}
 		}
 	}
 	// Confirms may land after the sink saw the messages.
 	want := map[string]int64{"messaging.rabbitmq.duration": n, "messaging.rabbitmq.active_tasks": 0,
-		"hato.messages.published": n}
+		"hato.messages.published": n, "hato.publish.unconfirmed (observed)": 1, "hato.publish.buffered (observed)": 1}
 	for name, w := range want {
 		if counts[name] != w {
 			t.Errorf("%s = %d, want %d (all: %v)", name, counts[name], w, counts)
