@@ -46,8 +46,9 @@ test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster
 	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
 
 .PHONY: bench
-bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service, and envelope codecs.
+bench: broker ## Benchmarks: hato vs a hand-written amqp091-go service (tracing off / propagation / recording SDK), telemetry cost, envelope codecs.
 	$(GO) run ./test/bench
+	$(GO) test -run '^$$' -bench Telemetry -benchmem -count 3 .
 	$(GO) test -run '^$$' -bench . -benchmem ./envelope/
 
 .PHONY: fuzz
