@@ -91,8 +91,11 @@ type telemetry struct {
 	status   func(context.Context) (ConnectionStatus, error)
 }
 
-// producerOpts are every publish span's start options.
-var producerOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+// consumerOpts and producerOpts are the spans' start options.
+var (
+	consumerOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	producerOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+)
 
 // noAttrs measures without attributes.
 var noAttrs = []metric.AddOption{metric.WithAttributeSet(*attribute.EmptySet())}
@@ -130,9 +133,13 @@ func (t *telemetry) addMeter(mp metric.MeterProvider) {
 	t.meters = append(t.meters, in)
 }
 
-func (t *telemetry) count(c counter, ctx context.Context, opts []metric.AddOption) {
+// count adds one to counter c. Counters and up-down counters are given no
+// trace context, so they offer no exemplars: only the duration histogram
+// does (a sampled span's measurement is an exemplar, and offering one
+// costs on every message).
+func (t *telemetry) count(c counter, opts []metric.AddOption) {
 	for _, m := range t.meters {
-		m.counters[c].Add(ctx, 1, opts...)
+		m.counters[c].Add(context.Background(), 1, opts...)
 	}
 }
 
@@ -183,11 +190,11 @@ func (h *headers) Keys() []string {
 // routeTelemetry is what a route's spans and measurements carry, built
 // once per route so the hot path allocates nothing for them.
 type routeTelemetry struct {
-	spanName string
-	spanOpts []trace.SpanStartOption
-	attrs    []metric.AddOption    // destination, routing key, function
-	ok, fail []metric.RecordOption // attrs plus function.success
-	settled  func()                // ends a delivery's in-flight count
+	spanName  string
+	spanAttrs []attribute.KeyValue  // set once the span records (cheaper than start options)
+	attrs     []metric.AddOption    // destination, routing key, function
+	ok, fail  []metric.RecordOption // attrs plus function.success
+	settled   func()                // ends a delivery's in-flight count
 }
 
 func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
@@ -206,11 +213,11 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 		attribute.String(attrOperation, "process"),
 	}, base...)
 	return &routeTelemetry{
-		spanName: rc.routingKey + " process",
-		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(span...)},
-		attrs:    []metric.AddOption{with()},
-		ok:       rec(with(attribute.Bool(attrSuccess, true))),
-		fail:     rec(with(attribute.Bool(attrSuccess, false))),
+		spanName:  rc.routingKey + " process",
+		spanAttrs: span,
+		attrs:     []metric.AddOption{with()},
+		ok:        rec(with(attribute.Bool(attrSuccess, true))),
+		fail:      rec(with(attribute.Bool(attrSuccess, false))),
 	}
 }
 
@@ -219,17 +226,20 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 // and the handler's duration, the tasks running and the deliveries in
 // flight are measured.
 func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *broker.Delivery) error) func(context.Context, *broker.Delivery) error {
-	rt.settled = func() { t.upDown(context.Background(), upInFlight, -1, rt.attrs) }
+	rt.settled = func() { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
 		t.countRun(ctx, rt, d)
 		ctx = t.prop.Extract(ctx, &headers{t: d.Headers})
-		ctx, span := t.tracer.Start(ctx, rt.spanName, rt.spanOpts...)
-		t.upDown(ctx, upActive, 1, rt.attrs)
-		t.upDown(ctx, upInFlight, 1, rt.attrs)
+		ctx, span := t.tracer.Start(ctx, rt.spanName, consumerOpts...)
+		if span.IsRecording() {
+			span.SetAttributes(rt.spanAttrs...)
+		}
+		t.upDown(upActive, 1, rt.attrs)
+		t.upDown(upInFlight, 1, rt.attrs)
 		if tr := actors.TrackerFrom(ctx); tr != nil {
 			tr.AfterSettle(rt.settled)
 		} else {
-			defer t.upDown(ctx, upInFlight, -1, rt.attrs)
+			defer t.upDown(upInFlight, -1, rt.attrs)
 		}
 		start := time.Now()
 		defer func() {
@@ -253,10 +263,10 @@ func (t *telemetry) countRun(ctx context.Context, rt *routeTelemetry, d *broker.
 		return
 	}
 	if tr.Attempt() > 1 {
-		t.count(cRetries, ctx, rt.attrs)
+		t.count(cRetries, rt.attrs)
 	}
 	if d.Redelivered && tr.FirstRun() {
-		t.count(cRedelivered, ctx, rt.attrs)
+		t.count(cRedelivered, rt.attrs)
 	}
 }
 
@@ -274,12 +284,12 @@ func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trac
 	for _, m := range t.meters {
 		m.duration.Record(ctx, secs, res...)
 	}
-	t.upDown(ctx, upActive, -1, rt.attrs)
+	t.upDown(upActive, -1, rt.attrs)
 }
 
-func (t *telemetry) upDown(ctx context.Context, u upDown, n int64, opts []metric.AddOption) {
+func (t *telemetry) upDown(u upDown, n int64, opts []metric.AddOption) {
 	for _, m := range t.meters {
-		m.upDowns[u].Add(ctx, n, opts...)
+		m.upDowns[u].Add(context.Background(), n, opts...)
 	}
 }
 
@@ -315,18 +325,18 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 }
 
 // handed records a publish handed to the connection actor.
-func (p publishTrace) handed() { p.t.count(cPublished, p.ctx, p.attrs) }
+func (p publishTrace) handed() { p.t.count(cPublished, p.attrs) }
 
 // finish records the publish's outcome and ends its span.
 func (p publishTrace) finish(err error) {
 	switch {
 	case err == nil:
-		p.t.count(cConfirmed, p.ctx, p.attrs)
+		p.t.count(cConfirmed, p.attrs)
 		p.span.SetStatus(codes.Ok, "")
 	case errors.Is(err, broker.ErrNacked):
-		p.t.count(cNacked, p.ctx, p.attrs)
+		p.t.count(cNacked, p.attrs)
 	case errors.Is(err, broker.ErrUnroutable):
-		p.t.count(cReturned, p.ctx, p.attrs)
+		p.t.count(cReturned, p.attrs)
 	}
 	if err != nil {
 		p.span.RecordError(err)
@@ -337,14 +347,13 @@ func (p publishTrace) finish(err error) {
 
 // deliveryEvent counts a dead-lettered or dropped message.
 func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
-	ctx := context.Background()
 	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.Route))}
 	switch e.Action {
 	case actors.DeadLetter:
-		t.count(cDeadLettered, ctx, []metric.AddOption{metric.WithAttributes(
+		t.count(cDeadLettered, []metric.AddOption{metric.WithAttributes(
 			attribute.String(attrRoute, e.Route), attribute.String(attrReason, deadLetterReason(e.Err)))})
 	case actors.Drop:
-		t.count(cDropped, ctx, opt)
+		t.count(cDropped, opt)
 	}
 }
 
@@ -374,16 +383,15 @@ func deadLetterReason(err error) string {
 
 // supervisorEvent counts restarts, give-ups and reconnections.
 func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
-	ctx := context.Background()
 	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.child))}
 	switch {
 	case e.kind == EventReady && e.child == "connection" && !firstReady:
-		t.count(cReconnects, ctx, noAttrs)
+		t.count(cReconnects, noAttrs)
 	case e.child == "connection":
 	case e.kind == EventRestarted || e.kind == EventRespawned:
-		t.count(cRestarts, ctx, opt)
+		t.count(cRestarts, opt)
 	case e.kind == EventGaveUp:
-		t.count(cGiveUps, ctx, opt)
+		t.count(cGiveUps, opt)
 	}
 }
 
