@@ -46,10 +46,11 @@ test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster
 	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
 
 .PHONY: bench
-bench: broker ## Benchmarks (~4 min): hato vs a hand-written amqp091-go service in one process and across processes, the route pipeline's allocations, envelope codecs.
+bench: broker ## Benchmarks (~5 min): hato vs a hand-written amqp091-go service in one process (tracing off / propagation / recording SDK) and across processes, the route pipeline's allocations, telemetry cost, envelope codecs.
 	$(GO) run ./test/bench
 	$(GO) run ./test/bench -mode process
 	$(GO) test -run '^$$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
+	$(GO) test -run '^$$' -bench Telemetry -benchmem -count 3 .
 	$(GO) test -run '^$$' -bench . -benchmem ./envelope/
 
 .PHONY: bench-routes

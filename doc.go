@@ -82,6 +82,20 @@
 // handlers publish, dead-letter and settle, and waits until everything is
 // settled instead of sleeping.
 //
+// # Tracing, metrics and health
+//
+// Trace context travels in the message headers as W3C traceparent and
+// tracestate (strings, as tomodachi writes and reads them), also with
+// nothing configured. Every handler run is a CONSUMER span "<key> process",
+// a child of the incoming context, and every publish a PRODUCER span
+// "<key> publish"; tomodachi's metrics (messaging.rabbitmq.duration,
+// messaging.rabbitmq.active_tasks) and hato's own (hato.*) are recorded.
+// Configure with [WithTracerProvider], [WithMeterProvider] and
+// [WithPropagator] (default: the OpenTelemetry globals, W3C Trace Context).
+// [Message.Logger] and [TraceFields] put the trace and span ids into logs.
+// [WithOpsServer] (or HATO_OPS_ADDR) serves /metrics, /healthz and /readyz
+// ([Service.Healthy], [Service.Ready]).
+//
 // # Differences from tomodachi
 //
 // Messages are persistent and confirmed (tomodachi: transient, fire and

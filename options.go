@@ -25,6 +25,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/envelope"
@@ -103,6 +106,10 @@ type config struct {
 	connectionName            string
 	dedupe                    *DedupeOption
 	transport                 transport.Transport // nil: the AMQP broker
+	tracerProvider            trace.TracerProvider
+	meterProvider             metric.MeterProvider
+	propagator                propagation.TextMapPropagator
+	opsAddr                   string
 }
 
 func defaultConfig() config {

@@ -127,7 +127,8 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 			Body:         body,
 		},
 	}
-	return s.send(ctx, req, pc.wait)
+	pt := s.tel.startPublish(ctx, pc.exchange, routingKey, &req.Msg)
+	return s.send(pt.ctx, req, pc.wait, pt)
 }
 
 // send hands req to the connection actor and waits for its outcome, unless
@@ -135,34 +136,44 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 //
 // A request AMQP cannot carry fails here, at once: amqp091-go would fail
 // to write it and take the connection down with it, for every publish.
-func (s *Service) send(ctx context.Context, req *broker.Request, wait bool) error {
+//
+// pt is the publish's span and measurements: it is finished with the
+// outcome, exactly once.
+func (s *Service) send(ctx context.Context, req *broker.Request, wait bool, pt publishTrace) error {
 	if err := broker.ValidateRequest(req); err != nil {
+		pt.finish(err)
 		return fmt.Errorf("hato: publish: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
+		pt.finish(err)
 		return err
 	}
 	if !wait {
 		if tr := actors.TrackerFrom(ctx); tr != nil && tr.Add() {
 			req.Done = func(err error) {
 				s.outstanding.Delete(req)
+				pt.finish(err)
 				tr.Done(err)
 			}
 			if err := s.hand(req); err != nil {
 				req.Finish(err)
 				return err
 			}
+			pt.handed()
 			return nil
 		}
 	}
 	done := make(chan error, 1)
 	req.Done = func(err error) {
 		s.outstanding.Delete(req)
+		pt.finish(err)
 		done <- err
 	}
 	if err := s.hand(req); err != nil {
+		pt.finish(err)
 		return err
 	}
+	pt.handed()
 	select {
 	case err := <-done:
 		if err != nil {

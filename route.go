@@ -10,6 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
@@ -55,7 +56,8 @@ type Message[T any] struct {
 	Body []byte
 
 	ctx   context.Context
-	typed any // for middleware's untyped view: the typed *Message
+	typed any         // for middleware's untyped view: the typed *Message
+	log   *zap.Logger // the service's
 }
 
 // MessageUUID is Metadata.MessageUUID.
@@ -69,6 +71,21 @@ func (m *Message[T]) Context() context.Context {
 		return context.Background()
 	}
 	return m.ctx
+}
+
+// Logger is the service's logger with the message's trace and span ids
+// (trace_id, span_id: see TraceFields) and its message uuid, so the
+// handler's logs join its trace.
+func (m *Message[T]) Logger() *zap.Logger {
+	l := m.log
+	if l == nil {
+		l = zap.NewNop()
+	}
+	fields := TraceFields(m.Context())
+	if id := m.Metadata.MessageUUID; id != "" {
+		fields = append(fields, zap.String("message_uuid", id))
+	}
+	return l.With(fields...)
 }
 
 // Properties are a delivery's AMQP basic properties.
@@ -348,6 +365,7 @@ func decode[T any](s *Service, rc routeConfig, d *broker.Delivery) (*Message[T],
 		Queue:               rc.queue,
 		Redelivered:         d.Redelivered,
 		Body:                d.Body,
+		log:                 s.log,
 		Properties: Properties{
 			ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, Headers: d.Headers,
 			DeliveryMode: d.DeliveryMode, Priority: d.Priority, CorrelationID: d.CorrelationId,
@@ -378,7 +396,7 @@ func untyped[T any](m *Message[T]) *Message[any] {
 		Data: m.Data, Service: m.Service, Metadata: m.Metadata, RoutingKey: m.RoutingKey,
 		DeliveredRoutingKey: m.DeliveredRoutingKey, Exchange: m.Exchange, Queue: m.Queue,
 		Properties: m.Properties, Redelivered: m.Redelivered, DeliveryCount: m.DeliveryCount,
-		Body: m.Body, ctx: m.ctx, typed: m,
+		Body: m.Body, ctx: m.ctx, typed: m, log: m.log,
 	}
 }
 

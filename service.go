@@ -32,6 +32,8 @@ type Service struct {
 	uuid string
 	cfg  config
 	log  *zap.Logger
+	tel  *telemetry
+	ops  *opsState
 
 	mu        sync.Mutex
 	routes    []*route
@@ -116,6 +118,10 @@ func New(name string, opts ...Option) (*Service, error) {
 		log:    cfg.logger.With(zap.String("service", name), zap.String("service_uuid", cfg.uuid)),
 		done:   make(chan struct{}),
 		failed: make(chan struct{}),
+	}
+	s.tel = newTelemetry(&s.cfg, s.log, s.runningStatus)
+	if err := s.setupOps(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -269,10 +275,12 @@ func (s *Service) failurePolicy(r *route) actors.FailurePolicy {
 // actors; nil when there is none.
 func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 	fn := s.cfg.onDeliveryEvent
-	if fn == nil {
-		return nil
+	return func(e actors.DeliveryEvent) {
+		s.tel.deliveryEvent(e)
+		if fn != nil {
+			fn(deliveryEvent(e))
+		}
 	}
-	return func(e actors.DeliveryEvent) { fn(deliveryEvent(e)) }
 }
 
 // Start connects, declares every route's topology and starts consuming. It
@@ -294,6 +302,9 @@ func (s *Service) Start(parent context.Context) error {
 		}
 	}
 	if err := s.beginSpawn(ctx); err != nil {
+		return s.abortStart(err)
+	}
+	if err := s.startOps(); err != nil {
 		return s.abortStart(err)
 	}
 	if err := s.spawn(); err != nil {
@@ -451,7 +462,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Prefetch:       prefetch,
 		GlobalPrefetch: global,
 		Concurrency:    r.cfg.concurrency,
-		Handle:         r.handle(s),
+		Handle:         s.routeHandler(r),
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log.With(zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)),
 		Service:        s.name,
@@ -465,6 +476,11 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 	}
 }
 
+// routeHandler is r's delivery handler, traced and measured.
+func (s *Service) routeHandler(r *route) func(context.Context, *broker.Delivery) error {
+	return s.tel.consumer(newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg), r.handle(s))
+}
+
 func (s *Service) dialConfig(kind string) broker.Config {
 	return broker.Config{
 		URL:            s.cfg.url,
@@ -476,6 +492,7 @@ func (s *Service) dialConfig(kind string) broker.Config {
 
 // onEvent runs on the root supervisor's goroutine.
 func (s *Service) onEvent(e supervisor.Event) {
+	s.trackEvent(e)
 	if s.cfg.onSupervisorEvent != nil {
 		s.cfg.onSupervisorEvent(supervisorEvent(e))
 	}
@@ -712,6 +729,7 @@ func (s *Service) teardown() {
 }
 
 func (s *Service) finishStopped() {
+	s.stopOps()
 	s.mu.Lock()
 	s.state = stateStopped
 	s.mu.Unlock()

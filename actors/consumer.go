@@ -105,6 +105,7 @@ type job struct {
 	key      msgKey // for poison detection; see keyOf
 	keyed    bool
 	attempts int
+	runs     int // handler runs of this delivery (attempts also counts earlier deliveries')
 	stage    stage
 	err      error
 	// redeclares counts how often the dead-letter queue was declared
@@ -631,8 +632,9 @@ func (c *consumer) start(j *job) {
 	j.stage = running
 	j.attempts++
 	c.running++
+	j.runs++
 	inc, id, attempt, self, sys := c.inc, j.id, j.attempts, c.self, c.sys
-	tr := newTracker(func(err error) {
+	tr := newTracker(attempt, j.runs == 1, func(err error) {
 		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
 	})
 	c.work <- workItem{id: id, attempt: attempt, d: j.d, tr: tr}

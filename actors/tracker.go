@@ -18,11 +18,23 @@ type Tracker struct {
 	err      error
 	onSettle func(err error)
 	after    []func(err error) // see AfterSettle
+
+	attempt int  // the handler attempt this tracker belongs to (1 = first)
+	first   bool // the first handler run of this delivery
 }
 
-func newTracker(onSettle func(err error)) *Tracker {
-	return &Tracker{onSettle: onSettle}
+func newTracker(attempt int, first bool, onSettle func(err error)) *Tracker {
+	return &Tracker{attempt: attempt, first: first, onSettle: onSettle}
 }
+
+// Attempt is the number of the handler attempt the tracker belongs to,
+// counting the message's failed attempts before a redelivery: 1 is the
+// first attempt, more is a retry.
+func (t *Tracker) Attempt() int { return t.attempt }
+
+// FirstRun reports whether this is the first handler run of the delivery
+// (a redelivered message's first run after the broker delivered it again).
+func (t *Tracker) FirstRun() bool { return t.first }
 
 // Add registers one more publish. It returns false once the handler has
 // returned (the tracker is sealed): the publisher must then wait for its own

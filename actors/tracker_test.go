@@ -9,7 +9,7 @@ import (
 // publishes' outcome; none can be registered once the handler returned.
 func TestTrackerAfterSettle(t *testing.T) {
 	var order []string
-	tr := newTracker(func(err error) { order = append(order, "consumer") })
+	tr := newTracker(1, true, func(err error) { order = append(order, "consumer") })
 	var got error
 	if !tr.AfterSettle(func(err error) { order = append(order, "after"); got = err }) {
 		t.Fatal("AfterSettle refused before seal")

@@ -130,11 +130,12 @@ func (d *driver) now() int64 { return int64(time.Since(d.t0)) }
 // pipelined: a window of pubWindow unconfirmed messages, released by a
 // goroutine draining the (buffered) confirm channel.
 type pubChan struct {
-	conn  *amqp.Connection
-	ch    *amqp.Channel
-	slots chan struct{}
-	nacks atomic.Int64
-	gone  chan struct{} // closed when the confirm channel closed
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	slots   chan struct{}
+	nacks   atomic.Int64
+	gone    chan struct{} // closed when the confirm channel closed
+	headers amqp.Table    // set per session, before publishing (see traceHeaders)
 }
 
 func newPubChan(conn *amqp.Connection, errs *connErrors) (*pubChan, error) {
@@ -172,6 +173,7 @@ func (p *pubChan) publish(key string, body []byte) error {
 		// the broker's disk work is then the forwarded messages', which
 		// both implementations publish persistent.
 		DeliveryMode: amqp.Transient,
+		Headers:      p.headers,
 		Body:         body,
 	})
 }
@@ -441,6 +443,9 @@ func (d *driver) session(ctx context.Context, svc impl, round int, o options) (r
 	if err != nil {
 		return res, fmt.Errorf("start: %w", err)
 	}
+	for _, p := range d.pubs {
+		p.headers = traceHeaders(svc)
+	}
 	running := true
 	stopSvc := func() error {
 		if !running {
@@ -576,4 +581,14 @@ func (d *driver) deleteQueues(names []string) {
 			}
 		}
 	}
+}
+
+// traceHeaders are the headers the driver's messages carry for svc: a
+// W3C traceparent (as tomodachi writes it) for an implementation measured
+// with trace context, none otherwise.
+func traceHeaders(svc impl) amqp.Table {
+	if t, ok := svc.(interface{ Traced() bool }); ok && t.Traced() {
+		return amqp.Table{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	}
+	return nil
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/hato-go/hato"
 )
 
@@ -13,13 +17,43 @@ import (
 type hatoImpl struct {
 	name        string
 	concurrency int
+	tracing     tracing
 	svc         *hato.Service
+	shutdown    func(context.Context)
 }
+
+// tracing is what an implementation measures of OpenTelemetry.
+type tracing int
+
+const (
+	traceOff       tracing = iota // no SDK, messages without trace context
+	tracePropagate                // no SDK, messages with a traceparent
+	traceRecord                   // a recording SDK, messages with a traceparent
+)
 
 func (h *hatoImpl) Name() string { return h.name }
 
+// Traced makes the driver send a traceparent (see traceHeaders).
+func (h *hatoImpl) Traced() bool { return h.tracing != traceOff }
+
+// sdkOptions is a recording SDK: every span recorded and batched (to an
+// exporter that discards, so memory stays flat), every measurement
+// aggregated.
+func (h *hatoImpl) sdkOptions() []hato.Option {
+	if h.tracing != traceRecord {
+		return nil
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	h.shutdown = func(ctx context.Context) {
+		_ = tp.Shutdown(ctx)
+		_ = mp.Shutdown(ctx)
+	}
+	return []hato.Option{hato.WithTracerProvider(tp), hato.WithMeterProvider(mp)}
+}
+
 func (h *hatoImpl) Start(ctx context.Context, url, tag, in, out string) error {
-	svc, err := hato.New("bench-"+tag, hato.WithURL(url))
+	svc, err := hato.New("bench-"+tag, append(h.sdkOptions(), hato.WithURL(url))...)
 	if err != nil {
 		return err
 	}
@@ -61,5 +95,9 @@ func (h *hatoImpl) Stop(ctx context.Context) error {
 	if h.svc == nil {
 		return nil
 	}
-	return h.svc.Stop(ctx)
+	err := h.svc.Stop(ctx)
+	if h.shutdown != nil {
+		h.shutdown(ctx)
+	}
+	return err
 }

@@ -6,8 +6,13 @@
 // broker, in one process:
 //
 //   - hato: hato.New + hato.Subscribe + svc.Publish with default options
-//     (JSON envelope, prefetch 100/400, concurrency 1), and a variant with
-//     hato.Concurrency(8) labelled hato/conc8;
+//     (JSON envelope, prefetch 100/400, concurrency 1; no tracing
+//     configured, messages without trace context), and variants:
+//     hato/conc8 with hato.Concurrency(8); hato/prop, whose messages carry a
+//     traceparent that hato propagates with no SDK configured (propagation
+//     only); hato/otel, the same with a recording OpenTelemetry SDK (spans
+//     through a batch processor to a discarding exporter, metrics into an
+//     SDK meter provider);
 //   - baseline: the same service written by hand on amqp091-go (see
 //     baseline.go).
 //
@@ -113,7 +118,7 @@ func (o *options) modeDefaults() {
 	}
 }
 
-var allImpls = []string{"baseline", "hato", "hato/conc8"}
+var allImpls = []string{"baseline", "hato", "hato/conc8", "hato/prop", "hato/otel"}
 
 func main() {
 	os.Exit(run())
@@ -278,6 +283,10 @@ func newImpl(name string) impl {
 		return &hatoImpl{name: name, concurrency: 1}
 	case "hato/conc8":
 		return &hatoImpl{name: name, concurrency: 8}
+	case "hato/prop":
+		return &hatoImpl{name: name, concurrency: 1, tracing: tracePropagate}
+	case "hato/otel":
+		return &hatoImpl{name: name, concurrency: 1, tracing: traceRecord}
 	}
 	panic("unknown implementation " + name)
 }

@@ -221,6 +221,31 @@ func (r *report) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "ratio hato/baseline throughput: %.2f (best/best %.2f)   (target ≥ %s)\n", r.Ratio, r.RatioBest, target)
 	}
+	r.printTracing(w)
+}
+
+// printTracing compares the tracing variants with plain hato: throughput
+// (median and best) and this process's CPU per message.
+func (r *report) printTracing(w io.Writer) {
+	by := map[string]summary{}
+	for _, s := range r.Summaries {
+		by[s.Impl] = s
+	}
+	h, ok := by["hato"]
+	if !ok || h.ThroughputMedian <= 0 {
+		return
+	}
+	for _, v := range []struct{ impl, what, target string }{
+		{"hato/prop", "propagation only", ""},
+		{"hato/otel", "recording SDK", "   (target ≥ 0.85)"},
+	} {
+		s, ok := by[v.impl]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "ratio %s/hato throughput (%s): %.3f (best/best %.3f), cpu/msg %.3f%s\n", v.impl, v.what,
+			s.ThroughputMedian/h.ThroughputMedian, s.ThroughputBest/h.ThroughputBest, s.CPUSelfUsPerMsg/h.CPUSelfUsPerMsg, v.target)
+	}
 }
 
 func (r *report) writeJSON(path string) error {
