@@ -480,6 +480,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	if err == nil {
 		err = broker.ErrClosed
 	}
+	c.state.lostChannel()
 	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: err})
 	c.scheduleReopen(err)
 }
@@ -520,13 +521,16 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 
 // poisoned reports why a redelivered message must not run again: it crashed
 // its handler or was requeued more than MaxRedeliveries times (counted by the
-// broker for quorum queues, by the route's memory otherwise).
+// broker for quorum queues, by the route's memory otherwise). A quorum
+// queue's count includes the returns of channels lost with a connection or a
+// node, which are no fault of the message: the route deducts every channel
+// it lost.
 func (c *consumer) poisoned(j *job) error {
 	if !j.d.Redelivered {
 		return nil
 	}
-	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.MaxRedeliveries) {
-		return fmt.Errorf("poison message: delivered %d times (limit %d)", n, c.policy.MaxRedeliveries)
+	if n, ok := deliveryCount(j.d.Headers); ok && n-int64(c.state.lostChannels()) > int64(c.policy.MaxRedeliveries) {
+		return fmt.Errorf("poison message: delivered %d times (limit %d, %d channels lost)", n, c.policy.MaxRedeliveries, c.state.lostChannels())
 	}
 	if n := c.state.count(j.keyOf()); n > c.policy.MaxRedeliveries {
 		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)

@@ -167,6 +167,24 @@ type RouteState struct {
 	marks map[msgKey]*list.Element // of *marks, in order: least recently touched first
 	order *list.List
 	limit int
+	lost  int // channels lost (connection or node loss), see lostChannel
+}
+
+// lostChannel records that the route lost a channel it did not close: the
+// broker returned whatever it held, and a quorum queue counted each of
+// those returns in x-delivery-count.
+func (s *RouteState) lostChannel() {
+	s.mu.Lock()
+	s.lost++
+	s.mu.Unlock()
+}
+
+// lostChannels is how many channels the route lost (see lostChannel):
+// returns a message's x-delivery-count may hold that were no fault of it.
+func (s *RouteState) lostChannels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 type marks struct {
