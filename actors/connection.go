@@ -444,11 +444,23 @@ func (c *connection) publisherGone(msg *publisherClosed) {
 		c.log.Warn("publishing channel closed", zap.Error(msg.err))
 	}
 	if c.pub != nil && !c.pub.IsClosed() {
-		// A channel-level error (e.g. a publish to a missing exchange):
-		// the connection lives on, open a new channel.
-		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
+		// A channel-level error (e.g. a publish to a missing exchange), or
+		// the publisher recycling its channel after a nack: the connection
+		// lives on, open a new channel.
+		c.after(reopenDelay(c.cfg.Reconnect, msg.err), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
 	}
 	c.checkDrain()
+}
+
+// reopenDelay paces a new publishing channel: after a nack, by how often
+// the publishes handed back were nacked already (a quorum queue electing a
+// leader nacks for a while), else by the first backoff step.
+func reopenDelay(b supervisor.Backoff, err error) time.Duration {
+	var nacked *broker.NackedError
+	if errors.As(err, &nacked) {
+		return b.Delay(nacked.Nacks)
+	}
+	return b.Delay(1)
 }
 
 // takeHandback moves requests returned by closed publishers to the front of
