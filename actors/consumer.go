@@ -441,6 +441,9 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 			ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: msg.err, Permanent: true})
 			return
 		}
+		// Transient (e.g. 404 "home node down" of a classic queue whose
+		// node is gone): say so, then retry with backoff.
+		ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: msg.err})
 		c.scheduleReopen(msg.err)
 		return
 	}
