@@ -157,7 +157,9 @@ func (s *scenario) service(urls []string, ropts ...hato.RouteOption) *hato.Servi
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	began := time.Now()
 	hatotest.Start(s.t, svc)
+	s.t.Logf("%s started in %s", svc.Name(), time.Since(began).Round(10*time.Millisecond))
 	return svc
 }
 
@@ -282,15 +284,31 @@ func (s *scenario) lostIDs(max int) []string {
 // svc and returns how many messages were left in its queue.
 func (s *scenario) run(svc *hato.Service, fault func()) int {
 	s.t.Helper()
+	began := time.Now()
 	done := s.publishAll(svc)
 	s.waitConfirmed(0.3)
+	s.t.Logf("30%% confirmed after %s", time.Since(began).Round(10*time.Millisecond))
 	s.faultStart = time.Now()
 	fault()
+	s.phase("fault injected and recovered from")
 	s.waitPublished(done)
+	s.phase("every publish returned")
 	s.settle(2 * time.Minute)
+	s.phase("every confirmed id handled")
 	queue := svc.Routes()[0].Queue
 	hatotest.Stop(s.t, svc)
+	s.phase("service stopped")
 	return s.leftInQueue(queue)
+}
+
+// phase logs how long after the fault a phase of run ended; a phase that
+// took over a minute fails the test (its logs are printed then).
+func (s *scenario) phase(what string) {
+	took := time.Since(s.faultStart)
+	s.t.Logf("%s %s after the fault (confirmed %d, handled %d)", what, took.Round(10*time.Millisecond), s.nConf.Load(), s.handled.Distinct())
+	if took > time.Minute {
+		s.t.Errorf("%s only %s after the fault", what, took.Round(time.Second))
+	}
 }
 
 // leftInQueue counts the messages ready in queue, asking a running node.

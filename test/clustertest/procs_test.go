@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,10 +25,11 @@ import (
 
 // worker is one hato process (cmd/worker) of a scenario.
 type worker struct {
-	cmd    *exec.Cmd
-	ready  chan struct{}
-	done   chan struct{} // closed once its stdout is read to the end
-	stderr lockedBuffer
+	redelivered atomic.Int64 // redeliveries it handled
+	cmd         *exec.Cmd
+	ready       chan struct{}
+	done        chan struct{} // closed once its stdout is read to the end
+	stderr      lockedBuffer
 }
 
 // lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and
@@ -111,7 +113,11 @@ func (w *worker) read(out interface{ Read([]byte) (int, error) }, handled *hatot
 		case line == "ready":
 			close(w.ready)
 		case strings.HasPrefix(line, "handled "):
-			handled.Add(strings.TrimPrefix(line, "handled "))
+			id, again := strings.CutSuffix(strings.TrimPrefix(line, "handled "), " redelivered")
+			handled.Add(id)
+			if again {
+				w.redelivered.Add(1)
+			}
 		}
 	}
 }
@@ -173,7 +179,11 @@ func scenarioHatoProcesses(t *testing.T, c *clustertest.Cluster) {
 	for _, w := range ws[1:] {
 		w.stop(t)
 	}
-	s.finish(s.leftInQueueNamed(), 0, "SIGKILL of 1 of 3 processes at 30 %; its unacked deliveries went to the other two")
+	taken := ws[1].redelivered.Load() + ws[2].redelivered.Load()
+	if taken == 0 {
+		t.Error("the surviving processes handled no redelivery: the killed one held no unacked delivery")
+	}
+	s.finish(s.leftInQueueNamed(), 0, fmt.Sprintf("SIGKILL of 1 of 3 processes at 30 %%; the other two took over its %d unacked deliveries", taken))
 }
 
 // publisher starts a publishing-only service for the scenario.

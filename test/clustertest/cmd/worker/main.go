@@ -1,7 +1,7 @@
 // Command worker is one hato process of a service for the cluster tests
 // (test/clustertest): it consumes a competing quorum queue and prints
-// "handled <id>" on stdout for every message its handler finished, "ready"
-// once started. It reads the broker URLs from AMQP_URL (comma-separated)
+// "handled <id>" on stdout for every message its handler finished
+// ("handled <id> redelivered" for a redelivery), "ready" once started. It reads the broker URLs from AMQP_URL (comma-separated)
 // and runs until SIGTERM/SIGINT, or until the test kills it.
 package main
 
@@ -55,7 +55,11 @@ func run(service, key string, work time.Duration, concurrency int) error {
 				return ctx.Err()
 			}
 		}
-		emit("handled " + m.Data["id"])
+		line := "handled " + m.Data["id"]
+		if m.Redelivered {
+			line += " redelivered"
+		}
+		emit(line)
 		return nil
 	}, hato.QuorumQueue(), hato.Concurrency(concurrency))
 	if err != nil {
