@@ -168,7 +168,9 @@ func scenarioHatoProcesses(t *testing.T, c *clustertest.Cluster) {
 	}
 
 	s := newScenario(t, c, "one of three hato processes killed", n, rate)
-	ws := startWorkers(t, c, 3, s.svcName, s.key, 2*time.Millisecond, 4, s.handled)
+	// Slower handlers than publishes: a backlog builds up, so every process
+	// holds a full prefetch of unacked deliveries when one is killed.
+	ws := startWorkers(t, c, 3, s.svcName, s.key, work, conc, s.handled)
 	p := s.publisher()
 	done := s.publishAll(p)
 	brokertest.WaitFor(t, time.Minute, func() bool { return s.handled.Distinct() >= n*3/10 }, "30%% handled")

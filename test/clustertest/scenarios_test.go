@@ -142,8 +142,8 @@ func scenarioRollingRestart(t *testing.T, c *clustertest.Cluster) {
 		}
 		took = time.Since(s.faultStart)
 	})
-	s.finish(left, 0, fmt.Sprintf("3 nodes stopped and started in turn in %s; hato's connections moved %d time(s)",
-		took.Round(100*time.Millisecond), s.count(hato.EventReady, "connection")))
+	s.finish(left, 0, fmt.Sprintf("3 nodes stopped and started in turn in %s; hato's connections lost %d time(s)",
+		took.Round(100*time.Millisecond), s.count(hato.EventUnavailable, "connection")))
 }
 
 // 6. The network between hato and its node is cut (a black hole: no data,
@@ -229,7 +229,7 @@ func scenarioClassicHomeNodeDown(t *testing.T, c *clustertest.Cluster) {
 	queue := svc.Routes()[0].Queue
 	hatotest.Stop(t, svc)
 	s.finish(s.leftInQueue(queue), 0, fmt.Sprintf("node down %s: route cancelled, %d unavailable events (404 home node down), service never failed; "+
-		"consuming %s after the node was up; duplicates: acks of the 200 handled before the kill -9 were not on disk yet",
+		"consuming again %s after the node's start returned; duplicates: acks of the 200 handled before the kill -9 were not on disk yet",
 		downFor.Round(100*time.Millisecond), retries, back.Round(100*time.Millisecond)))
 }
 
