@@ -24,7 +24,8 @@ var (
 	// ErrConnectionClosed: the connection closed before a publish had an
 	// outcome.
 	ErrConnectionClosed = actors.ErrClosed
-	// ErrNacked: the broker refused a publish.
+	// ErrNacked: the broker refused a publish (basic.nack) broker.MaxNacks
+	// (5) times; after each earlier nack it was sent again on a new channel.
 	ErrNacked = broker.ErrNacked
 	// ErrUnroutable: a Mandatory publish matched no queue.
 	ErrUnroutable = broker.ErrUnroutable

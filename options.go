@@ -21,6 +21,8 @@ package hato
 import (
 	"crypto/tls"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -30,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/internal/transport"
 )
@@ -73,8 +76,10 @@ const (
 type config struct {
 	uuid string
 
-	url                       string
+	url                       string   // every broker URL, comma-separated (for messages: redact it)
+	urls                      []string // the broker URLs, one per node
 	urlSet                    bool
+	dialTimeout               time.Duration
 	host                      string
 	port                      int
 	login, password, vhost    string
@@ -155,24 +160,61 @@ func WithUUID(uuid string) Option {
 }
 
 // WithURL sets the broker URL (amqp:// or amqps://, credentials and vhost
-// included). Without it, the host/port/credential options or, when none of
-// those is given, the AMQP_URL environment variable, or tomodachi's defaults
+// included), or several, separated by commas, for the nodes of a cluster
+// (see WithURLs). Without it, the host/port/credential options or, when none
+// of those is given, the AMQP_URL environment variable (which may list
+// several URLs the same way), or tomodachi's defaults
 // (amqp://guest:guest@127.0.0.1:5672/) apply.
 func WithURL(url string) Option {
+	return WithURLs(broker.SplitURLs(url)...)
+}
+
+// WithURLs sets the URLs of the broker nodes (a cluster), each with its own
+// credentials and vhost if need be. The service connects to one of them,
+// chosen at random at Start; when a dial fails or the connection is lost it
+// tries the next one, with the reconnect backoff and a dial timeout per
+// address (WithDialTimeout). Both connections (publishing and consuming) go
+// to the same node; Status says which. Every URL is redacted in errors and
+// logs.
+func WithURLs(urls ...string) Option {
 	return serviceOption(func(c *config) error {
-		if _, err := amqp.ParseURI(url); err != nil {
-			return invalid("URL %q does not parse", redactURL(url))
+		if len(urls) == 0 {
+			return invalid("no URL")
 		}
-		c.url, c.urlSet = url, true
+		for _, u := range urls {
+			if _, err := amqp.ParseURI(u); err != nil {
+				return invalid("URL %q does not parse", redactURL(u))
+			}
+		}
+		c.urls, c.urlSet = slices.Clone(urls), true
+		c.url = strings.Join(urls, ",")
 		return nil
 	})
 }
 
-// WithHost sets the broker host (default 127.0.0.1).
+// WithDialTimeout bounds one connection attempt to one address: the TCP
+// connect, TLS and AMQP handshakes together (default 30 s). With several
+// URLs, a shorter one moves on from an unreachable node sooner.
+func WithDialTimeout(d time.Duration) Option {
+	return serviceOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("dial timeout %s not positive", d)
+		}
+		c.dialTimeout = d
+		return nil
+	})
+}
+
+// WithHost sets the broker host (default 127.0.0.1), or several, separated
+// by commas, for the nodes of a cluster: each may carry its own port
+// ("rabbit-1:5672,rabbit-2:5673"); WithPort is the port of those that do
+// not. Login, password, vhost and TLS are the same for all.
 func WithHost(host string) Option {
 	return serviceOption(func(c *config) error {
-		if host == "" {
-			return invalid("empty host")
+		for _, h := range strings.Split(host, ",") {
+			if strings.TrimSpace(h) == "" {
+				return invalid("empty host")
+			}
 		}
 		c.host, c.partsSet = host, true
 		return nil

@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,22 +131,44 @@ func New(name string, opts ...Option) (*Service, error) {
 	return s, nil
 }
 
-// resolveURL picks the connection URL: WithURL, else the parts options,
-// else AMQP_URL, else tomodachi's defaults.
+// resolveURL picks the connection URLs: WithURL(s), else the parts
+// options, else AMQP_URL (comma-separated URLs), else tomodachi's defaults.
 func (c *config) resolveURL() error {
 	switch {
 	case c.urlSet:
 	case c.partsSet || c.tlsSet:
-		c.url = broker.BuildURL(c.tlsSet, c.host, c.port, c.login, c.password, c.vhost)
+		return c.buildURLs(c.tlsSet)
 	case os.Getenv("AMQP_URL") != "":
 		u := os.Getenv("AMQP_URL")
-		if _, err := amqp.ParseURI(u); err != nil {
-			return invalid("AMQP_URL %q does not parse", redactURL(u))
+		c.urls = broker.SplitURLs(u)
+		for _, one := range c.urls {
+			if _, err := amqp.ParseURI(one); err != nil {
+				return invalid("AMQP_URL %q does not parse", redactURL(one))
+			}
 		}
-		c.url = u
+		c.url = strings.Join(c.urls, ",")
 	default:
-		c.url = broker.BuildURL(false, c.host, c.port, c.login, c.password, c.vhost)
+		return c.buildURLs(false)
 	}
+	return nil
+}
+
+// buildURLs makes one URL per host of WithHost ("h1,h2:5673"), with the
+// port of WithPort where a host has none.
+func (c *config) buildURLs(tlsOn bool) error {
+	c.urls = nil
+	for _, h := range strings.Split(c.host, ",") {
+		host, port := strings.TrimSpace(h), c.port
+		if hh, p, err := net.SplitHostPort(host); err == nil {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 0 || n > 65535 {
+				return invalid("host %q: bad port", host)
+			}
+			host, port = hh, n
+		}
+		c.urls = append(c.urls, broker.BuildURL(tlsOn, host, port, c.login, c.password, c.vhost))
+	}
+	c.url = strings.Join(c.urls, ",")
 	return nil
 }
 
@@ -481,9 +508,18 @@ func (s *Service) routeHandler(r *route) func(context.Context, *broker.Delivery)
 	return s.tel.consumer(newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg), r.handle(s))
 }
 
+// shuffled is a shuffled copy of urls: the instances of a service spread
+// over the nodes of a cluster.
+func shuffled(urls []string) []string {
+	out := slices.Clone(urls)
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
 func (s *Service) dialConfig(kind string) broker.Config {
 	return broker.Config{
-		URL:            s.cfg.url,
+		URL:            s.cfg.urls[0],
+		DialTimeout:    s.cfg.dialTimeout,
 		TLS:            s.cfg.tls,
 		Heartbeat:      s.cfg.heartbeat,
 		ConnectionName: s.cfg.connectionName + "-" + kind,
@@ -535,6 +571,10 @@ type ConnectionStatus struct {
 	// connected), with any password redacted.
 	FailedAttempts int
 	LastError      error
+	// PublishNode and ConsumeNode are the broker nodes ("host:port", from
+	// the URL dialed) the publishing and consuming connections are on;
+	// empty while disconnected.
+	PublishNode, ConsumeNode string
 }
 
 // Status asks the connection actor for its state: connected, blocked by
@@ -565,6 +605,8 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 		Outstanding:    st.Outstanding,
 		FailedAttempts: st.Attempts,
 		LastError:      st.LastError,
+		PublishNode:    st.PublishNode,
+		ConsumeNode:    st.ConsumeNode,
 	}, nil
 }
 

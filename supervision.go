@@ -152,6 +152,10 @@ type SupervisorEvent struct {
 	Failures int
 	// Delay is the backoff before the restart (EventFailed, EventStopped).
 	Delay time.Duration
+	// Detail is where it happened, when the actor says: for "connection",
+	// the broker node of each connection ("publish=host:port
+	// consume=host:port") on EventReady and EventUnavailable.
+	Detail string
 }
 
 func (e SupervisorEvent) String() string {
@@ -161,6 +165,9 @@ func (e SupervisorEvent) String() string {
 	}
 	if e.Delay > 0 {
 		s += fmt.Sprintf(" delay=%s", e.Delay)
+	}
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
 	}
 	if e.Reason != nil {
 		s += ": " + e.Reason.Error()
@@ -177,5 +184,6 @@ func supervisorEvent(e supervisor.Event) SupervisorEvent {
 		Reason:   e.Reason,
 		Failures: e.Failures,
 		Delay:    e.Delay,
+		Detail:   e.Detail,
 	}
 }

@@ -32,6 +32,7 @@ func (s *Service) connectionProps() *actor.Props {
 		Name:          "connection",
 		Publish:       s.dialConfig("pub"),
 		Consume:       s.dialConfig("sub"),
+		URLs:          shuffled(s.cfg.urls),
 		Reconnect:     supervisorBackoff(s.cfg.reconnect),
 		PublishBuffer: s.cfg.publishBuffer,
 		Logger:        s.log.Named("connection"),

@@ -33,6 +33,12 @@ type ConnectionConfig struct {
 	// share a connection with consuming: flow control on one must not stall
 	// the other). Give them distinct ConnectionName values.
 	Publish, Consume broker.Config
+	// URLs are the broker nodes (AMQP URLs) to connect to. Both connections
+	// go to one node; the first dial uses URLs[0], and every failed dial or
+	// lost connection moves on to the next one, round and round, paced by
+	// Reconnect. Empty means the URLs of Publish and Consume as given. The
+	// caller shuffles them if it wants to spread its load.
+	URLs []string
 	// Reconnect paces reconnection attempts. Zero means the supervisor
 	// package's default (100 ms doubling to 30 s, 20 % jitter).
 	Reconnect supervisor.Backoff
@@ -80,6 +86,7 @@ type connShared struct {
 	waiters []*OpenChannel
 	inc     uint64
 	gen     uint64
+	next    int // index in ConnectionConfig.URLs of the next dial's node
 }
 
 type connection struct {
@@ -102,7 +109,9 @@ type connection struct {
 	publisher *broker.Publisher
 	blocked   bool
 	drain     *supervisor.Drain
-	connected bool // publisher channel open on live connections
+	connected bool   // publisher channel open on live connections
+	pubNode   string // host:port of the live connections' node(s)
+	subNode   string
 }
 
 // stamp says which incarnation started the work behind an async message
@@ -115,6 +124,8 @@ type dialResult struct {
 	stamp    // gen zero: the dial's generation is next
 	next     uint64
 	pub, sub *amqp.Connection
+	pubCfg   broker.Config // what was dialed (URL: the node)
+	subCfg   broker.Config
 	err      error
 }
 
@@ -276,7 +287,7 @@ func (c *connection) openChannel(msg *OpenChannel) {
 func (c *connection) status() *ConnectionStatus {
 	c.prune()
 	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
-		Attempts: c.failures, LastError: c.lastErr}
+		Attempts: c.failures, LastError: c.lastErr, PublishNode: c.pubNode, ConsumeNode: c.subNode}
 	if c.publisher != nil {
 		st.Outstanding = c.publisher.Outstanding()
 	}
@@ -288,16 +299,35 @@ func (c *connection) startDrain(msg *supervisor.Drain) {
 	c.checkDrain()
 }
 
+// nodeConfigs are the dial configurations of the next node to try.
+func (c *connection) nodeConfigs() (pub, sub broker.Config) {
+	pub, sub = c.cfg.Publish, c.cfg.Consume
+	if n := len(c.cfg.URLs); n > 0 {
+		url := c.cfg.URLs[c.shared.next%n]
+		pub.URL, sub.URL = url, url
+	}
+	return pub, sub
+}
+
+// nextNode moves on to the next URL (after a failed dial or a lost
+// connection).
+func (c *connection) nextNode() {
+	if n := len(c.cfg.URLs); n > 1 {
+		c.shared.next = (c.shared.next + 1) % n
+	}
+}
+
 func (c *connection) dial() {
 	c.dialing = true
-	ctx, cfg := c.ctx, c.cfg
+	ctx := c.ctx
 	self, sys := c.self, c.sys
 	res := &dialResult{stamp: stamp{inc: c.inc}, next: c.gen + 1}
+	res.pubCfg, res.subCfg = c.nodeConfigs()
 	go func() {
-		res.pub, res.err = broker.Dial(ctx, cfg.Publish)
+		res.pub, res.err = broker.Dial(ctx, res.pubCfg)
 		if res.err != nil {
 			res.err = fmt.Errorf("publishing connection: %w", res.err)
-		} else if res.sub, res.err = broker.Dial(ctx, cfg.Consume); res.err != nil {
+		} else if res.sub, res.err = broker.Dial(ctx, res.subCfg); res.err != nil {
 			_ = res.pub.Close()
 			res.pub, res.err = nil, fmt.Errorf("consuming connection: %w", res.err)
 		}
@@ -311,8 +341,10 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 		c.attempt++
 		c.failures++
 		c.lastErr = msg.err
+		c.nextNode()
 		delay := c.cfg.Reconnect.Delay(c.attempt)
-		c.log.Warn("connect failed", zap.Error(msg.err), zap.Int("attempt", c.attempt), zap.Duration("retry_in", delay))
+		c.log.Warn("connect failed", zap.Error(msg.err), zap.Int("attempt", c.attempt), zap.Duration("retry_in", delay),
+			zap.String("node", broker.Node(msg.pubCfg.URL)))
 		if c.gen == 0 && broker.Permanent(msg.err) {
 			// Never connected and the broker refused us (credentials,
 			// vhost, URL): report it so Start fails instead of waiting.
@@ -324,6 +356,7 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 	c.gen, c.shared.gen = msg.next, msg.next
 	c.failures, c.lastErr = 0, nil
 	c.pub, c.sub = msg.pub, msg.sub
+	c.pubNode, c.subNode = broker.Node(msg.pubCfg.URL), broker.Node(msg.subCfg.URL)
 	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
 	for _, conn := range []*amqp.Connection{msg.pub, msg.sub} {
 		closes := conn.NotifyClose(make(chan *amqp.Error, 1))
@@ -345,8 +378,8 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 		}
 	}()
 	c.log.Info("connected", zap.Uint64("generation", c.gen),
-		zap.String("publish_connection", c.cfg.Publish.ConnectionName),
-		zap.String("consume_connection", c.cfg.Consume.ConnectionName))
+		zap.String("publish_connection", c.cfg.Publish.ConnectionName), zap.String("publish_node", c.pubNode),
+		zap.String("consume_connection", c.cfg.Consume.ConnectionName), zap.String("consume_node", c.subNode))
 	for _, w := range c.shared.waiters {
 		c.openFor(w)
 	}
@@ -396,7 +429,7 @@ func (c *connection) publisherOpened(ctx actor.Context, msg *publisherResult) {
 		c.publisher.SetPaused(true)
 	}
 	c.flush()
-	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.cfg.Name})
+	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.cfg.Name, Detail: c.nodes()})
 }
 
 func (c *connection) publisherGone(msg *publisherClosed) {
@@ -411,11 +444,23 @@ func (c *connection) publisherGone(msg *publisherClosed) {
 		c.log.Warn("publishing channel closed", zap.Error(msg.err))
 	}
 	if c.pub != nil && !c.pub.IsClosed() {
-		// A channel-level error (e.g. a publish to a missing exchange):
-		// the connection lives on, open a new channel.
-		c.after(c.cfg.Reconnect.Delay(1), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
+		// A channel-level error (e.g. a publish to a missing exchange), or
+		// the publisher recycling its channel after a nack: the connection
+		// lives on, open a new channel.
+		c.after(reopenDelay(c.cfg.Reconnect, msg.err), &reopenPublisher{stamp: stamp{inc: c.inc, gen: c.gen}})
 	}
 	c.checkDrain()
+}
+
+// reopenDelay paces a new publishing channel: after a nack, by how often
+// the publishes handed back were nacked already (a quorum queue electing a
+// leader nacks for a while), else by the first backoff step.
+func reopenDelay(b supervisor.Backoff, err error) time.Duration {
+	var nacked *broker.NackedError
+	if errors.As(err, &nacked) {
+		return b.Delay(nacked.Nacks)
+	}
+	return b.Delay(1)
 }
 
 // takeHandback moves requests returned by closed publishers to the front of
@@ -430,10 +475,17 @@ func (c *connection) takeHandback() {
 	}
 }
 
+// nodes describes the nodes of the connections, for supervisor events.
+func (c *connection) nodes() string {
+	return "publish=" + c.pubNode + " consume=" + c.subNode
+}
+
 func (c *connection) lost(ctx actor.Context, msg *connLost) {
-	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err})
-	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err))
+	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.cfg.Name, Err: msg.err, Detail: c.nodes()})
+	c.log.Warn("connection lost, reconnecting", zap.Uint64("generation", c.gen), zap.Error(msg.err),
+		zap.String("publish_node", c.pubNode), zap.String("consume_node", c.subNode))
 	c.closeConns()
+	c.nextNode()
 	c.attempt = 1
 	c.after(c.cfg.Reconnect.Delay(c.attempt), &redial{stamp: stamp{inc: c.inc}})
 }
@@ -443,6 +495,7 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 func (c *connection) closeConns() {
 	pub, sub := c.pub, c.sub
 	c.pub, c.sub, c.publisher = nil, nil, nil
+	c.pubNode, c.subNode = "", ""
 	c.connected = false
 	c.blocked = false
 	go func() {

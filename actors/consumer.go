@@ -454,6 +454,9 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 			ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: msg.err, Permanent: true})
 			return
 		}
+		// Transient (e.g. 404 "home node down" of a classic queue whose
+		// node is gone): say so, then retry with backoff.
+		ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: msg.err})
 		c.scheduleReopen(msg.err)
 		return
 	}
@@ -493,6 +496,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	if err == nil {
 		err = broker.ErrClosed
 	}
+	c.state.lostChannel()
 	ctx.Send(ctx.Parent(), &supervisor.ChildFailed{Name: c.route.Name, Err: err})
 	c.scheduleReopen(err)
 }
@@ -537,8 +541,11 @@ func (c *consumer) poisoned(j *job) error {
 	if n := c.state.count(j.keyOf()); n > c.policy.MaxRedeliveries {
 		return fmt.Errorf("poison message: crashed or requeued %d times (limit %d)", n, c.policy.MaxRedeliveries)
 	}
-	if n, ok := deliveryCount(j.d.Headers); ok && n > int64(c.policy.DeliveryCountLimit()) {
-		return fmt.Errorf("poison message: delivered %d times (backstop %d)", n, c.policy.DeliveryCountLimit())
+	// The backstop deducts the channels the route lost with a connection or
+	// a node: the broker counted those returns too.
+	if n, ok := deliveryCount(j.d.Headers); ok && n-int64(c.state.lostChannels()) > int64(c.policy.DeliveryCountLimit()) {
+		return fmt.Errorf("poison message: delivered %d times (backstop %d, %d channels lost)",
+			n, c.policy.DeliveryCountLimit(), c.state.lostChannels())
 	}
 	return nil
 }

@@ -418,8 +418,8 @@ func TestConsumerDrainIdle(t *testing.T) {
 	}
 }
 
-// A session that cannot start is retried after the Reopen backoff; a
-// permanent refusal (a conflicting declaration) is reported to the
+// A session that cannot start is retried after the Reopen backoff and
+// reported as unavailable each time; a permanent refusal (a conflicting declaration) is reported to the
 // supervisor and not retried.
 func TestConsumerSessionStartFailures(t *testing.T) {
 	t.Run("transient", func(t *testing.T) {
@@ -432,8 +432,16 @@ func TestConsumerSessionStartFailures(t *testing.T) {
 		waitFor(t, "ChildReady", func() bool { return r.rep.readyCount() == 1 })
 		s.deliver(1, "ok", false)
 		waitFor(t, "ack 1", func() bool { return s.has("ack 1") })
-		if f := r.rep.failedReports(); len(f) != 0 {
-			t.Errorf("transient start failures reported %v", f)
+		// Each transient failure is reported as unavailable (not
+		// permanent), so the supervisor's events show the route waiting.
+		f := r.rep.failedReports()
+		if len(f) != 2 {
+			t.Errorf("%d failure reports, want one per transient failure (2)", len(f))
+		}
+		for _, e := range f {
+			if e.Permanent {
+				t.Errorf("a transient start failure was reported as permanent: %v", e.Err)
+			}
 		}
 	})
 	t.Run("permanent", func(t *testing.T) {
@@ -505,7 +513,7 @@ func TestConsumerRedeliveries(t *testing.T) {
 	counted.Headers = amqp.Table{"x-delivery-count": int64(101)}
 	s.cfg.Deliver(counted)
 	waitFor(t, "ack 2", func() bool { return s.has("ack 2") })
-	if reason, _ := conn.publish(t, 0).Msg.Headers[HeaderReason].(string); reason != "poison message: delivered 101 times (backstop 100)" {
+	if reason, _ := conn.publish(t, 0).Msg.Headers[HeaderReason].(string); reason != "poison message: delivered 101 times (backstop 100, 0 channels lost)" {
 		t.Errorf("reason = %q", reason)
 	}
 	if n := runs.Load(); n != 0 {

@@ -49,6 +49,9 @@ type ConnectionStatus struct {
 	// connected). They say why a service is not connected.
 	Attempts  int
 	LastError error
+	// PublishNode and ConsumeNode are the broker nodes ("host:port") of
+	// the two connections; empty while disconnected.
+	PublishNode, ConsumeNode string
 }
 
 // discarder is an internal async result that holds a resource (a session, a

@@ -193,6 +193,24 @@ type routeState struct {
 	// deadMarks counts records marked dead-lettered, so a delivery that is
 	// not redelivered is hashed (to clear its mark) only while there are any.
 	deadMarks atomic.Int64
+	lost      int // channels lost (connection or node loss), see lostChannel
+}
+
+// lostChannel records that the route lost a channel it did not close: the
+// broker returned whatever it held, and a quorum queue counted each of
+// those returns in x-delivery-count.
+func (s *routeState) lostChannel() {
+	s.mu.Lock()
+	s.lost++
+	s.mu.Unlock()
+}
+
+// lostChannels is how many channels the route lost (see lostChannel):
+// returns a message's x-delivery-count may hold that were no fault of it.
+func (s *routeState) lostChannels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 type marks struct {

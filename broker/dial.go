@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,4 +166,44 @@ func BuildURL(tlsOn bool, host string, port int, login, password, vhost string) 
 		u.Path = "/"
 	}
 	return u.String()
+}
+
+// SplitURLs splits a comma-separated list of AMQP URLs ("amqp://a,amqp://b")
+// into its URLs, trimming spaces and dropping empty parts. A comma splits
+// only where the next part starts with amqp:// or amqps://, so a comma
+// inside a URL (a password, a vhost) never splits it; a trailing comma
+// is dropped. A single URL comes
+// back as a list of one.
+func SplitURLs(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] != ',' {
+			continue
+		}
+		rest := strings.TrimLeft(s[i+1:], " \t")
+		if rest == "" || strings.HasPrefix(rest, "amqp://") || strings.HasPrefix(rest, "amqps://") {
+			out = appendTrimmed(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return appendTrimmed(out, s[start:])
+}
+
+func appendTrimmed(out []string, part string) []string {
+	if part = strings.TrimSpace(part); part != "" {
+		out = append(out, part)
+	}
+	return out
+}
+
+// Node names the broker node rawURL points at, for status and logs:
+// "host:port", never credentials. A URL that does not parse is redacted
+// whole.
+func Node(rawURL string) string {
+	uri, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		return Redact(rawURL)
+	}
+	return net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port))
 }

@@ -33,6 +33,7 @@ type Request struct {
 
 	state    atomic.Int32
 	attempts int // channel deaths while written; touched by one owner at a time
+	nacks    int // basic.nacks received; likewise
 }
 
 const (
@@ -73,6 +74,31 @@ func (r *Request) Finished() bool { return r.state.Load() == reqFinished }
 // (too large, refused) must not be resent forever.
 const MaxAttempts = 3
 
+// MaxNacks is how many basic.nacks a request survives: after each of the
+// first MaxNacks-1 the Publisher closes its channel and hands the request
+// back, unfinished, to be sent again on a new channel (see NackedError); the
+// last one fails it with ErrNacked.
+//
+// A nack is often not the message's fault: a channel opened on a node right
+// after a quorum queue's leader node died nacks every publish to that queue
+// for as long as it lives (RabbitMQ 3.10), while a new channel a moment
+// later works. A queue that refuses for good (x-overflow reject-publish and
+// full) still fails the publish, after MaxNacks channels.
+const MaxNacks = 5
+
+// NackedError is the error Closed gets when the Publisher closed its own
+// channel after a basic.nack, to have the nacked requests sent again on a
+// new channel. It matches ErrNacked. Nacks is the most times one of the
+// handed-back requests was nacked: pace the new channel by it.
+type NackedError struct{ Nacks int }
+
+func (e *NackedError) Error() string {
+	return fmt.Sprintf("hato/broker: publish nacked by broker (%d times); sending it again on a new channel", e.Nacks)
+}
+
+// Is makes errors.Is(err, ErrNacked) true.
+func (e *NackedError) Is(target error) bool { return target == ErrNacked }
+
 // DefaultMaxInFlight bounds unconfirmed publishes per Publisher.
 const DefaultMaxInFlight = 1024
 
@@ -111,11 +137,14 @@ type Publisher struct {
 	ch  *amqp.Channel
 	cfg PublisherConfig
 
-	mu       sync.Mutex
-	queue    []*Request
-	inflight map[uint64]*Request
-	closed   bool
-	paused   bool
+	mu        sync.Mutex
+	queue     []*Request
+	inflight  map[uint64]*Request
+	nacked    []*Request // nacked, to be handed back for a new channel
+	maxNacks  int        // the most nacks of one of them
+	closed    bool
+	paused    bool
+	recycling bool // closing the channel after a nack: send nothing more
 
 	signal     chan struct{} // wakes the writer
 	slots      chan struct{} // one token per written, unconfirmed request
@@ -210,7 +239,7 @@ func (p *Publisher) write() {
 		}
 		for {
 			p.mu.Lock()
-			if p.paused || len(p.queue) == 0 {
+			if p.paused || p.recycling || len(p.queue) == 0 {
 				p.mu.Unlock()
 				break
 			}
@@ -389,6 +418,9 @@ func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 		return
 	}
 	<-p.slots
+	if !c.Ack && p.resendNacked(r) {
+		return
+	}
 	p.count.Add(-1)
 	var err error
 	switch {
@@ -400,6 +432,26 @@ func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 	r.Finish(err)
 }
 
+// resendNacked keeps a nacked request, unless it was nacked MaxNacks times,
+// to hand it back once the channel is closed (see MaxNacks); the first one
+// closes the channel. It reports whether it kept r.
+func (p *Publisher) resendNacked(r *Request) bool {
+	r.nacks++
+	if r.nacks >= MaxNacks {
+		return false
+	}
+	p.mu.Lock()
+	p.nacked = append(p.nacked, r)
+	p.maxNacks = max(p.maxNacks, r.nacks)
+	first := !p.recycling
+	p.recycling = true
+	p.mu.Unlock()
+	if first {
+		p.Close()
+	}
+	return true
+}
+
 // finish runs once, after the writer stopped.
 func (p *Publisher) finish(closeErr *amqp.Error) {
 	// A channel-level error, or the broker closing the connection for a
@@ -408,9 +460,10 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 	soft := closeErr != nil && (closeErr.Recover || protocolError(closeErr))
 	p.mu.Lock()
 	p.closed = true
-	unfinished := make([]*Request, 0, len(p.inflight)+len(p.queue))
-	// In-flight requests were submitted before queued ones; delivery tags
-	// give their order.
+	unfinished := make([]*Request, 0, len(p.nacked)+len(p.inflight)+len(p.queue))
+	// Nacked requests were sent before those still in flight, which were
+	// submitted before queued ones; delivery tags give their order.
+	unfinished = append(unfinished, p.nacked...)
 	for _, tag := range slices.Sorted(maps.Keys(p.inflight)) {
 		r := p.inflight[tag]
 		if soft {
@@ -421,11 +474,16 @@ func (p *Publisher) finish(closeErr *amqp.Error) {
 	unfinished = append(unfinished, p.queue...)
 	p.inflight = nil
 	p.queue = nil
+	nacked := p.nacked
+	p.nacked = nil
 	p.mu.Unlock()
 
 	var err error
-	if closeErr != nil {
+	switch {
+	case closeErr != nil:
 		err = classify("publish channel closed", closeErr)
+	case len(nacked) > 0:
+		err = &NackedError{Nacks: p.maxNacks}
 	}
 	kept := unfinished[:0]
 	for _, r := range unfinished {

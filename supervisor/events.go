@@ -64,6 +64,9 @@ type Event struct {
 	Failures int
 	// Delay is the backoff before the restart (EventFailed, EventStopped).
 	Delay time.Duration
+	// Detail is what the child reported with ChildReady or ChildFailed
+	// (e.g. the broker node of the connection), if anything.
+	Detail string
 }
 
 func (e Event) String() string {
@@ -73,6 +76,9 @@ func (e Event) String() string {
 	}
 	if e.Delay > 0 {
 		s += fmt.Sprintf(" delay=%s", e.Delay)
+	}
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
 	}
 	if e.Reason != nil {
 		s += ": " + e.Reason.Error()

@@ -11,6 +11,9 @@ import (
 // (connected, consuming). The first one counts for AwaitReady.
 type ChildReady struct {
 	Name string
+	// Detail says where the child is ready, e.g. the broker node its
+	// connections are on; it is copied to the EventReady (may be empty).
+	Detail string
 }
 
 // ChildFailed is sent by a child that cannot do its job. A Permanent
@@ -22,6 +25,9 @@ type ChildFailed struct {
 	Name      string
 	Err       error
 	Permanent bool
+	// Detail says where the child failed, e.g. the broker node it lost;
+	// it is copied to the event (may be empty).
+	Detail string
 }
 
 // Drain asks a child to finish its work gracefully before Deadline: stop

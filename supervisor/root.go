@@ -133,7 +133,7 @@ func (r *root) stop() {
 func (r *root) childReady(msg *ChildReady) {
 	if c := r.children[msg.Name]; c != nil {
 		c.ready = true
-		r.emit(Event{Kind: EventReady, Child: msg.Name})
+		r.emit(Event{Kind: EventReady, Child: msg.Name, Detail: msg.Detail})
 		r.checkReady()
 	}
 }
@@ -144,7 +144,7 @@ func (r *root) childFailed(ctx actor.Context, msg *ChildFailed) {
 		return
 	}
 	if !msg.Permanent {
-		r.emit(Event{Kind: EventUnavailable, Child: msg.Name, Reason: msg.Err})
+		r.emit(Event{Kind: EventUnavailable, Child: msg.Name, Reason: msg.Err, Detail: msg.Detail})
 		return
 	}
 	r.giveUp(func(pid *actor.PID) { ctx.Stop(pid) }, c, msg.Err)
@@ -353,6 +353,9 @@ func (r *root) emit(e Event) {
 	}
 	if e.Reason != nil {
 		fields = append(fields, zap.Error(e.Reason))
+	}
+	if e.Detail != "" {
+		fields = append(fields, zap.String("detail", e.Detail))
 	}
 	switch e.Kind {
 	case EventGaveUp:

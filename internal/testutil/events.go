@@ -73,3 +73,10 @@ func (d *DeliveryEvents) Len() int {
 	defer d.mu.Unlock()
 	return len(d.list)
 }
+
+// Snapshot is a copy of the supervision events recorded so far.
+func (e *SupervisorEvents) Snapshot() []hato.SupervisorEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]hato.SupervisorEvent(nil), e.list...)
+}

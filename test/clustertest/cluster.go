@@ -352,3 +352,56 @@ func (c *Cluster) Status() (string, bool) {
 	out, err := c.run(CtlTimeout, "status")
 	return out, err == nil
 }
+
+// Running reports whether node i's VM runs and accepts AMQP connections
+// (per `scripts/cluster.sh status`).
+func (c *Cluster) Running(i int) bool {
+	out, _ := c.Status()
+	name := c.node(i)
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[0] == name {
+			return f[3] == "running"
+		}
+	}
+	return false
+}
+
+// Restore starts every node that is down again and waits until all of them
+// run and every node sees the whole cluster: tests call it after a scenario
+// that took nodes down, so that the next one starts whole.
+func (c *Cluster) Restore() {
+	c.t.Helper()
+	for i := range c.names {
+		if !c.Running(i) {
+			c.StartNode(i)
+		}
+		c.WaitRunning(i)
+	}
+	all := c.Names()
+	slices.Sort(all)
+	deadline := time.Now().Add(WaitTimeout)
+	for i := range c.names {
+		for {
+			running, err := c.RunningNodes(i)
+			if err == nil && slices.Equal(running, all) {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("clustertest: %s sees running nodes %v (%v), want %v", c.names[i], running, err, all)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+// NodeOf returns the number of the node whose AMQP address is hostPort
+// ("127.0.0.1:5681", as hato's Status reports it), or -1.
+func (c *Cluster) NodeOf(hostPort string) int {
+	for i, u := range c.urls {
+		if strings.Contains(u, "@"+hostPort+"/") {
+			return i
+		}
+	}
+	return -1
+}

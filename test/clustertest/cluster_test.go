@@ -11,22 +11,47 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato/test/brokertest"
 	"github.com/hato-go/hato/test/clustertest"
+	"github.com/hato-go/hato/test/leak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 const messages = 100
 
-// TestQuorumQueueSurvivesLeaderKill is the cluster's acceptance test: three
-// nodes in one cluster; a quorum queue keeps every confirmed message when its
-// leader's node is killed; the node rejoins after a restart; stopping the
-// cluster leaves the default broker alone.
-func TestQuorumQueueSurvivesLeaderKill(t *testing.T) {
+// TestCluster starts one 3-node cluster and runs every cluster test on it
+// in turn (starting a cluster takes about 15 s), then prints the table of
+// the scenarios (see harness_test.go).
+func TestCluster(t *testing.T) {
 	c := clustertest.Start(t)
+	defer printTable()
+	t.Run("quorum queue survives leader kill", func(t *testing.T) { quorumQueueSurvivesLeaderKill(t, c) })
+	c.Restore()
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) { sc.run(t, c) })
+		if !sc.keepDown {
+			c.Restore()
+		}
+	}
+	t.Run("stop leaves the default broker alone", func(t *testing.T) {
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if status, ok := c.Status(); ok {
+			t.Fatalf("nodes still run after Stop:\n%s", status)
+		}
+		if err := brokertest.Ping(brokertest.BaseURL()); err != nil {
+			t.Fatalf("default broker at %s unreachable after the cluster test: %v", brokertest.Redact(brokertest.BaseURL()), err)
+		}
+	})
+}
+
+// quorumQueueSurvivesLeaderKill is the cluster's acceptance test: three
+// nodes in one cluster; a quorum queue keeps every confirmed message when its
+// leader's node is killed; the node rejoins after a restart.
+func quorumQueueSurvivesLeaderKill(t *testing.T, c *clustertest.Cluster) {
 	if c.N() != 3 {
 		t.Fatalf("cluster has %d nodes, want 3", c.N())
 	}
@@ -66,16 +91,6 @@ func TestQuorumQueueSurvivesLeaderKill(t *testing.T) {
 		running, err := c.RunningNodes(survivor)
 		return err == nil && slices.Equal(running, all)
 	}, "%s to rejoin the cluster", c.Name(leader))
-
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if status, ok := c.Status(); ok {
-		t.Fatalf("nodes still run after Stop:\n%s", status)
-	}
-	if err := brokertest.Ping(brokertest.BaseURL()); err != nil {
-		t.Fatalf("default broker at %s unreachable after the cluster test: %v", brokertest.Redact(brokertest.BaseURL()), err)
-	}
 }
 
 // publishConfirmed declares quorum queue queue through url and publishes

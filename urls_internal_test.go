@@ -1,0 +1,69 @@
+package hato
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestSeveralBrokerURLs(t *testing.T) {
+	a, b := "amqp://u:pa@h1:5681/v", "amqps://w:pb@h2:5682/"
+	for name, tc := range map[string]struct {
+		opts []Option
+		env  string
+		want []string
+	}{
+		"one URL":           {opts: []Option{WithURL(a)}, want: []string{a}},
+		"WithURL list":      {opts: []Option{WithURL(a + ", " + b)}, want: []string{a, b}},
+		"WithURLs":          {opts: []Option{WithURLs(a, b)}, want: []string{a, b}},
+		"AMQP_URL list":     {env: a + "," + b, want: []string{a, b}},
+		"AMQP_URL one":      {env: a, want: []string{a}},
+		"defaults":          {want: []string{"amqp://guest:guest@127.0.0.1:5672/"}},
+		"WithHost list":     {opts: []Option{WithHost("h1,h2:5682"), WithPort(5681)}, want: []string{"amqp://guest:guest@h1:5681/", "amqp://guest:guest@h2:5682/"}},
+		"WithHost one":      {opts: []Option{WithHost("h1")}, want: []string{"amqp://guest:guest@h1:5672/"}},
+		"WithHost over env": {opts: []Option{WithHost("h1")}, env: b, want: []string{"amqp://guest:guest@h1:5672/"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("AMQP_URL", tc.env)
+			s, err := New("svc", tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(s.cfg.urls, tc.want) {
+				t.Errorf("urls = %q, want %q", s.cfg.urls, tc.want)
+			}
+			if got := s.dialConfig("pub").URL; got != tc.want[0] {
+				t.Errorf("dial config URL = %q, want %q", got, tc.want[0])
+			}
+			sh := shuffled(s.cfg.urls)
+			slices.Sort(sh)
+			want := slices.Sorted(slices.Values(tc.want))
+			if !slices.Equal(sh, want) {
+				t.Errorf("shuffled = %q, want a permutation of %q", sh, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadURLInAListIsRedacted(t *testing.T) {
+	for name, opt := range map[string]Option{
+		"WithURL":  WithURL("amqp://u:first@h1/,amqp://u:s3cret@h2:5672/%zz"),
+		"WithURLs": WithURLs("amqp://u:first@h1/", "http://u:s3cret@h2/"),
+		"no URL":   WithURLs(),
+		"host":     WithHost("h1,,h2"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := New("svc", opt)
+			if err == nil || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "first") {
+				t.Fatalf("error %v must exist and show no password", err)
+			}
+		})
+	}
+	t.Setenv("AMQP_URL", "amqp://u:first@h1/,amqp://u:s3cret@h2:5672/%zz")
+	if _, err := New("svc"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("AMQP_URL error %v must exist and show no password", err)
+	}
+	if _, err := New("svc", WithHost("h1:99999")); err == nil {
+		t.Fatal("a host with port 99999 was accepted")
+	}
+}
