@@ -94,6 +94,9 @@ func NewVhost(t testing.TB) (vhost, url string) {
 
 // setupVhost creates the vhost; del deletes it and is idempotent.
 func setupVhost(label string) (vhost, url string, del func() error, err error) {
+	// The shared lock first: a fault test in another process may have the
+	// broker stopped right now, and holds the exclusive lock until it is back.
+	acquireShared()
 	vhost = UniqueName(VhostPrefix, label)
 	url, err = VhostURL(vhost)
 	if err != nil {
