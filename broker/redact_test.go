@@ -68,7 +68,7 @@ func FuzzRedact(f *testing.F) {
 	f.Fuzz(func(t *testing.T, prefix, user, password, suffix string) {
 		password = mark + password
 		if strings.Contains(password, "://") || strings.Contains(prefix, mark) || strings.Contains(suffix, mark) {
-			t.Skip()
+			return // outside the property's domain
 		}
 		in := prefix + user + ":" + password + "@" + suffix
 		if out := Redact(in); strings.Contains(out, mark) {
