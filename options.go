@@ -101,6 +101,7 @@ type config struct {
 	failure                   FailurePolicy
 	reconnect                 Backoff
 	publishBuffer             int
+	channelsPerConnection     int
 	maxMessageSize            int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
@@ -350,6 +351,25 @@ func WithPublishBuffer(n int) Option {
 			return invalid("publish buffer %d", n)
 		}
 		c.publishBuffer = n
+		return nil
+	})
+}
+
+// WithChannelsPerConnection caps the consumer channels (one a route, one
+// for each dead-letter queue declaration while it runs) of one consuming
+// connection. Consumer channels spread over as many consuming connections
+// as they need, "<prefix>-sub", "<prefix>-sub-2", …, all to one node;
+// losing any of them reconnects them all. Default 0: the broker's
+// channel_max (RabbitMQ: 2047), i.e. the fewest connections. A lower cap
+// spreads the routes over more connections, each with its own socket and
+// broker processes, and a lost connection then takes fewer channels down
+// with it (they all reconnect all the same). At most 65535.
+func WithChannelsPerConnection(n int) Option {
+	return serviceOption(func(c *config) error {
+		if n < 0 || n > 65535 {
+			return invalid("channels per connection %d", n)
+		}
+		c.channelsPerConnection = n
 		return nil
 	})
 }
