@@ -105,22 +105,23 @@ type connection struct {
 	ctx    context.Context // cancels dials in progress when the actor stops
 	cancel context.CancelFunc
 
-	inc       uint64 // incarnation: async results of an earlier one are stale
-	gen       uint64 // current connection generation
-	dialing   bool
-	attempt   int
-	failures  int   // failed dials since the last successful one
-	lastErr   error // the last dial failure, for ConnectionStatus
-	pub       *amqp.Connection
-	subs      []*amqp.Connection // consuming connections; subs[0] dialed with pub
-	growing   bool               // dialing one more consuming connection
-	publisher *broker.Publisher
-	blocked   bool
-	drain     *supervisor.Drain
-	connected bool   // publisher channel open on live connections
-	pubNode   string // host:port of the live connections' node(s)
-	subNode   string
-	subCfg    broker.Config // how subs[0] was dialed
+	inc          uint64 // incarnation: async results of an earlier one are stale
+	gen          uint64 // current connection generation
+	dialing      bool
+	attempt      int
+	failures     int   // failed dials since the last successful one
+	lastErr      error // the last dial failure, for ConnectionStatus
+	pub          *amqp.Connection
+	subs         []*amqp.Connection // consuming connections; subs[0] dialed with pub
+	growing      bool               // dialing one more consuming connection
+	growFailures int                // failed dials of one more consuming connection in a row
+	publisher    *broker.Publisher
+	blocked      bool
+	drain        *supervisor.Drain
+	connected    bool   // publisher channel open on live connections
+	pubNode      string // host:port of the live connections' node(s)
+	subNode      string
+	subCfg       broker.Config // how subs[0] was dialed
 }
 
 // stamp says which incarnation started the work behind an async message
@@ -501,7 +502,7 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 func (c *connection) closeConns() {
 	pub, subs := c.pub, c.subs
 	c.pub, c.subs, c.publisher = nil, nil, nil
-	c.growing = false
+	c.growing, c.growFailures = false, 0
 	c.pubNode, c.subNode = "", ""
 	c.connected = false
 	c.blocked = false

@@ -119,10 +119,14 @@ func (c *connection) growSubs() {
 func (c *connection) subDialed(msg *subDialed) {
 	c.growing = false
 	if msg.err != nil {
-		c.log.Warn("opening one more consuming connection failed", zap.Error(msg.err), zap.Int("connections", len(c.subs)))
-		c.after(c.cfg.Reconnect.Delay(1), &growSubs{stamp: stamp{inc: c.inc, gen: c.gen}})
+		c.growFailures++
+		delay := c.cfg.Reconnect.Delay(c.growFailures)
+		c.log.Warn("opening one more consuming connection failed", zap.Error(msg.err),
+			zap.Int("connections", len(c.subs)), zap.Int("attempt", c.growFailures), zap.Duration("retry_in", delay))
+		c.after(delay, &growSubs{stamp: stamp{inc: c.inc, gen: c.gen}})
 		return
 	}
+	c.growFailures = 0
 	c.subs = append(c.subs, msg.conn)
 	c.watch(msg.conn)
 	c.log.Info("consuming connection added", zap.Int("connections", len(c.subs)),
