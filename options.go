@@ -451,7 +451,9 @@ func WithKeepRunningOnRouteFailure() Option {
 }
 
 // WithConnectionName sets the prefix of the AMQP connection names
-// ("<prefix>-pub", "<prefix>-sub"). Default "<service name>-<uuid prefix>".
+// ("<prefix>-pub", "<prefix>-sub", and "<prefix>-sub-2", … when the routes
+// need more consuming connections: see WithChannelsPerConnection). Default
+// "<service name>-<uuid prefix>".
 func WithConnectionName(prefix string) Option {
 	return serviceOption(func(c *config) error {
 		if prefix == "" {
