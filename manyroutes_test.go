@@ -14,6 +14,8 @@ import (
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // consumingConnections lists the names of the open consuming connections
@@ -107,4 +109,61 @@ func TestRoutesSpreadOverConsumingConnections(t *testing.T) {
 		names = consumingConnections(t, prefix)
 		return poolNamesOK(prefix, names, (routes+perConn-1)/perConn)
 	}, "consuming connections again after the loss (have %v)", &names)
+}
+
+// When the broker refuses one more consuming connection (here: the vhost's
+// connection limit), the routes that need it wait while the service retries
+// it, and consume once the broker takes it.
+func TestConsumingConnectionRefusedIsRetried(t *testing.T) {
+	const routes, perConn = 6, 3
+	vhost, url := brokertest.NewVhost(t)
+	if _, err := brokertest.Rabbitmqctl("set_vhost_limits", "-p", vhost, `{"max-connections": 2}`); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	fast := hato.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
+	svc, err := hato.New("refused", append(testutil.Options(t, url), hato.WithLogger(zap.New(core)),
+		hato.WithChannelsPerConnection(perConn), hato.WithReconnectBackoff(fast))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := testutil.NewCollector()
+	keys := make([]string, routes)
+	for i := range keys {
+		keys[i] = testutil.Key(t, fmt.Sprintf("r%d", i))
+		mustSubscribe(t, svc, keys[i], func(ctx context.Context, m *hato.Message[payload]) error {
+			got.Add(m.Data.ID)
+			return nil
+		}, hato.HandlerName(fmt.Sprintf("route_%d", i)))
+	}
+	started := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		started <- svc.Start(ctx)
+	}()
+	t.Cleanup(func() { testutil.Stop(t, svc) })
+	brokertest.WaitFor(t, 20*time.Second, func() bool {
+		return logs.FilterMessage("opening one more consuming connection failed").Len() >= 2
+	}, "the refused consuming connection retried")
+	select {
+	case err := <-started:
+		t.Fatalf("started (%v) while routes had no channel", err)
+	default:
+	}
+	if _, err := brokertest.Rabbitmqctl("clear_vhost_limits", "-p", vhost); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	pub, err := hato.New("refused-pub", testutil.Options(t, url)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Start(t, pub)
+	for i, key := range keys {
+		publishN(t, pub, key, []string{fmt.Sprintf("m-%d", i)})
+	}
+	got.WaitDistinct(t, routes, 20*time.Second)
 }
