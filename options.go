@@ -101,6 +101,7 @@ type config struct {
 	failure                   FailurePolicy
 	reconnect                 Backoff
 	publishBuffer             int
+	channelsPerConnection     int
 	maxMessageSize            int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
@@ -354,6 +355,25 @@ func WithPublishBuffer(n int) Option {
 	})
 }
 
+// WithChannelsPerConnection caps the consumer channels (one a route, one
+// for each dead-letter queue declaration while it runs) of one consuming
+// connection. Consumer channels spread over as many consuming connections
+// as they need, "<prefix>-sub", "<prefix>-sub-2", …, all to one node;
+// losing any of them reconnects them all. Default 0: the broker's
+// channel_max (RabbitMQ: 2047), i.e. the fewest connections. A lower cap
+// spreads the routes over more connections, each with its own socket and
+// broker processes, and a lost connection then takes fewer channels down
+// with it (they all reconnect all the same). At most 65535.
+func WithChannelsPerConnection(n int) Option {
+	return serviceOption(func(c *config) error {
+		if n < 0 || n > 65535 {
+			return invalid("channels per connection %d", n)
+		}
+		c.channelsPerConnection = n
+		return nil
+	})
+}
+
 // WithMaxMessageSize bounds the body of a published message, after
 // envelope encoding, in bytes: Publish fails at once with
 // ErrMessageTooLarge for a larger one, before anything is sent. Default
@@ -431,7 +451,9 @@ func WithKeepRunningOnRouteFailure() Option {
 }
 
 // WithConnectionName sets the prefix of the AMQP connection names
-// ("<prefix>-pub", "<prefix>-sub"). Default "<service name>-<uuid prefix>".
+// ("<prefix>-pub", "<prefix>-sub", and "<prefix>-sub-2", … when the routes
+// need more consuming connections: see WithChannelsPerConnection). Default
+// "<service name>-<uuid prefix>".
 func WithConnectionName(prefix string) Option {
 	return serviceOption(func(c *config) error {
 		if prefix == "" {

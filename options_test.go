@@ -26,6 +26,8 @@ func TestInvalidOptionsAreRejectedAtConstruction(t *testing.T) {
 		"negative queue ttl": {hato.WithQueueTTL(-time.Second)},
 		"nil option":         {nil},
 		"max message size 0": {hato.WithMaxMessageSize(0)},
+		"channels per conn":  {hato.WithChannelsPerConnection(-1)},
+		"channels > 65535":   {hato.WithChannelsPerConnection(65536)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := hato.New("svc", opts...); !errorsIs(err, hato.ErrInvalidOption) {

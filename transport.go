@@ -29,13 +29,14 @@ func (s *Service) connectionProps() *actor.Props {
 		return t.ConnectionProps("connection", s.log.Named("connection"))
 	}
 	return actors.ConnectionProps(actors.ConnectionConfig{
-		Name:          "connection",
-		Publish:       s.dialConfig("pub"),
-		Consume:       s.dialConfig("sub"),
-		URLs:          shuffled(s.cfg.urls),
-		Reconnect:     supervisorBackoff(s.cfg.reconnect),
-		PublishBuffer: s.cfg.publishBuffer,
-		Logger:        s.log.Named("connection"),
+		Name:                  "connection",
+		Publish:               s.dialConfig("pub"),
+		Consume:               s.dialConfig("sub"),
+		URLs:                  shuffled(s.cfg.urls),
+		Reconnect:             supervisorBackoff(s.cfg.reconnect),
+		PublishBuffer:         s.cfg.publishBuffer,
+		ChannelsPerConnection: s.cfg.channelsPerConnection,
+		Logger:                s.log.Named("connection"),
 	})
 }
 

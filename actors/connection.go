@@ -47,6 +47,12 @@ type ConnectionConfig struct {
 	PublishBuffer int
 	// MaxInFlight bounds unconfirmed publishes on the channel.
 	MaxInFlight int
+	// ChannelsPerConnection caps the consumer channels of one consuming
+	// connection (the lower of it and the broker's channel_max, 2047 by
+	// default, applies). Once every consuming connection is full, another
+	// one is opened, named Consume.ConnectionName + "-2", "-3", …. Zero
+	// means the broker's channel_max.
+	ChannelsPerConnection int
 	// Logger receives connection events. Nil means zap.NewNop().
 	Logger *zap.Logger
 }
@@ -99,19 +105,23 @@ type connection struct {
 	ctx    context.Context // cancels dials in progress when the actor stops
 	cancel context.CancelFunc
 
-	inc       uint64 // incarnation: async results of an earlier one are stale
-	gen       uint64 // current connection generation
-	dialing   bool
-	attempt   int
-	failures  int   // failed dials since the last successful one
-	lastErr   error // the last dial failure, for ConnectionStatus
-	pub, sub  *amqp.Connection
-	publisher *broker.Publisher
-	blocked   bool
-	drain     *supervisor.Drain
-	connected bool   // publisher channel open on live connections
-	pubNode   string // host:port of the live connections' node(s)
-	subNode   string
+	inc          uint64 // incarnation: async results of an earlier one are stale
+	gen          uint64 // current connection generation
+	dialing      bool
+	attempt      int
+	failures     int   // failed dials since the last successful one
+	lastErr      error // the last dial failure, for ConnectionStatus
+	pub          *amqp.Connection
+	subs         []*amqp.Connection // consuming connections; subs[0] dialed with pub
+	growing      bool               // dialing one more consuming connection
+	growFailures int                // failed dials of one more consuming connection in a row
+	publisher    *broker.Publisher
+	blocked      bool
+	drain        *supervisor.Drain
+	connected    bool   // publisher channel open on live connections
+	pubNode      string // host:port of the live connections' node(s)
+	subNode      string
+	subCfg       broker.Config // how subs[0] was dialed
 }
 
 // stamp says which incarnation started the work behind an async message
@@ -197,6 +207,8 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.publish(msg.Req)
 	case *OpenChannel:
 		c.openChannel(msg)
+	case *subsFull:
+		c.full(msg)
 	case *StatusRequest:
 		ctx.Respond(c.status())
 	case *supervisor.Drain:
@@ -224,6 +236,10 @@ func (c *connection) receiveStamped(ctx actor.Context, msg connStamped) {
 		c.blockedChanged(msg)
 	case *reopenPublisher:
 		c.reopenPublisher()
+	case *growSubs:
+		c.growSubs()
+	case *subDialed:
+		c.subDialed(msg)
 	}
 }
 
@@ -277,7 +293,7 @@ func (c *connection) blockedChanged(msg *blockedChanged) {
 
 // openChannel opens a channel for a consumer now, or once connected.
 func (c *connection) openChannel(msg *OpenChannel) {
-	if c.sub != nil && !c.sub.IsClosed() {
+	if len(c.subs) > 0 && !c.subs[0].IsClosed() {
 		c.openFor(msg)
 		return
 	}
@@ -302,6 +318,7 @@ func (c *connection) startDrain(msg *supervisor.Drain) {
 // nodeConfigs are the dial configurations of the next node to try.
 func (c *connection) nodeConfigs() (pub, sub broker.Config) {
 	pub, sub = c.cfg.Publish, c.cfg.Consume
+	sub.ChannelMax = channelMax(c.cfg.ChannelsPerConnection)
 	if n := len(c.cfg.URLs); n > 0 {
 		url := c.cfg.URLs[c.shared.next%n]
 		pub.URL, sub.URL = url, url
@@ -355,22 +372,12 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 	}
 	c.gen, c.shared.gen = msg.next, msg.next
 	c.failures, c.lastErr = 0, nil
-	c.pub, c.sub = msg.pub, msg.sub
+	c.pub, c.subs = msg.pub, []*amqp.Connection{msg.sub}
+	c.subCfg = msg.subCfg
 	c.pubNode, c.subNode = broker.Node(msg.pubCfg.URL), broker.Node(msg.subCfg.URL)
 	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
-	for _, conn := range []*amqp.Connection{msg.pub, msg.sub} {
-		closes := conn.NotifyClose(make(chan *amqp.Error, 1))
-		go func() {
-			// amqp091-go sends at most one error, then closes the channel.
-			err := broker.ErrClosed
-			for e := range closes {
-				if e != nil {
-					err = e
-				}
-			}
-			sys.Root.Send(self, &connLost{stamp: st, err: err})
-		}()
-	}
+	c.watch(msg.pub)
+	c.watch(msg.sub)
 	blocks := msg.pub.NotifyBlocked(make(chan amqp.Blocking, 4))
 	go func() {
 		for b := range blocks {
@@ -493,8 +500,9 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 // closeConns drops both connections; closing the consuming one closes every
 // consumer channel, so consumer actors reopen theirs.
 func (c *connection) closeConns() {
-	pub, sub := c.pub, c.sub
-	c.pub, c.sub, c.publisher = nil, nil, nil
+	pub, subs := c.pub, c.subs
+	c.pub, c.subs, c.publisher = nil, nil, nil
+	c.growing, c.growFailures = false, 0
 	c.pubNode, c.subNode = "", ""
 	c.connected = false
 	c.blocked = false
@@ -502,7 +510,7 @@ func (c *connection) closeConns() {
 		if pub != nil {
 			_ = pub.Close()
 		}
-		if sub != nil {
+		for _, sub := range subs {
 			_ = sub.Close()
 		}
 	}()
@@ -562,14 +570,6 @@ func (c *connection) flush() {
 	if c.publisher.Submit(c.shared.pending...) {
 		c.shared.pending = nil
 	}
-}
-
-func (c *connection) openFor(req *OpenChannel) {
-	sub, sys := c.sub, c.sys
-	go func() {
-		ch, err := sub.Channel()
-		sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: ch, Err: err})
-	}()
 }
 
 func (c *connection) checkDrain() {

@@ -150,6 +150,7 @@ type consumer struct {
 	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
 	work    chan workItem // to this incarnation's Route.Concurrency workers
+	workers *workers      // not yet started: they start with the first handler run
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
@@ -569,16 +570,24 @@ type workItem struct {
 	tr      *Tracker
 }
 
-// startWorkers starts Route.Concurrency long-lived handler goroutines for
-// this incarnation. Long-lived, so a handler's stack is grown once rather
-// than for every delivery. They exit when abandon closes the channel, after
-// the handler in hand returns.
+// startWorkers prepares Route.Concurrency long-lived handler goroutines
+// for this incarnation, started with its first handler run (an idle route
+// holds no goroutine for them). Long-lived, so a handler's stack is grown
+// once rather than for every delivery. They exit when abandon closes the
+// channel, after the handler in hand returns.
 func (c *consumer) startWorkers() {
 	c.work = make(chan workItem, c.route.Concurrency)
-	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
+	c.workers = &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
 		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
-	for i := 0; i < c.route.Concurrency; i++ {
-		go w.run()
+}
+
+// runWorkers starts the prepared workers, once.
+func (c *consumer) runWorkers() {
+	if w := c.workers; w != nil {
+		c.workers = nil
+		for i := 0; i < c.route.Concurrency; i++ {
+			go w.run()
+		}
 	}
 }
 
@@ -644,6 +653,7 @@ func (c *consumer) start(j *job) {
 	tr := newTracker(attempt, j.runs == 1, func(err error) {
 		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
 	})
+	c.runWorkers()
 	c.work <- workItem{id: id, attempt: attempt, d: j.d, tr: tr}
 }
 

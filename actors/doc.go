@@ -41,11 +41,15 @@
 //
 // # The connection actor
 //
-// [ConnectionProps] makes the actor that owns the two AMQP connections (one
-// for publishing, one for consuming, so flow control on one never stalls
-// the other) and the confirm-mode publishing channel. Publishing is a
-// [Publish] message to it; consumer actors ask it for channels with
-// [OpenChannel]. It dials and reconnects with capped, jittered backoff,
+// [ConnectionProps] makes the actor that owns the AMQP connections (one for
+// publishing, and for consuming as many as the consumer channels need, so
+// flow control on publishing never stalls consuming) and the confirm-mode
+// publishing channel. Publishing is a [Publish] message to it; consumer
+// actors ask it for channels with [OpenChannel], opened on a consuming
+// connection with a free channel id, or on one more consuming connection
+// it dials when every one is full (a broker caps the channels of a
+// connection: RabbitMQ's channel_max is 2047). All its connections are one
+// generation: losing any reconnects them all. It dials and reconnects with capped, jittered backoff,
 // buffers publishes while disconnected (bounded; [ErrBufferFull] beyond),
 // re-sends what a dead channel handed back, and pauses publishing while the
 // broker blocks the connection.

@@ -30,6 +30,11 @@ type Config struct {
 	// DialTimeout bounds the TCP connect, TLS and AMQP handshakes together.
 	// Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
+	// ChannelMax caps the channels of the connection: the handshake
+	// negotiates the lower of it and the broker's channel_max. Zero means
+	// the broker's. Opening a channel beyond it fails with
+	// amqp.ErrChannelMax.
+	ChannelMax uint16
 }
 
 // Defaults for Config.
@@ -104,6 +109,7 @@ func amqpConfig(cfg Config, uri amqp.URI, heartbeat time.Duration, dial func(net
 		Properties:      props,
 		Locale:          "en_US",
 		Dial:            dial,
+		ChannelMax:      cfg.ChannelMax,
 	}
 	if uri.Scheme == "amqps" && acfg.TLSClientConfig == nil {
 		acfg.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
