@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -102,7 +103,8 @@ const (
 type job struct {
 	id       uint64
 	d        *broker.Delivery
-	key      msgKey // for poison detection; see keyOf
+	gate     *ackGate // of the session that delivered d
+	key      msgKey   // for poison detection; see keyOf
 	keyed    bool
 	attempts int
 	stage    stage
@@ -137,7 +139,8 @@ type consumer struct {
 
 	begin       sessionStarter
 	session     consumerSession
-	gen         uint64 // session generation: deliveries of older ones are void
+	gate        *ackGate // the session's: acks from off the mailbox go through it
+	gen         uint64   // session generation: deliveries of older ones are void
 	opening     bool
 	op          *opening // the open in progress: owns its channel and session until sessionStarted
 	nonce       uint64
@@ -153,6 +156,35 @@ type consumer struct {
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
 	drained     bool // a drain completed: this incarnation never consumes again
+}
+
+// ackGate lets a delivery be acked from off the mailbox (by the goroutine
+// that settles its tracker) only while its session is the actor's: the
+// actor closes the gate before it closes or forgets the session, so such an
+// ack either comes before the session's close or is not made (the broker
+// requeues the delivery, as when the actor drops a stale result).
+type ackGate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+// ack acks d unless the gate is closed.
+func (g *ackGate) ack(d *broker.Delivery) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if !g.closed {
+		d.Ack()
+	}
+}
+
+// close stops acks through g; a nil gate (no session yet) has none.
+func (g *ackGate) close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 // Async results; each carries the incarnation that started the work, and
@@ -181,7 +213,14 @@ type (
 		skipped  bool // the handler never ran: the incarnation's context ended first
 		value    any
 		stack    []byte
+		// settled: the handler succeeded and had no publish pending when it
+		// returned, so this is the delivery's only outcome: pubErr is the
+		// first publish failure, and if nil the worker acked the delivery.
+		settled bool
+		pubErr  error
 	}
+	// publishesSettled follows a handlerDone that was not settled: err is
+	// the first publish failure, and if nil the delivery was acked.
 	publishesSettled struct {
 		inc, id uint64
 		attempt int
@@ -305,18 +344,27 @@ func (c *consumer) stopping() {
 	}
 }
 
-// publishesSettled acks a job once every publish its handler made is
-// confirmed, or retries it when one failed.
+// publishesSettled finishes a job once every publish its handler made is
+// confirmed (the delivery was acked by whoever settled the tracker), or
+// retries it when one failed.
 func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
 	j := c.jobs[msg.id]
 	if j == nil || j.stage != confirming || j.attempts != msg.attempt {
 		return
 	}
-	if msg.err != nil {
-		c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", msg.err))
+	c.published(ctx, j, msg.err)
+}
+
+// published finishes a job whose handler succeeded, once its publishes
+// settled: acked already if they were all confirmed (the ack goes from the
+// goroutine that settled the tracker straight to the session, not through
+// this mailbox), retried if one failed.
+func (c *consumer) published(ctx actor.Context, j *job, err error) {
+	if err != nil {
+		c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", err))
 		return
 	}
-	c.settle(ctx, j, Ack, nil)
+	c.done(j)
 }
 
 // retryDue runs a job again once its retry backoff passed (at the front of
@@ -415,6 +463,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		return
 	}
 	c.gen++
+	c.gate = &ackGate{}
 	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
 	cfg := broker.ConsumerConfig{
 		Topology:       c.route.Topology,
@@ -478,6 +527,7 @@ func (c *consumer) scheduleReopen(err error) {
 
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.session = nil
+	c.gate.close()
 	// Everything held came from that channel: the broker requeued it.
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
@@ -502,7 +552,7 @@ func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
 		return
 	}
 	c.nextID++
-	j := &job{id: c.nextID, d: d}
+	j := &job{id: c.nextID, d: d, gate: c.gate}
 	c.jobs[j.id] = j
 	if c.dead(j) {
 		return
@@ -558,6 +608,7 @@ type workItem struct {
 	id      uint64
 	attempt int
 	d       *broker.Delivery
+	gate    *ackGate
 	tr      *Tracker
 }
 
@@ -587,23 +638,43 @@ type workers struct {
 }
 
 // run takes a route-wide slot for each item (waiting for handlers of an
-// earlier incarnation to return), runs the handler and reports:
-// handlerDone first, then the tracker is sealed (so publishesSettled always
-// comes after handlerDone). An item whose incarnation ended before it got a
-// slot is reported skipped, its handler never run.
+// earlier incarnation to return), runs the handler and reports (see
+// report). An item whose incarnation ended before it got a slot is reported
+// skipped, its handler never run.
 func (w *workers) run() {
 	for it := range w.work {
 		if !w.slots.acquire(w.ctx, w.inc, w.waiting) {
-			w.sys.Root.Send(w.self, &handlerDone{inc: w.inc, id: it.id, attempt: it.attempt, skipped: true})
-			it.tr.seal()
+			w.report(it, &handlerDone{id: it.id, attempt: it.attempt, skipped: true})
 			continue
 		}
 		done := runHandler(it, w.ctx, w.handle)
 		w.slots.release(w.inc)
-		done.inc = w.inc
-		w.sys.Root.Send(w.self, done)
-		it.tr.seal()
+		w.report(it, done)
 	}
+}
+
+// report seals the item's tracker and tells the actor. A handler that
+// succeeded with no publish pending gets one message, settled: the worker
+// acks the delivery first if its publishes were all confirmed. Otherwise
+// handlerDone is sent under the tracker's lock, so it always comes before
+// the publishesSettled of the tracker's settle callback (which acks the
+// delivery in turn; see consumer.start); after a failed handler that
+// callback sends nothing.
+func (w *workers) report(it workItem, done *handlerDone) {
+	done.inc = w.inc
+	ok := !done.skipped && !done.panicked && actionOf(done.err) == Ack
+	settled, err := it.tr.finish(ok, func() { w.sys.Root.Send(w.self, done) })
+	if !settled {
+		return
+	}
+	if ok {
+		done.settled, done.pubErr = true, err
+		if err == nil {
+			it.gate.ack(it.d)
+		}
+	}
+	w.sys.Root.Send(w.self, done)
+	it.tr.runAfter(err)
 }
 
 func (w *workers) waiting(others int, waited time.Duration) {
@@ -631,11 +702,17 @@ func (c *consumer) start(j *job) {
 	j.stage = running
 	j.attempts++
 	c.running++
-	inc, id, attempt, self, sys := c.inc, j.id, j.attempts, c.self, c.sys
+	inc, id, attempt, self, sys, d, gate := c.inc, j.id, j.attempts, c.self, c.sys, j.d, j.gate
+	// Called only after a handler that succeeded, once its last pending
+	// publish settled: all confirmed means the delivery is acked here, on
+	// the publisher's goroutine, without waiting for this mailbox.
 	tr := newTracker(func(err error) {
+		if err == nil {
+			gate.ack(d)
+		}
 		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
 	})
-	c.work <- workItem{id: id, attempt: attempt, d: j.d, tr: tr}
+	c.work <- workItem{id: id, attempt: attempt, d: d, gate: gate, tr: tr}
 }
 
 func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
@@ -662,13 +739,15 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.abandon()
 		panic(p)
 	}
-	action := actionOf(msg.err)
-	if action == Ack {
-		// Acked once every publish the handler made is confirmed: the
-		// tracker reports (possibly at once).
-		j.stage = confirming
-	} else {
+	switch action := actionOf(msg.err); {
+	case action != Ack:
 		c.settle(ctx, j, action, msg.err)
+	case msg.settled:
+		c.published(ctx, j, msg.pubErr)
+	default:
+		// Acked once every publish the handler made is confirmed: the
+		// tracker reports.
+		j.stage = confirming
 	}
 	c.pump()
 }
@@ -831,6 +910,7 @@ func (c *consumer) finishDrain() {
 		return
 	}
 	c.drainClosed = true
+	c.gate.close()
 	c.session.Close()
 }
 
@@ -851,6 +931,7 @@ func (c *consumer) abandon() {
 		close(c.work)
 		c.work = nil
 	}
+	c.gate.close()
 	if c.session != nil {
 		c.session.Close()
 		c.session = nil

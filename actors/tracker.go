@@ -11,10 +11,13 @@ import (
 // pipelined, and the consumer actor settles the delivery when the tracker
 // settles.
 type Tracker struct {
-	mu       sync.Mutex
-	pending  int
-	sealed   bool
-	fired    bool
+	mu      sync.Mutex
+	pending int
+	sealed  bool
+	fired   bool
+	// skip: the handler failed, so onSettle is not called (its delivery
+	// is not acked); AfterSettle callbacks still run.
+	skip     bool
 	err      error
 	onSettle func(err error)
 	after    []func(err error) // see AfterSettle
@@ -71,6 +74,27 @@ func (t *Tracker) seal() {
 	}
 }
 
+// finish seals the tracker when the handler returned; ok reports that it
+// succeeded (the delivery is to be acked once its publishes are confirmed).
+// If no publish is pending the tracker settles now: finish reports true and
+// the publish outcome, calls neither onSettle nor the AfterSettle callbacks
+// (the worker reports both outcomes in one message, then calls runAfter).
+// Otherwise it calls pending under the tracker's lock, so that what pending
+// sends comes before what onSettle sends, and reports false.
+func (t *Tracker) finish(ok bool, pending func()) (bool, error) {
+	t.mu.Lock()
+	t.sealed, t.skip = true, !ok
+	if t.pending == 0 && !t.fired {
+		t.fired = true
+		err := t.err
+		t.mu.Unlock()
+		return true, err
+	}
+	pending()
+	t.mu.Unlock()
+	return false, nil
+}
+
 // AfterSettle registers fn to run once the tracker settles: the handler
 // returned and every publish it made has an outcome; err is the first
 // publish failure, nil when all were confirmed. fn runs after the consumer
@@ -91,7 +115,17 @@ func (t *Tracker) AfterSettle(fn func(err error)) bool {
 
 // fire runs the settle callbacks, exactly once (the caller set fired).
 func (t *Tracker) fire(err error) {
-	t.onSettle(err)
+	t.mu.Lock()
+	skip := t.skip
+	t.mu.Unlock()
+	if !skip {
+		t.onSettle(err)
+	}
+	t.runAfter(err)
+}
+
+// runAfter runs the AfterSettle callbacks.
+func (t *Tracker) runAfter(err error) {
 	t.mu.Lock()
 	after := t.after
 	t.mu.Unlock()
