@@ -151,7 +151,7 @@ type consumer struct {
 	running int    // handlers of this incarnation started and not reported done
 	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
-	work    chan workItem // to this incarnation's Route.Concurrency workers
+	work    chan *run // to this incarnation's Route.Concurrency workers
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
@@ -603,13 +603,38 @@ func (c *consumer) pump() {
 	}
 }
 
-// workItem is one handler run for a worker.
-type workItem struct {
-	id      uint64
-	attempt int
-	d       *broker.Delivery
-	gate    *ackGate
-	tr      *Tracker
+// run is one handler run for a worker, in one allocation: the handler's
+// context (the incarnation's, carrying the tracker), the tracker, and the
+// messages that report the run.
+type run struct {
+	context.Context
+	tr     Tracker
+	done   handlerDone
+	settle publishesSettled
+	d      *broker.Delivery
+	gate   *ackGate
+	self   *actor.PID
+	sys    *actor.ActorSystem
+}
+
+// Value implements context.Context: the run carries its tracker.
+func (r *run) Value(key any) any {
+	if _, ok := key.(trackerKey); ok {
+		return &r.tr
+	}
+	return r.Context.Value(key)
+}
+
+// settled is the tracker's settle callback, called only after a handler
+// that succeeded, once its last pending publish settled: all confirmed
+// means the delivery is acked here, on the publisher's goroutine, without
+// waiting for the actor's mailbox.
+func (r *run) settled(err error) {
+	if err == nil {
+		r.gate.ack(r.d)
+	}
+	r.settle.err = err
+	r.sys.Root.Send(r.self, &r.settle)
 }
 
 // startWorkers starts Route.Concurrency long-lived handler goroutines for
@@ -617,7 +642,7 @@ type workItem struct {
 // than for every delivery. They exit when abandon closes the channel, after
 // the handler in hand returns.
 func (c *consumer) startWorkers() {
-	c.work = make(chan workItem, c.route.Concurrency)
+	c.work = make(chan *run, c.route.Concurrency)
 	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
 		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 	for i := 0; i < c.route.Concurrency; i++ {
@@ -627,7 +652,7 @@ func (c *consumer) startWorkers() {
 
 // workers is what an incarnation's handler goroutines share.
 type workers struct {
-	work   <-chan workItem
+	work   <-chan *run
 	ctx    context.Context
 	inc    uint64
 	handle func(context.Context, *broker.Delivery) error
@@ -642,14 +667,15 @@ type workers struct {
 // report). An item whose incarnation ended before it got a slot is reported
 // skipped, its handler never run.
 func (w *workers) run() {
-	for it := range w.work {
+	for r := range w.work {
 		if !w.slots.acquire(w.ctx, w.inc, w.waiting) {
-			w.report(it, &handlerDone{id: it.id, attempt: it.attempt, skipped: true})
+			r.done.skipped = true
+			w.report(r)
 			continue
 		}
-		done := runHandler(it, w.ctx, w.handle)
+		runHandler(r, w.handle)
 		w.slots.release(w.inc)
-		w.report(it, done)
+		w.report(r)
 	}
 }
 
@@ -660,21 +686,21 @@ func (w *workers) run() {
 // the publishesSettled of the tracker's settle callback (which acks the
 // delivery in turn; see consumer.start); after a failed handler that
 // callback sends nothing.
-func (w *workers) report(it workItem, done *handlerDone) {
-	done.inc = w.inc
+func (w *workers) report(r *run) {
+	done := &r.done
 	ok := !done.skipped && !done.panicked && actionOf(done.err) == Ack
-	settled, err := it.tr.finish(ok, func() { w.sys.Root.Send(w.self, done) })
+	settled, err := r.tr.finish(ok, func() { w.sys.Root.Send(w.self, done) })
 	if !settled {
 		return
 	}
 	if ok {
 		done.settled, done.pubErr = true, err
 		if err == nil {
-			it.gate.ack(it.d)
+			r.gate.ack(r.d)
 		}
 	}
 	w.sys.Root.Send(w.self, done)
-	it.tr.runAfter(err)
+	r.tr.runAfter(err)
 }
 
 func (w *workers) waiting(others int, waited time.Duration) {
@@ -685,15 +711,14 @@ func (w *workers) waiting(others int, waited time.Duration) {
 
 // runHandler runs one handler; a panic is recovered and reported in the
 // result (the actor crashes on it).
-func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error) (done *handlerDone) {
-	done = &handlerDone{id: it.id, attempt: it.attempt}
+func runHandler(r *run, handle func(context.Context, *broker.Delivery) error) {
+	done := &r.done
 	defer func() {
 		if v := recover(); v != nil {
 			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	done.err = handle(withTracker(ctx, it.tr), it.d)
-	return done
+	done.err = handle(r, r.d)
 }
 
 // start hands j to a worker. pump calls it only while running <
@@ -702,17 +727,13 @@ func (c *consumer) start(j *job) {
 	j.stage = running
 	j.attempts++
 	c.running++
-	inc, id, attempt, self, sys, d, gate := c.inc, j.id, j.attempts, c.self, c.sys, j.d, j.gate
-	// Called only after a handler that succeeded, once its last pending
-	// publish settled: all confirmed means the delivery is acked here, on
-	// the publisher's goroutine, without waiting for this mailbox.
-	tr := newTracker(func(err error) {
-		if err == nil {
-			gate.ack(d)
-		}
-		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
-	})
-	c.work <- workItem{id: id, attempt: attempt, d: d, gate: gate, tr: tr}
+	r := &run{
+		Context: c.ctx, d: j.d, gate: j.gate, self: c.self, sys: c.sys,
+		done:   handlerDone{inc: c.inc, id: j.id, attempt: j.attempts},
+		settle: publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts},
+	}
+	r.tr.to = r
+	c.work <- r
 }
 
 func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {

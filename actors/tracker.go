@@ -20,6 +20,7 @@ type Tracker struct {
 	skip     bool
 	err      error
 	onSettle func(err error)
+	to       settler           // instead of onSettle (no closure to allocate)
 	after    []func(err error) // see AfterSettle
 }
 
@@ -118,7 +119,11 @@ func (t *Tracker) fire(err error) {
 	t.mu.Lock()
 	skip := t.skip
 	t.mu.Unlock()
-	if !skip {
+	switch {
+	case skip:
+	case t.to != nil:
+		t.to.settled(err)
+	default:
 		t.onSettle(err)
 	}
 	t.runAfter(err)
@@ -134,12 +139,10 @@ func (t *Tracker) runAfter(err error) {
 	}
 }
 
-type trackerKey struct{}
+// settler is told when a tracker settles (see Tracker.fire).
+type settler interface{ settled(err error) }
 
-// withTracker returns ctx carrying t.
-func withTracker(ctx context.Context, t *Tracker) context.Context {
-	return context.WithValue(ctx, trackerKey{}, t)
-}
+type trackerKey struct{}
 
 // TrackerFrom returns the tracker of the delivery being handled in ctx, if
 // any.
