@@ -112,6 +112,13 @@ type job struct {
 	// redeclares counts how often the dead-letter queue was declared
 	// again because it refused this job's copy (see deadLetterFailed).
 	redeclares int
+
+	// Allocated with the job: the message that brought it, and its first
+	// handler run (a retry's run is allocated apart: the earlier run may
+	// still be referenced by its publishes).
+	arrival   deliveryArrived
+	first     run
+	firstUsed bool
 }
 
 // keyOf identifies the message across redeliveries. It is computed only
@@ -197,9 +204,10 @@ type (
 		q        amqp.Queue
 		err      error
 	}
+	// deliveryArrived is part of the job it brings (one allocation).
 	deliveryArrived struct {
 		inc, gen uint64
-		d        *broker.Delivery
+		j        *job
 	}
 	sessionEnded struct {
 		inc, gen uint64
@@ -293,7 +301,7 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 	case *sessionStarted:
 		c.sessionStarted(ctx, msg)
 	case *deliveryArrived:
-		c.arrived(ctx, msg.d)
+		c.arrived(ctx, msg.j)
 	case *sessionEnded:
 		c.sessionEnded(ctx, msg.err)
 	case *handlerDone:
@@ -470,7 +478,9 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		Prefetch:       c.route.Prefetch,
 		GlobalPrefetch: c.route.GlobalPrefetch,
 		Deliver: func(d *broker.Delivery) {
-			sys.Root.Send(self, &deliveryArrived{inc: inc, gen: gen, d: d})
+			j := &job{d: d}
+			j.arrival = deliveryArrived{inc: inc, gen: gen, j: j}
+			sys.Root.Send(self, &j.arrival)
 		},
 		Closed: func(err error) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
@@ -546,13 +556,14 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.scheduleReopen(err)
 }
 
-func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
+func (c *consumer) arrived(ctx actor.Context, j *job) {
+	d := j.d
 	if c.drain != nil || c.drained {
 		d.Nack(true)
 		return
 	}
 	c.nextID++
-	j := &job{id: c.nextID, d: d, gate: c.gate}
+	j.id, j.gate = c.nextID, c.gate
 	c.jobs[j.id] = j
 	if c.dead(j) {
 		return
@@ -727,11 +738,14 @@ func (c *consumer) start(j *job) {
 	j.stage = running
 	j.attempts++
 	c.running++
-	r := &run{
-		Context: c.ctx, d: j.d, gate: j.gate, self: c.self, sys: c.sys,
-		done:   handlerDone{inc: c.inc, id: j.id, attempt: j.attempts},
-		settle: publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts},
+	r := &j.first
+	if j.firstUsed {
+		r = &run{}
 	}
+	j.firstUsed = true
+	r.Context, r.d, r.gate, r.self, r.sys = c.ctx, j.d, j.gate, c.self, c.sys
+	r.done = handlerDone{inc: c.inc, id: j.id, attempt: j.attempts}
+	r.settle = publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts}
 	r.tr.to = r
 	c.work <- r
 }
