@@ -8,8 +8,9 @@ import (
 // Tracker counts the publishes a handler makes while it handles one
 // delivery, so the delivery is acked only after every one of them was
 // confirmed. The handler does not wait for the confirms: its publishes are
-// pipelined, and the consumer actor settles the delivery when the tracker
-// settles.
+// pipelined, and the delivery is acked when the tracker settles (by the
+// goroutine that settles it, through the session's ack gate), then the
+// consumer actor is told.
 type Tracker struct {
 	mu      sync.Mutex
 	pending int
