@@ -119,6 +119,10 @@ type job struct {
 	arrival   deliveryArrived
 	first     run
 	firstUsed bool
+	// early: the publishes of the current attempt settled (with earlyErr)
+	// before the actor saw its handlerDone.
+	early    bool
+	earlyErr error
 }
 
 // keyOf identifies the message across redeliveries. It is computed only
@@ -153,6 +157,8 @@ type consumer struct {
 	nonce       uint64
 	openAttempt int
 
+	box     *settledBox // this incarnation's settled runs
+	settled []*run      // reused by settledRuns
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
@@ -228,12 +234,15 @@ type (
 		pubErr  error
 	}
 	// publishesSettled follows a handlerDone that was not settled: err is
-	// the first publish failure, and if nil the delivery was acked.
+	// the first publish failure, and if nil the delivery was acked. It is
+	// not a message: it goes through the incarnation's settledBox.
 	publishesSettled struct {
 		inc, id uint64
 		attempt int
 		err     error
 	}
+	// settledWake tells the actor that its settledBox holds runs.
+	settledWake  struct{ inc uint64 }
 	retryDue     struct{ inc, id uint64 }
 	deadLettered struct {
 		inc, id uint64
@@ -252,16 +261,16 @@ type stamped interface{ incarnation() uint64 }
 // session generation moved on.
 type sessioned interface{ sessionGen() uint64 }
 
-func (m *sessionStarted) incarnation() uint64   { return m.inc }
-func (m *deliveryArrived) incarnation() uint64  { return m.inc }
-func (m *sessionEnded) incarnation() uint64     { return m.inc }
-func (m *handlerDone) incarnation() uint64      { return m.inc }
-func (m *publishesSettled) incarnation() uint64 { return m.inc }
-func (m *retryDue) incarnation() uint64         { return m.inc }
-func (m *deadLettered) incarnation() uint64     { return m.inc }
-func (m *deadLetterRetry) incarnation() uint64  { return m.inc }
-func (m *reopen) incarnation() uint64           { return m.inc }
-func (m *drainTimeout) incarnation() uint64     { return m.inc }
+func (m *sessionStarted) incarnation() uint64  { return m.inc }
+func (m *deliveryArrived) incarnation() uint64 { return m.inc }
+func (m *sessionEnded) incarnation() uint64    { return m.inc }
+func (m *handlerDone) incarnation() uint64     { return m.inc }
+func (m *settledWake) incarnation() uint64     { return m.inc }
+func (m *retryDue) incarnation() uint64        { return m.inc }
+func (m *deadLettered) incarnation() uint64    { return m.inc }
+func (m *deadLetterRetry) incarnation() uint64 { return m.inc }
+func (m *reopen) incarnation() uint64          { return m.inc }
+func (m *drainTimeout) incarnation() uint64    { return m.inc }
 
 func (m *sessionStarted) sessionGen() uint64  { return m.gen }
 func (m *deliveryArrived) sessionGen() uint64 { return m.gen }
@@ -306,8 +315,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.sessionEnded(ctx, msg.err)
 	case *handlerDone:
 		c.handlerDone(ctx, msg)
-	case *publishesSettled:
-		c.publishesSettled(ctx, msg)
+	case *settledWake:
+		c.settledRuns(ctx)
 	case *retryDue:
 		c.retryDue(msg)
 	case *deadLettered:
@@ -340,6 +349,7 @@ func (c *consumer) started(ctx actor.Context) {
 	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
 	c.startWorkers()
 	c.requestChannel(ctx)
 }
@@ -357,10 +367,25 @@ func (c *consumer) stopping() {
 // retries it when one failed.
 func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
 	j := c.jobs[msg.id]
-	if j == nil || j.stage != confirming || j.attempts != msg.attempt {
+	if j == nil || msg.inc != c.inc || j.attempts != msg.attempt {
 		return
 	}
-	c.published(ctx, j, msg.err)
+	switch j.stage {
+	case running:
+		// Its handlerDone is still in the mailbox.
+		j.early, j.earlyErr = true, msg.err
+	case confirming:
+		c.published(ctx, j, msg.err)
+	}
+}
+
+// settledRuns handles the runs of the settledBox.
+func (c *consumer) settledRuns(ctx actor.Context) {
+	c.settled = c.box.take(c.settled)
+	for i, r := range c.settled {
+		c.publishesSettled(ctx, &r.settle)
+		c.settled[i] = nil
+	}
 }
 
 // published finishes a job whose handler succeeded, once its publishes
@@ -624,6 +649,7 @@ type run struct {
 	settle publishesSettled
 	d      *broker.Delivery
 	gate   *ackGate
+	box    *settledBox
 	self   *actor.PID
 	sys    *actor.ActorSystem
 }
@@ -645,7 +671,40 @@ func (r *run) settled(err error) {
 		r.gate.ack(r.d)
 	}
 	r.settle.err = err
-	r.sys.Root.Send(r.self, &r.settle)
+	r.box.push(r)
+}
+
+// settledBox collects the runs whose publishes settled, for the actor: one
+// wake-up message for however many settle before it takes them (a burst of
+// confirms), instead of one message each. A run's handlerDone was sent
+// before the run is pushed, but a wake-up sent earlier may bring the run to
+// the actor before it: see publishesSettled.
+type settledBox struct {
+	mu   sync.Mutex
+	runs []*run
+	wake *settledWake
+	self *actor.PID
+	sys  *actor.ActorSystem
+}
+
+func (b *settledBox) push(r *run) {
+	b.mu.Lock()
+	b.runs = append(b.runs, r)
+	first := len(b.runs) == 1
+	b.mu.Unlock()
+	if first {
+		b.sys.Root.Send(b.self, b.wake)
+	}
+}
+
+// take moves the runs to buf.
+func (b *settledBox) take(buf []*run) []*run {
+	b.mu.Lock()
+	buf = append(buf[:0], b.runs...)
+	clear(b.runs)
+	b.runs = b.runs[:0]
+	b.mu.Unlock()
+	return buf
 }
 
 // startWorkers starts Route.Concurrency long-lived handler goroutines for
@@ -743,7 +802,7 @@ func (c *consumer) start(j *job) {
 		r = &run{}
 	}
 	j.firstUsed = true
-	r.Context, r.d, r.gate, r.self, r.sys = c.ctx, j.d, j.gate, c.self, c.sys
+	r.Context, r.d, r.gate, r.box, r.self, r.sys = c.ctx, j.d, j.gate, c.box, c.self, c.sys
 	r.done = handlerDone{inc: c.inc, id: j.id, attempt: j.attempts}
 	r.settle = publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts}
 	r.tr.to = r
@@ -779,6 +838,9 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.settle(ctx, j, action, msg.err)
 	case msg.settled:
 		c.published(ctx, j, msg.pubErr)
+	case j.early:
+		j.early = false
+		c.published(ctx, j, j.earlyErr)
 	default:
 		// Acked once every publish the handler made is confirmed: the
 		// tracker reports.
