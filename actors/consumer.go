@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -102,7 +103,8 @@ const (
 type job struct {
 	id       uint64
 	d        *broker.Delivery
-	key      msgKey // for poison detection; see keyOf
+	gate     *ackGate // of the session that delivered d
+	key      msgKey   // for poison detection; see keyOf
 	keyed    bool
 	attempts int
 	runs     int // handler runs of this delivery (attempts also counts earlier deliveries')
@@ -111,6 +113,17 @@ type job struct {
 	// redeclares counts how often the dead-letter queue was declared
 	// again because it refused this job's copy (see deadLetterFailed).
 	redeclares int
+
+	// Allocated with the job: the message that brought it, and its first
+	// handler run (a retry's run is allocated apart: the earlier run may
+	// still be referenced by its publishes).
+	arrival   deliveryArrived
+	first     run
+	firstUsed bool
+	// early: the publishes of the current attempt settled (with earlyErr)
+	// before the actor saw its handlerDone.
+	early    bool
+	earlyErr error
 }
 
 // keyOf identifies the message across redeliveries. It is computed only
@@ -138,23 +151,55 @@ type consumer struct {
 
 	begin       sessionStarter
 	session     consumerSession
-	gen         uint64 // session generation: deliveries of older ones are void
+	gate        *ackGate // the session's: acks from off the mailbox go through it
+	gen         uint64   // session generation: deliveries of older ones are void
 	opening     bool
 	op          *opening // the open in progress: owns its channel and session until sessionStarted
 	nonce       uint64
 	openAttempt int
 
+	box     *settledBox // this incarnation's settled runs
+	settled []*run      // reused by settledRuns
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
 	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
-	work    chan workItem // to this incarnation's Route.Concurrency workers
-	workers *workers      // not yet started: they start with the first handler run
+	work    chan *run // to this incarnation's Route.Concurrency workers
+	workers *workers  // not yet started: they start with the first handler run
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
 	drained     bool // a drain completed: this incarnation never consumes again
+}
+
+// ackGate lets a delivery be acked from off the mailbox (by the goroutine
+// that settles its tracker) only while its session is the actor's: the
+// actor closes the gate before it closes or forgets the session, so such an
+// ack either comes before the session's close or is not made (the broker
+// requeues the delivery, as when the actor drops a stale result).
+type ackGate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+// ack acks d unless the gate is closed.
+func (g *ackGate) ack(d *broker.Delivery) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if !g.closed {
+		d.Ack()
+	}
+}
+
+// close stops acks through g; a nil gate (no session yet) has none.
+func (g *ackGate) close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 // Async results; each carries the incarnation that started the work, and
@@ -167,9 +212,10 @@ type (
 		q        amqp.Queue
 		err      error
 	}
+	// deliveryArrived is part of the job it brings (one allocation).
 	deliveryArrived struct {
 		inc, gen uint64
-		d        *broker.Delivery
+		j        *job
 	}
 	sessionEnded struct {
 		inc, gen uint64
@@ -183,12 +229,22 @@ type (
 		skipped  bool // the handler never ran: the incarnation's context ended first
 		value    any
 		stack    []byte
+		// settled: the handler succeeded and had no publish pending when it
+		// returned, so this is the delivery's only outcome: pubErr is the
+		// first publish failure, and if nil the worker acked the delivery.
+		settled bool
+		pubErr  error
 	}
+	// publishesSettled follows a handlerDone that was not settled: err is
+	// the first publish failure, and if nil the delivery was acked. It is
+	// not a message: it goes through the incarnation's settledBox.
 	publishesSettled struct {
 		inc, id uint64
 		attempt int
 		err     error
 	}
+	// settledWake tells the actor that its settledBox holds runs.
+	settledWake  struct{ inc uint64 }
 	retryDue     struct{ inc, id uint64 }
 	deadLettered struct {
 		inc, id uint64
@@ -207,16 +263,16 @@ type stamped interface{ incarnation() uint64 }
 // session generation moved on.
 type sessioned interface{ sessionGen() uint64 }
 
-func (m *sessionStarted) incarnation() uint64   { return m.inc }
-func (m *deliveryArrived) incarnation() uint64  { return m.inc }
-func (m *sessionEnded) incarnation() uint64     { return m.inc }
-func (m *handlerDone) incarnation() uint64      { return m.inc }
-func (m *publishesSettled) incarnation() uint64 { return m.inc }
-func (m *retryDue) incarnation() uint64         { return m.inc }
-func (m *deadLettered) incarnation() uint64     { return m.inc }
-func (m *deadLetterRetry) incarnation() uint64  { return m.inc }
-func (m *reopen) incarnation() uint64           { return m.inc }
-func (m *drainTimeout) incarnation() uint64     { return m.inc }
+func (m *sessionStarted) incarnation() uint64  { return m.inc }
+func (m *deliveryArrived) incarnation() uint64 { return m.inc }
+func (m *sessionEnded) incarnation() uint64    { return m.inc }
+func (m *handlerDone) incarnation() uint64     { return m.inc }
+func (m *settledWake) incarnation() uint64     { return m.inc }
+func (m *retryDue) incarnation() uint64        { return m.inc }
+func (m *deadLettered) incarnation() uint64    { return m.inc }
+func (m *deadLetterRetry) incarnation() uint64 { return m.inc }
+func (m *reopen) incarnation() uint64          { return m.inc }
+func (m *drainTimeout) incarnation() uint64    { return m.inc }
 
 func (m *sessionStarted) sessionGen() uint64  { return m.gen }
 func (m *deliveryArrived) sessionGen() uint64 { return m.gen }
@@ -256,13 +312,13 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 	case *sessionStarted:
 		c.sessionStarted(ctx, msg)
 	case *deliveryArrived:
-		c.arrived(ctx, msg.d)
+		c.arrived(ctx, msg.j)
 	case *sessionEnded:
 		c.sessionEnded(ctx, msg.err)
 	case *handlerDone:
 		c.handlerDone(ctx, msg)
-	case *publishesSettled:
-		c.publishesSettled(ctx, msg)
+	case *settledWake:
+		c.settledRuns(ctx)
 	case *retryDue:
 		c.retryDue(msg)
 	case *deadLettered:
@@ -295,6 +351,7 @@ func (c *consumer) started(ctx actor.Context) {
 	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
 	c.startWorkers()
 	c.requestChannel(ctx)
 }
@@ -307,18 +364,42 @@ func (c *consumer) stopping() {
 	}
 }
 
-// publishesSettled acks a job once every publish its handler made is
-// confirmed, or retries it when one failed.
+// publishesSettled finishes a job once every publish its handler made is
+// confirmed (the delivery was acked by whoever settled the tracker), or
+// retries it when one failed.
 func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
 	j := c.jobs[msg.id]
-	if j == nil || j.stage != confirming || j.attempts != msg.attempt {
+	if j == nil || msg.inc != c.inc || j.attempts != msg.attempt {
 		return
 	}
-	if msg.err != nil {
-		c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", msg.err))
+	switch j.stage {
+	case running:
+		// Its handlerDone is still in the mailbox.
+		j.early, j.earlyErr = true, msg.err
+	case confirming:
+		c.published(ctx, j, msg.err)
+	}
+}
+
+// settledRuns handles the runs of the settledBox.
+func (c *consumer) settledRuns(ctx actor.Context) {
+	c.settled = c.box.take(c.settled)
+	for i, r := range c.settled {
+		c.publishesSettled(ctx, &r.settle)
+		c.settled[i] = nil
+	}
+}
+
+// published finishes a job whose handler succeeded, once its publishes
+// settled: acked already if they were all confirmed (the ack goes from the
+// goroutine that settled the tracker straight to the session, not through
+// this mailbox), retried if one failed.
+func (c *consumer) published(ctx actor.Context, j *job, err error) {
+	if err != nil {
+		c.settle(ctx, j, Retry, fmt.Errorf("publish from handler failed: %w", err))
 		return
 	}
-	c.settle(ctx, j, Ack, nil)
+	c.done(j)
 }
 
 // retryDue runs a job again once its retry backoff passed (at the front of
@@ -417,13 +498,16 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		return
 	}
 	c.gen++
+	c.gate = &ackGate{}
 	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
 	cfg := broker.ConsumerConfig{
 		Topology:       c.route.Topology,
 		Prefetch:       c.route.Prefetch,
 		GlobalPrefetch: c.route.GlobalPrefetch,
 		Deliver: func(d *broker.Delivery) {
-			sys.Root.Send(self, &deliveryArrived{inc: inc, gen: gen, d: d})
+			j := &job{d: d}
+			j.arrival = deliveryArrived{inc: inc, gen: gen, j: j}
+			sys.Root.Send(self, &j.arrival)
 		},
 		Closed: func(err error) {
 			sys.Root.Send(self, &sessionEnded{inc: inc, gen: gen, err: err})
@@ -483,6 +567,7 @@ func (c *consumer) scheduleReopen(err error) {
 
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.session = nil
+	c.gate.close()
 	// Everything held came from that channel: the broker requeued it.
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
@@ -502,13 +587,14 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.scheduleReopen(err)
 }
 
-func (c *consumer) arrived(ctx actor.Context, d *broker.Delivery) {
+func (c *consumer) arrived(ctx actor.Context, j *job) {
+	d := j.d
 	if c.drain != nil || c.drained {
 		d.Nack(true)
 		return
 	}
 	c.nextID++
-	j := &job{id: c.nextID, d: d}
+	j.id, j.gate = c.nextID, c.gate
 	c.jobs[j.id] = j
 	if c.dead(j) {
 		return
@@ -562,12 +648,72 @@ func (c *consumer) pump() {
 	}
 }
 
-// workItem is one handler run for a worker.
-type workItem struct {
-	id      uint64
-	attempt int
-	d       *broker.Delivery
-	tr      *Tracker
+// run is one handler run for a worker, in one allocation: the handler's
+// context (the incarnation's, carrying the tracker), the tracker, and the
+// messages that report the run.
+type run struct {
+	context.Context
+	tr     Tracker
+	done   handlerDone
+	settle publishesSettled
+	d      *broker.Delivery
+	gate   *ackGate
+	box    *settledBox
+	self   *actor.PID
+	sys    *actor.ActorSystem
+}
+
+// Value implements context.Context: the run carries its tracker.
+func (r *run) Value(key any) any {
+	if _, ok := key.(trackerKey); ok {
+		return &r.tr
+	}
+	return r.Context.Value(key)
+}
+
+// settled is the tracker's settle callback, called only after a handler
+// that succeeded, once its last pending publish settled: all confirmed
+// means the delivery is acked here, on the publisher's goroutine, without
+// waiting for the actor's mailbox.
+func (r *run) settled(err error) {
+	if err == nil {
+		r.gate.ack(r.d)
+	}
+	r.settle.err = err
+	r.box.push(r)
+}
+
+// settledBox collects the runs whose publishes settled, for the actor: one
+// wake-up message for however many settle before it takes them (a burst of
+// confirms), instead of one message each. A run's handlerDone was sent
+// before the run is pushed, but a wake-up sent earlier may bring the run to
+// the actor before it: see publishesSettled.
+type settledBox struct {
+	mu   sync.Mutex
+	runs []*run
+	wake *settledWake
+	self *actor.PID
+	sys  *actor.ActorSystem
+}
+
+func (b *settledBox) push(r *run) {
+	b.mu.Lock()
+	b.runs = append(b.runs, r)
+	first := len(b.runs) == 1
+	b.mu.Unlock()
+	if first {
+		b.sys.Root.Send(b.self, b.wake)
+	}
+}
+
+// take moves the runs to buf.
+func (b *settledBox) take(buf []*run) []*run {
+	b.mu.Lock()
+	buf = append(buf[:0], b.runs...)
+	clear(b.runs)
+	b.runs = b.runs[:0]
+	b.mu.Unlock()
+	return buf
 }
 
 // startWorkers prepares Route.Concurrency long-lived handler goroutines
@@ -576,7 +722,7 @@ type workItem struct {
 // once rather than for every delivery. They exit when abandon closes the
 // channel, after the handler in hand returns.
 func (c *consumer) startWorkers() {
-	c.work = make(chan workItem, c.route.Concurrency)
+	c.work = make(chan *run, c.route.Concurrency)
 	c.workers = &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
 		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 }
@@ -593,7 +739,7 @@ func (c *consumer) runWorkers() {
 
 // workers is what an incarnation's handler goroutines share.
 type workers struct {
-	work   <-chan workItem
+	work   <-chan *run
 	ctx    context.Context
 	inc    uint64
 	handle func(context.Context, *broker.Delivery) error
@@ -604,23 +750,44 @@ type workers struct {
 }
 
 // run takes a route-wide slot for each item (waiting for handlers of an
-// earlier incarnation to return), runs the handler and reports:
-// handlerDone first, then the tracker is sealed (so publishesSettled always
-// comes after handlerDone). An item whose incarnation ended before it got a
-// slot is reported skipped, its handler never run.
+// earlier incarnation to return), runs the handler and reports (see
+// report). An item whose incarnation ended before it got a slot is reported
+// skipped, its handler never run.
 func (w *workers) run() {
-	for it := range w.work {
+	for r := range w.work {
 		if !w.slots.acquire(w.ctx, w.inc, w.waiting) {
-			w.sys.Root.Send(w.self, &handlerDone{inc: w.inc, id: it.id, attempt: it.attempt, skipped: true})
-			it.tr.seal()
+			r.done.skipped = true
+			w.report(r)
 			continue
 		}
-		done := runHandler(it, w.ctx, w.handle)
+		runHandler(r, w.handle)
 		w.slots.release(w.inc)
-		done.inc = w.inc
-		w.sys.Root.Send(w.self, done)
-		it.tr.seal()
+		w.report(r)
 	}
+}
+
+// report seals the item's tracker and tells the actor. A handler that
+// succeeded with no publish pending gets one message, settled: the worker
+// acks the delivery first if its publishes were all confirmed. Otherwise
+// handlerDone is sent under the tracker's lock, so it always comes before
+// the publishesSettled of the tracker's settle callback (which acks the
+// delivery in turn; see consumer.start); after a failed handler that
+// callback sends nothing.
+func (w *workers) report(r *run) {
+	done := &r.done
+	ok := !done.skipped && !done.panicked && actionOf(done.err) == Ack
+	settled, err := r.tr.finish(ok, func() { w.sys.Root.Send(w.self, done) })
+	if !settled {
+		return
+	}
+	if ok {
+		done.settled, done.pubErr = true, err
+		if err == nil {
+			r.gate.ack(r.d)
+		}
+	}
+	w.sys.Root.Send(w.self, done)
+	r.tr.runAfter(err)
 }
 
 func (w *workers) waiting(others int, waited time.Duration) {
@@ -631,15 +798,14 @@ func (w *workers) waiting(others int, waited time.Duration) {
 
 // runHandler runs one handler; a panic is recovered and reported in the
 // result (the actor crashes on it).
-func runHandler(it workItem, ctx context.Context, handle func(context.Context, *broker.Delivery) error) (done *handlerDone) {
-	done = &handlerDone{id: it.id, attempt: it.attempt}
+func runHandler(r *run, handle func(context.Context, *broker.Delivery) error) {
+	done := &r.done
 	defer func() {
 		if v := recover(); v != nil {
 			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	done.err = handle(withTracker(ctx, it.tr), it.d)
-	return done
+	done.err = handle(r, r.d)
 }
 
 // start hands j to a worker. pump calls it only while running <
@@ -649,12 +815,17 @@ func (c *consumer) start(j *job) {
 	j.attempts++
 	c.running++
 	j.runs++
-	inc, id, attempt, self, sys := c.inc, j.id, j.attempts, c.self, c.sys
-	tr := newTracker(attempt, j.runs == 1, func(err error) {
-		sys.Root.Send(self, &publishesSettled{inc: inc, id: id, attempt: attempt, err: err})
-	})
+	r := &j.first
+	if j.firstUsed {
+		r = &run{}
+	}
+	j.firstUsed = true
+	r.Context, r.d, r.gate, r.box, r.self, r.sys = c.ctx, j.d, j.gate, c.box, c.self, c.sys
+	r.done = handlerDone{inc: c.inc, id: j.id, attempt: j.attempts}
+	r.settle = publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts}
+	r.tr.to, r.tr.attempt, r.tr.first = r, j.attempts, j.runs == 1
 	c.runWorkers()
-	c.work <- workItem{id: id, attempt: attempt, d: j.d, tr: tr}
+	c.work <- r
 }
 
 func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
@@ -681,13 +852,18 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.abandon()
 		panic(p)
 	}
-	action := actionOf(msg.err)
-	if action == Ack {
-		// Acked once every publish the handler made is confirmed: the
-		// tracker reports (possibly at once).
-		j.stage = confirming
-	} else {
+	switch action := actionOf(msg.err); {
+	case action != Ack:
 		c.settle(ctx, j, action, msg.err)
+	case msg.settled:
+		c.published(ctx, j, msg.pubErr)
+	case j.early:
+		j.early = false
+		c.published(ctx, j, j.earlyErr)
+	default:
+		// Acked once every publish the handler made is confirmed: the
+		// tracker reports.
+		j.stage = confirming
 	}
 	c.pump()
 }
@@ -850,6 +1026,7 @@ func (c *consumer) finishDrain() {
 		return
 	}
 	c.drainClosed = true
+	c.gate.close()
 	c.session.Close()
 }
 
@@ -870,6 +1047,7 @@ func (c *consumer) abandon() {
 		close(c.work)
 		c.work = nil
 	}
+	c.gate.close()
 	if c.session != nil {
 		c.session.Close()
 		c.session = nil

@@ -21,11 +21,13 @@ type handlerSlots struct {
 	limit   int
 	running map[uint64]int // handlers running, by incarnation
 	total   int
-	changed chan struct{} // closed and replaced whenever a handler returns
+	// changed is closed when a handler returns; made only when someone
+	// waits (nil otherwise), so a release with no waiter allocates nothing.
+	changed chan struct{}
 }
 
 func newHandlerSlots(limit int) *handlerSlots {
-	return &handlerSlots{limit: limit, running: map[uint64]int{}, changed: make(chan struct{})}
+	return &handlerSlots{limit: limit, running: map[uint64]int{}}
 }
 
 // acquire waits for a slot for a handler of incarnation inc. It returns
@@ -75,6 +77,9 @@ func (s *handlerSlots) try(ctx context.Context, inc uint64) (ok bool, others int
 		s.total++
 		return true, 0, nil
 	}
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
 	return false, s.total - mine, s.changed
 }
 
@@ -86,6 +91,8 @@ func (s *handlerSlots) release(inc uint64) {
 		delete(s.running, inc)
 	}
 	s.total--
-	close(s.changed)
-	s.changed = make(chan struct{})
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }

@@ -8,15 +8,20 @@ import (
 // Tracker counts the publishes a handler makes while it handles one
 // delivery, so the delivery is acked only after every one of them was
 // confirmed. The handler does not wait for the confirms: its publishes are
-// pipelined, and the consumer actor settles the delivery when the tracker
-// settles.
+// pipelined, and the delivery is acked when the tracker settles (by the
+// goroutine that settles it, through the session's ack gate), then the
+// consumer actor is told.
 type Tracker struct {
-	mu       sync.Mutex
-	pending  int
-	sealed   bool
-	fired    bool
+	mu      sync.Mutex
+	pending int
+	sealed  bool
+	fired   bool
+	// skip: the handler failed, so onSettle is not called (its delivery
+	// is not acked); AfterSettle callbacks still run.
+	skip     bool
 	err      error
 	onSettle func(err error)
+	to       settler           // instead of onSettle (no closure to allocate)
 	after    []func(err error) // see AfterSettle
 
 	attempt int  // the handler attempt this tracker belongs to (1 = first)
@@ -83,6 +88,27 @@ func (t *Tracker) seal() {
 	}
 }
 
+// finish seals the tracker when the handler returned; ok reports that it
+// succeeded (the delivery is to be acked once its publishes are confirmed).
+// If no publish is pending the tracker settles now: finish reports true and
+// the publish outcome, calls neither onSettle nor the AfterSettle callbacks
+// (the worker reports both outcomes in one message, then calls runAfter).
+// Otherwise it calls pending under the tracker's lock, so that what pending
+// sends comes before what onSettle sends, and reports false.
+func (t *Tracker) finish(ok bool, pending func()) (bool, error) {
+	t.mu.Lock()
+	t.sealed, t.skip = true, !ok
+	if t.pending == 0 && !t.fired {
+		t.fired = true
+		err := t.err
+		t.mu.Unlock()
+		return true, err
+	}
+	pending()
+	t.mu.Unlock()
+	return false, nil
+}
+
 // AfterSettle registers fn to run once the tracker settles: the handler
 // returned and every publish it made has an outcome; err is the first
 // publish failure, nil when all were confirmed. fn runs after the consumer
@@ -103,7 +129,21 @@ func (t *Tracker) AfterSettle(fn func(err error)) bool {
 
 // fire runs the settle callbacks, exactly once (the caller set fired).
 func (t *Tracker) fire(err error) {
-	t.onSettle(err)
+	t.mu.Lock()
+	skip := t.skip
+	t.mu.Unlock()
+	switch {
+	case skip:
+	case t.to != nil:
+		t.to.settled(err)
+	default:
+		t.onSettle(err)
+	}
+	t.runAfter(err)
+}
+
+// runAfter runs the AfterSettle callbacks.
+func (t *Tracker) runAfter(err error) {
 	t.mu.Lock()
 	after := t.after
 	t.mu.Unlock()
@@ -112,12 +152,10 @@ func (t *Tracker) fire(err error) {
 	}
 }
 
-type trackerKey struct{}
+// settler is told when a tracker settles (see Tracker.fire).
+type settler interface{ settled(err error) }
 
-// withTracker returns ctx carrying t.
-func withTracker(ctx context.Context, t *Tracker) context.Context {
-	return context.WithValue(ctx, trackerKey{}, t)
-}
+type trackerKey struct{}
 
 // TrackerFrom returns the tracker of the delivery being handled in ctx, if
 // any.

@@ -33,3 +33,40 @@ func TestTrackerAfterSettle(t *testing.T) {
 		t.Fatalf("after got %v, want %v", got, boom)
 	}
 }
+
+// finish: nothing pending settles at once without the settle callback (the
+// worker reports both outcomes in one message); a publish pending makes it
+// call pending and leave the settle callback to the last Done; after a
+// failed handler the settle callback is skipped and AfterSettle still runs.
+func TestTrackerFinish(t *testing.T) {
+	calls := 0
+	tr := newTracker(1, true, func(error) { calls++ })
+	if settled, err := tr.finish(true, func() { t.Error("pending called with nothing pending") }); !settled || err != nil {
+		t.Fatalf("finish = %v, %v; want settled", settled, err)
+	}
+	if calls != 0 {
+		t.Fatalf("settle callback ran %d times at finish", calls)
+	}
+
+	tr = newTracker(1, true, func(error) { calls++ })
+	tr.Add()
+	pending := 0
+	if settled, _ := tr.finish(true, func() { pending++ }); settled || pending != 1 {
+		t.Fatalf("finish settled=%v, pending called %d times; want unsettled, once", settled, pending)
+	}
+	tr.Done(nil)
+	if calls != 1 {
+		t.Fatalf("settle callback ran %d times after the last Done, want 1", calls)
+	}
+
+	calls = 0
+	tr = newTracker(1, true, func(error) { calls++ })
+	after := 0
+	tr.AfterSettle(func(error) { after++ })
+	tr.Add()
+	tr.finish(false, func() {})
+	tr.Done(nil)
+	if calls != 0 || after != 1 {
+		t.Fatalf("failed handler: settle callback %d, AfterSettle %d; want 0, 1", calls, after)
+	}
+}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -29,7 +30,10 @@ type ConsumerConfig struct {
 // Consumer is one channel consuming one queue. It is the channel's only
 // owner: every AMQP call on the channel (qos, declarations, consume, acks,
 // cancel, close) happens on its goroutine, so acks from any goroutine are
-// safe, ordered, and never block the caller. Acks after the session ended are
+// safe and never block the caller. The acks it finds queued together are
+// coalesced: one multiple ack over the contiguous run of the oldest
+// unsettled deliveries they settle (never past one that is not acked), the
+// others one by one. Acks after the session ended are
 // dropped: the broker has already requeued those deliveries, and a delivery
 // tag never reaches any other channel.
 type Consumer struct {
@@ -179,6 +183,12 @@ type runState struct {
 	closing   bool
 	requested bool // the owner asked for the close
 	buf       []op
+	// unsettled holds the tags of the deliveries handed to the owner and not
+	// settled yet, ascending; acks holds the acks of the batch being applied
+	// (see flushAcks).
+	unsettled []uint64
+	acks      []uint64
+	singles   []uint64
 }
 
 func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string) {
@@ -191,6 +201,7 @@ func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Erro
 				continue
 			}
 			if !st.closing {
+				st.unsettled = append(st.unsettled, d.DeliveryTag)
 				c.cfg.Deliver(&Delivery{Delivery: d, session: c})
 			}
 		case e, ok := <-closes:
@@ -239,15 +250,23 @@ func (c *Consumer) cancelled(st *runState, tag string) {
 }
 
 // applyOps performs the owner's queued acks, nacks and closes, up to the
-// first that closes the channel.
+// first that closes the channel. The batch's acks are coalesced (see
+// flushAcks) and sent after its nacks and rejects, before a close.
 func (c *Consumer) applyOps(st *runState) {
 	if st.closing {
 		return
 	}
 	st.buf = c.takeOps(st.buf)
 	for _, o := range st.buf {
+		if o.kind == opAck {
+			st.acks = append(st.acks, o.tag)
+			continue
+		}
 		if o.kind == opClose {
 			st.requested = true
+			if !c.flushAcks(st) {
+				return
+			}
 		}
 		if err := c.apply(o); err != nil || o.kind == opClose {
 			if err != nil {
@@ -256,7 +275,100 @@ func (c *Consumer) applyOps(st *runState) {
 			st.closing = true
 			return
 		}
+		if o.kind == opNack || o.kind == opReject {
+			st.unsettled = removeTag(st.unsettled, o.tag)
+		}
 	}
+	c.flushAcks(st)
+}
+
+// flushAcks sends the batch's acks: one multiple ack over the contiguous
+// prefix of the unsettled tags they settle, and each other one on its own.
+// A multiple ack never covers a tag that is not being acked. It reports
+// false, the loop closing, if the channel failed.
+func (c *Consumer) flushAcks(st *runState) bool {
+	if len(st.acks) == 0 {
+		return true
+	}
+	if !slices.IsSorted(st.acks) {
+		slices.Sort(st.acks)
+	}
+	var plan ackPlan
+	st.unsettled, plan = planAcks(st.unsettled, st.acks, st.singles[:0])
+	st.acks, st.singles = st.acks[:0], plan.singles
+	var err error
+	if plan.prefix > 0 {
+		err = c.ackTag(plan.upTo, plan.prefix > 1)
+	}
+	for _, tag := range plan.singles {
+		if err != nil {
+			break
+		}
+		err = c.ackTag(tag, false)
+	}
+	if err != nil {
+		st.fail(err)
+		st.closing = true
+		return false
+	}
+	return true
+}
+
+func (c *Consumer) ackTag(tag uint64, multiple bool) error {
+	err := c.ch.Ack(tag, multiple)
+	if err != nil {
+		go func() { _ = c.ch.Close() }()
+	}
+	return err
+}
+
+// ackPlan is how a batch of acks is sent: a multiple ack up to upTo
+// settling the prefix first unsettled tags (none if prefix is 0; a plain
+// ack if it is 1), then singles one by one.
+type ackPlan struct {
+	prefix  int
+	upTo    uint64
+	singles []uint64
+}
+
+// planAcks plans sending acks (ascending, no duplicates) given the
+// unsettled tags (ascending): the longest prefix of unsettled that acks
+// settles goes in one multiple ack; any other ack is sent alone (an
+// out-of-order completion, or a tag the session does not know). It returns
+// unsettled without the acked tags (reusing its array) and appends the
+// singles to singles.
+func planAcks(unsettled, acks, singles []uint64) ([]uint64, ackPlan) {
+	k := 0
+	for k < len(unsettled) && k < len(acks) && unsettled[k] == acks[k] {
+		k++
+	}
+	p := ackPlan{prefix: k}
+	if k > 0 {
+		p.upTo = unsettled[k-1]
+	}
+	rest, j := unsettled[:0], k
+	for _, tag := range unsettled[k:] {
+		for j < len(acks) && acks[j] < tag {
+			singles = append(singles, acks[j])
+			j++
+		}
+		if j < len(acks) && acks[j] == tag {
+			singles = append(singles, tag)
+			j++
+			continue
+		}
+		rest = append(rest, tag)
+	}
+	p.singles = append(singles, acks[j:]...)
+	return rest, p
+}
+
+// removeTag removes tag from the ascending tags, if there.
+func removeTag(tags []uint64, tag uint64) []uint64 {
+	if i, ok := slices.BinarySearch(tags, tag); ok {
+		return slices.Delete(tags, i, i+1)
+	}
+	return tags
 }
 
 // result is the error the session ended with, for Closed.
@@ -278,8 +390,6 @@ func (st *runState) result() error {
 func (c *Consumer) apply(o op) error {
 	var err error
 	switch o.kind {
-	case opAck:
-		err = c.ch.Ack(o.tag, false)
 	case opNack:
 		err = c.ch.Nack(o.tag, false, o.requeue)
 	case opReject:

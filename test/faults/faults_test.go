@@ -325,8 +325,19 @@ func scenarioMemoryAlarm(t *testing.T) {
 	// consumer drain the backlog before the alarm.
 	brokertest.Exclusive(t)
 	r := newRun(t, "memory alarm blocks publishers", N)
-	// A slow consumer, so a backlog exists when the alarm starts.
+	// A slow consumer that waits for the alarm, so a backlog exists when
+	// the alarm starts however long raising it takes (the broker-wide fault
+	// lock may wait for another process).
+	alarmOn := make(chan struct{})
+	var openOnce sync.Once
+	open := func() { openOnce.Do(func() { close(alarmOn) }) }
+	t.Cleanup(open)
 	svc := r.consumer("faults-alarm", func(ctx context.Context, id string) error {
+		select {
+		case <-alarmOn:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		time.Sleep(time.Millisecond) // a handler doing some work
 		return nil
 	}, nil)
@@ -340,6 +351,7 @@ func scenarioMemoryAlarm(t *testing.T) {
 		brokertest.WaitFor(t, time.Minute, func() bool { a, _ := brokertest.MemoryAlarm(); return a }, "memory alarm")
 		r.faultStart = time.Now()
 		c0, h0 := r.nConf.Load(), int64(r.handled.Total())
+		open()
 		time.Sleep(5 * time.Second)
 		confirmedDuring, handledDuring = r.nConf.Load()-c0, int64(r.handled.Total())-h0
 	}) // the cleanup restores the watermark
