@@ -70,6 +70,21 @@ func parse(e *env, s spec, fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseArgs registers a subcommand's flags, parses args (see parse) and
+// checks that between min and max (-1: any) positional arguments remain.
+func parseArgs(e *env, s spec, register func(*flag.FlagSet), args []string, min, max int) ([]string, error) {
+	fs := newFlagSet(s)
+	register(fs)
+	pos, err := parse(e, s, fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := wantArgs(s, pos, min, max); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
 // wantArgs checks the number of positional arguments.
 func wantArgs(s spec, pos []string, min, max int) error {
 	if len(pos) < min || (max >= 0 && len(pos) > max) {

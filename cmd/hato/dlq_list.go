@@ -247,13 +247,8 @@ func (m shownMessage) text(now time.Time) string {
 
 func runDLQShow(e *env, args []string) error {
 	var o dlqShowOpts
-	fs := newFlagSet(dlqShowSpec)
-	o.register(fs)
-	pos, err := parse(e, dlqShowSpec, fs, args)
+	pos, err := parseArgs(e, dlqShowSpec, o.register, args, 1, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(dlqShowSpec, pos, 1, 1); err != nil {
 		return err
 	}
 	dec, err := newDecoder(o.envelope, &o.proto)

@@ -108,13 +108,8 @@ func (s replaySummary) text() string {
 
 func runDLQReplay(e *env, args []string) error {
 	var o replayOpts
-	fs := newFlagSet(dlqReplaySpec)
-	o.register(fs)
-	pos, err := parse(e, dlqReplaySpec, fs, args)
+	pos, err := parseArgs(e, dlqReplaySpec, o.register, args, 1, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(dlqReplaySpec, pos, 1, 1); err != nil {
 		return err
 	}
 	if o.count < 0 || o.olderThan < 0 || o.newerThan < 0 || (o.toQueue && (o.to != "" || o.exchange != "")) {

@@ -67,13 +67,8 @@ func (r namesResult) text() string {
 
 func runNames(e *env, args []string) error {
 	var o namesOpts
-	fs := newFlagSet(namesSpec)
-	o.register(fs)
-	pos, err := parse(e, namesSpec, fs, args)
+	pos, err := parseArgs(e, namesSpec, o.register, args, 1, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(namesSpec, pos, 1, 1); err != nil {
 		return err
 	}
 	res, err := o.names(pos[0])

@@ -97,13 +97,8 @@ func (r publishResult) text() string {
 
 func runPublish(e *env, args []string) error {
 	var o publishOpts
-	fs := newFlagSet(publishSpec)
-	o.register(fs)
-	pos, err := parse(e, publishSpec, fs, args)
+	pos, err := parseArgs(e, publishSpec, o.register, args, 1, 2)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(publishSpec, pos, 1, 2); err != nil {
 		return err
 	}
 	next, err := o.prepare(e, pos)

@@ -66,13 +66,8 @@ func (r tailRecord) text() string {
 
 func runTail(e *env, args []string) error {
 	var o tailOpts
-	fs := newFlagSet(tailSpec)
-	o.register(fs)
-	pos, err := parse(e, tailSpec, fs, args)
+	pos, err := parseArgs(e, tailSpec, o.register, args, 1, 1)
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(tailSpec, pos, 1, 1); err != nil {
 		return err
 	}
 	dec, err := newDecoder(o.envelope, &o.proto)
