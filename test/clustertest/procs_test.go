@@ -4,7 +4,6 @@ package clustertest_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -29,26 +28,7 @@ type worker struct {
 	cmd         *exec.Cmd
 	ready       chan struct{}
 	done        chan struct{} // closed once its stdout is read to the end
-	stderr      lockedBuffer
-}
-
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and
-// the test reading it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	stderr      testutil.LockedBuffer
 }
 
 // buildWorker builds cmd/worker once per test binary.
