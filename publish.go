@@ -190,7 +190,11 @@ func (s *Service) send(ctx context.Context, req *broker.Request, wait bool, pt p
 	}
 }
 
-// hand passes req to the connection actor unless publishing is closed.
+// hand passes req to the connection actor unless publishing is closed:
+// straight to its open publishing channel when it allows (skipping the
+// actor's mailbox and goroutine), else as a Publish message. Either way it is
+// remembered until its outcome, so a shutdown finishes it with ErrStopped
+// whatever became of it.
 func (s *Service) hand(req *broker.Request) error {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
@@ -202,6 +206,9 @@ func (s *Service) hand(req *broker.Request) error {
 		return ErrNotStarted
 	}
 	s.outstanding.Store(req, struct{}{})
+	if s.direct.Submit(req) {
+		return nil
+	}
 	s.system.Root.Send(conn, &actors.Publish{Req: req})
 	return nil
 }

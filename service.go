@@ -73,7 +73,8 @@ type Service struct {
 	// takes it exclusively to close publishing.
 	gate        sync.RWMutex
 	pubClosed   bool
-	outstanding sync.Map // *broker.Request → struct{}: publishes without an outcome
+	outstanding sync.Map             // *broker.Request → struct{}: publishes without an outcome
+	direct      actors.DirectPublish // the connection actor's publishing channel, for hand
 
 	dedupe dedupeCounters // see DedupeStats
 }

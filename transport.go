@@ -37,6 +37,7 @@ func (s *Service) connectionProps() *actor.Props {
 		PublishBuffer:         s.cfg.publishBuffer,
 		ChannelsPerConnection: s.cfg.channelsPerConnection,
 		Logger:                s.log.Named("connection"),
+		Direct:                &s.direct,
 	})
 }
 

@@ -55,6 +55,10 @@ type ConnectionConfig struct {
 	ChannelsPerConnection int
 	// Logger receives connection events. Nil means zap.NewNop().
 	Logger *zap.Logger
+	// Direct, when set, is opened while the publishing channel is open and
+	// nothing is buffered, so the caller's publishers can skip the mailbox
+	// (see DirectPublish). Nil means every publish is a Publish message.
+	Direct *DirectPublish
 }
 
 // ConnectionProps returns the props of a connection actor. It owns both
@@ -69,6 +73,9 @@ func ConnectionProps(cfg ConnectionConfig) *actor.Props {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Direct != nil {
+		cfg.Direct.limit.Store(int64(cfg.PublishBuffer))
 	}
 	shared := &connShared{}
 	return actor.PropsFromProducer(func() actor.Actor {
@@ -445,6 +452,7 @@ func (c *connection) publisherGone(msg *publisherClosed) {
 		c.flush()
 		return
 	}
+	c.cfg.Direct.open(nil)
 	c.publisher = nil
 	c.connected = false
 	if msg.err != nil {
@@ -501,6 +509,7 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 // consumer channel, so consumer actors reopen theirs.
 func (c *connection) closeConns() {
 	pub, subs := c.pub, c.subs
+	c.cfg.Direct.open(nil)
 	c.pub, c.subs, c.publisher = nil, nil, nil
 	c.growing, c.growFailures = false, 0
 	c.pubNode, c.subNode = "", ""
@@ -561,15 +570,20 @@ func (c *connection) prune() {
 	c.shared.pending = live
 }
 
-// flush submits buffered requests to the publisher.
+// flush submits buffered requests to the publisher. Once none is left,
+// publishers may hand requests to it directly.
 func (c *connection) flush() {
-	if c.publisher == nil || len(c.shared.pending) == 0 {
+	if c.publisher == nil {
 		return
 	}
-	c.prune()
-	if c.publisher.Submit(c.shared.pending...) {
+	if len(c.shared.pending) > 0 {
+		c.prune()
+		if !c.publisher.Submit(c.shared.pending...) {
+			return
+		}
 		c.shared.pending = nil
 	}
+	c.cfg.Direct.open(c.publisher)
 }
 
 func (c *connection) checkDrain() {
@@ -605,7 +619,7 @@ func (c *connection) teardown() {
 }
 
 func (c *connection) stop() {
-	c.teardown()
+	c.teardown() // closes Direct too
 	c.shared.mu.Lock()
 	c.shared.stopped = true
 	rest := append(c.shared.handback, c.shared.pending...)

@@ -19,11 +19,12 @@ import (
 // connHarness runs a connection actor under a parent actor with protoactor's
 // default strategy (restart on panic), as the root supervisor would.
 type connHarness struct {
-	sys *actor.ActorSystem
-	pid *actor.PID
+	sys    *actor.ActorSystem
+	pid    *actor.PID
+	parent *actor.PID
 }
 
-func startConn(t *testing.T, url string) *connHarness {
+func startConn(t *testing.T, url string, opts ...func(*ConnectionConfig)) *connHarness {
 	t.Helper()
 	sys := actor.NewActorSystem()
 	t.Cleanup(sys.Shutdown)
@@ -33,13 +34,16 @@ func startConn(t *testing.T, url string) *connHarness {
 		Consume:   broker.Config{URL: url, ConnectionName: brokertest.UniqueName("hato-test-", t.Name()+"-sub")},
 		Reconnect: supervisor.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	child := make(chan *actor.PID, 1)
 	parent := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if _, ok := ctx.Message().(*actor.Started); ok {
 			child <- ctx.Spawn(ConnectionProps(cfg))
 		}
 	}))
-	h := &connHarness{sys: sys, pid: <-child}
+	h := &connHarness{sys: sys, pid: <-child, parent: parent}
 	t.Cleanup(func() { _ = sys.Root.StopFuture(parent).Wait() })
 	return h
 }
@@ -165,5 +169,69 @@ func TestConnectionFailsUnencodablePublish(t *testing.T) {
 	}
 	if st := h.status(t); st.Generation != before.Generation {
 		t.Fatalf("generation %d, was %d: the bad publish cost the connection", st.Generation, before.Generation)
+	}
+}
+
+// submitDirect hands a fresh request to d until d accepts one, and returns
+// its outcome channel.
+func submitDirect(t *testing.T, d *DirectPublish, key string) chan error {
+	t.Helper()
+	var done chan error
+	waitFor(t, "a direct publish accepted", func() bool {
+		var r *broker.Request
+		r, done = outcome(key)
+		return d.Submit(r)
+	})
+	return done
+}
+
+// DirectPublish hands publishes to the open publishing channel without the
+// actor's mailbox; it declines while that channel is down, so nothing is
+// lost across a channel error, and after the actor stopped.
+func TestDirectPublish(t *testing.T) {
+	_, url := brokertest.NewVhost(t)
+	var d DirectPublish
+	h := startConn(t, url, func(c *ConnectionConfig) { c.Direct = &d })
+	if err := recv(t, submitDirect(t, &d, "direct")); err != nil {
+		t.Fatalf("direct publish: %v", err)
+	}
+	before := h.status(t)
+
+	// A publish to a missing exchange closes the publishing channel. Every
+	// request handed over meanwhile, directly or (when Submit declines)
+	// through the mailbox, still gets its outcome.
+	bad, badDone := outcome("x")
+	bad.Exchange = "hato-missing-exchange"
+	if !d.Submit(bad) {
+		t.Fatal("Submit declined while connected with nothing buffered")
+	}
+	var outcomes []chan error
+	for i := 0; i < 50; i++ {
+		r, done := outcome("after")
+		if !d.Submit(r) {
+			h.sys.Root.Send(h.pid, &Publish{Req: r})
+		}
+		outcomes = append(outcomes, done)
+	}
+	if err := recv(t, badDone); err == nil {
+		t.Fatal("a publish to a missing exchange was confirmed")
+	}
+	for i, done := range outcomes {
+		if err := recv(t, done); err != nil {
+			t.Fatalf("publish %d after the channel error: %v", i, err)
+		}
+	}
+	if err := recv(t, submitDirect(t, &d, "reopened")); err != nil {
+		t.Fatalf("direct publish on the reopened channel: %v", err)
+	}
+	if st := h.status(t); st.Generation != before.Generation {
+		t.Fatalf("generation %d, was %d: a channel error cost the connection", st.Generation, before.Generation)
+	}
+
+	if err := h.sys.Root.StopFuture(h.parent).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := outcome("stopped"); d.Submit(r) {
+		t.Fatal("Submit accepted a request after the connection actor stopped")
 	}
 }

@@ -27,7 +27,7 @@
 // hato.ErrConnectionClosed) or the broker package's sentinels.
 //
 // Everything else here (ConnectionProps, ConsumerProps and their configs,
-// Route, RouteState, Tracker, Directive, Action, FailurePolicy,
+// DirectPublish, Route, RouteState, Tracker, Directive, Action, FailurePolicy,
 // DeliveryEvent, HandlerPanic, the Header* names) is implementation detail
 // of package hato, subject to change without notice. Use the root package
 // instead: hato.FailurePolicy, hato.DeliveryEvent, hato.Requeue and its
@@ -44,7 +44,9 @@
 // [ConnectionProps] makes the actor that owns the AMQP connections (one for
 // publishing, and for consuming as many as the consumer channels need, so
 // flow control on publishing never stalls consuming) and the confirm-mode
-// publishing channel. Publishing is a [Publish] message to it; consumer
+// publishing channel. Publishing is a [Publish] message to it, or, from
+// package hato while the channel is open and nothing is buffered, a
+// [DirectPublish] hand-over to the channel that skips the mailbox; consumer
 // actors ask it for channels with [OpenChannel], opened on a consuming
 // connection with a free channel id, or on one more consuming connection
 // it dials when every one is full (a broker caps the channels of a

@@ -43,6 +43,10 @@
 //     and writes CPU, block and mutex profiles, the node's log and, with
 //     HATO_GAPS, how long the handler goroutine waits between messages;
 //     -trace adds execution traces; -strace DIR attaches `strace -c -f`.
+//     -ref REV (repeatable) adds hato as it was at git revision REV
+//     (examples/amqp-example built from `git archive REV`) as implementation
+//     hato@REV, interleaved with the others, to measure a change against the
+//     code before it.
 //   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
 //     against a one-route node: time to ready, VmRSS per idle route, p99
 //     at 0.1 msg/s per route for -duration; a node that never becomes ready
@@ -93,7 +97,10 @@ type options struct {
 	routes       int
 	readyTimeout time.Duration
 	sample       time.Duration
-	set          map[string]bool // flags given on the command line
+	// refs, in process mode, are git revisions whose examples/amqp-example
+	// each runs as one more implementation, "hato@<ref>".
+	refs []string
+	set  map[string]bool // flags given on the command line
 }
 
 var modes = []string{"inprocess", "process", "routes", "ceiling", "soak"}
@@ -144,6 +151,14 @@ func run() int {
 	flag.IntVar(&o.routes, "routes", 10000, "routes mode: routes of the node")
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "routes mode: give up waiting for the node to be ready after this long")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak mode: RSS sampling interval")
+	flag.Func("ref", "process mode: also run examples/amqp-example as built from this git revision (implementation hato@REV; comma-separated or repeated for several), interleaved, to compare hato with an earlier hato", func(v string) error {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				o.refs = append(o.refs, r)
+			}
+		}
+		return nil
+	})
 	flag.Parse()
 	o.set = map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
@@ -171,6 +186,9 @@ func run() int {
 	o.modeDefaults()
 	if o.mode == "process" {
 		o.impls = slices.DeleteFunc(o.impls, func(n string) bool { return n == "hato/conc8" })
+		for _, ref := range o.refs {
+			o.impls = append(o.impls, refImpl(ref))
+		}
 	}
 	switch {
 	case len(o.impls) == 0:

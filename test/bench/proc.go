@@ -23,10 +23,16 @@ import (
 type binaries struct {
 	dir                                 string
 	example, hatoNode, baseline, routes string
+	refExamples                         map[string]string // implementation (hato@REV) → examples/amqp-example at REV
 }
 
-// buildBinaries builds examples/amqp-example and the bench's node commands.
-func buildBinaries() (*binaries, error) {
+// refImpl names the implementation that runs examples/amqp-example as
+// built from git revision ref.
+func refImpl(ref string) string { return "hato@" + ref }
+
+// buildBinaries builds examples/amqp-example and the bench's node commands,
+// and examples/amqp-example at each git revision of refs.
+func buildBinaries(refs ...string) (*binaries, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return nil, err
@@ -35,7 +41,7 @@ func buildBinaries() (*binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &binaries{dir: dir}
+	b := &binaries{dir: dir, refExamples: map[string]string{}}
 	for _, t := range []struct {
 		dst *string
 		pkg string
@@ -53,7 +59,51 @@ func buildBinaries() (*binaries, error) {
 			return nil, fmt.Errorf("go build %s: %w\n%s", t.pkg, err, out)
 		}
 	}
+	for i, ref := range refs {
+		dst := filepath.Join(dir, fmt.Sprintf("amqp-example-ref%d", i))
+		if err := buildAtRevision(root, ref, "./examples/amqp-example", dst); err != nil {
+			b.remove()
+			return nil, err
+		}
+		b.refExamples[refImpl(ref)] = dst
+	}
 	return b, nil
+}
+
+// buildAtRevision builds package pkg of the module at git revision ref (a
+// `git archive` of it, extracted into a temporary directory) into dst.
+func buildAtRevision(root, ref, pkg, dst string) error {
+	src, err := os.MkdirTemp("", "hato-bench-ref-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(src) }()
+	archive := exec.Command("git", "archive", "--format=tar", ref)
+	archive.Dir = root
+	extract := exec.Command("tar", "-x", "-C", src)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	extract.Stdin = pipe
+	var stderr strings.Builder
+	archive.Stderr = &stderr
+	if err := extract.Start(); err != nil {
+		return err
+	}
+	if err := archive.Run(); err != nil {
+		_ = extract.Wait()
+		return fmt.Errorf("git archive %s: %w: %s", ref, err, stderr.String())
+	}
+	if err := extract.Wait(); err != nil {
+		return fmt.Errorf("extract %s: %w", ref, err)
+	}
+	cmd := exec.Command("go", "build", "-o", dst, pkg)
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s at %s: %w\n%s", pkg, ref, err, out)
+	}
+	return nil
 }
 
 func (b *binaries) remove() { _ = os.RemoveAll(b.dir) }
@@ -296,7 +346,7 @@ func measureProcess(ctx context.Context, o options) (*report, error) {
 	rep := &report{Options: o, Started: time.Now(), LoadStart: loadavg()}
 	defer func() { rep.LoadEnd = loadavg() }()
 	logf("building the node binaries")
-	bins, err := buildBinaries()
+	bins, err := buildBinaries(o.refs...)
 	if err != nil {
 		return rep, err
 	}
@@ -341,8 +391,12 @@ func newProcImpl(bins *binaries, name string, round int, o options) *procImpl {
 	switch name {
 	case "baseline":
 		p.bin, p.readyLine = bins.baseline, "ready"
-	default: // hato
+	default: // hato, or hato@REV
 		p.bin, p.readyLine = bins.example, "service started"
+		if ref, ok := bins.refExamples[name]; ok {
+			p.bin = ref
+			break
+		}
 		if o.profileDir != "" {
 			p.bin = bins.hatoNode
 		}

@@ -222,6 +222,28 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "ratio hato/baseline throughput: %.2f (best/best %.2f)   (target ≥ %s)\n", r.Ratio, r.RatioBest, target)
 	}
 	r.printTracing(w)
+	r.printRef(w)
+}
+
+// printRef compares hato with hato as built from each -ref.
+func (r *report) printRef(w io.Writer) {
+	by := map[string]summary{}
+	for _, s := range r.Summaries {
+		by[s.Impl] = s
+	}
+	h, ok := by["hato"]
+	if !ok {
+		return
+	}
+	for _, rev := range r.Options.refs {
+		ref, ok := by[refImpl(rev)]
+		if !ok || ref.ThroughputMedian <= 0 || ref.CPUServiceUsPerMsg <= 0 {
+			continue
+		}
+		fmt.Fprintf(w, "ratio hato/%s throughput: %.3f (best/best %.3f), service cpu/msg %.3f, p99 %s against %s\n", ref.Impl,
+			h.ThroughputMedian/ref.ThroughputMedian, h.ThroughputBest/ref.ThroughputBest,
+			h.CPUServiceUsPerMsg/ref.CPUServiceUsPerMsg, fmtDur(h.P99), fmtDur(ref.P99))
+	}
 }
 
 // printTracing compares the tracing variants with plain hato: throughput
