@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -20,6 +22,9 @@ type hatoImpl struct {
 	tracing     tracing
 	svc         *hato.Service
 	shutdown    func(context.Context)
+	// system, when set, is the actor system the service runs in
+	// (hato.WithActorSystem), e.g. one that counts actor messages.
+	system *actor.ActorSystem
 }
 
 // tracing is what an implementation measures of OpenTelemetry.
@@ -53,17 +58,21 @@ func (h *hatoImpl) sdkOptions() []hato.Option {
 }
 
 func (h *hatoImpl) Start(ctx context.Context, url, tag, in, out string) error {
-	svc, err := hato.New("bench-"+tag, append(h.sdkOptions(), hato.WithURL(url))...)
+	opts := append(h.sdkOptions(), hato.WithURL(url))
+	if h.system != nil {
+		opts = append(opts, hato.WithActorSystem(h.system))
+	}
+	svc, err := hato.New("bench-"+tag, opts...)
 	if err != nil {
 		return err
 	}
-	opts := []hato.RouteOption{hato.HandlerName("forward")}
+	ropts := []hato.RouteOption{hato.HandlerName("forward")}
 	if h.concurrency > 1 {
-		opts = append(opts, hato.Concurrency(h.concurrency))
+		ropts = append(ropts, hato.Concurrency(h.concurrency))
 	}
 	if err := hato.Subscribe(svc, in, func(ctx context.Context, msg *hato.Message[any]) error {
 		return svc.Publish(ctx, msg.Data, out)
-	}, opts...); err != nil {
+	}, ropts...); err != nil {
 		return err
 	}
 	h.svc = svc
