@@ -268,6 +268,13 @@ func (r *report) printTracing(w io.Writer) {
 		fmt.Fprintf(w, "ratio %s/hato throughput (%s): %.3f (best/best %.3f), cpu/msg %.3f%s\n", v.impl, v.what,
 			s.ThroughputMedian/h.ThroughputMedian, s.ThroughputBest/h.ThroughputBest, s.CPUSelfUsPerMsg/h.CPUSelfUsPerMsg, v.target)
 	}
+	// The same messages on the wire (a traceparent both ways): what the SDK
+	// itself costs, without the broker's cost of the headers.
+	if p, o := by["hato/prop"], by["hato/otel"]; p.ThroughputMedian > 0 && o.ThroughputMedian > 0 {
+		fmt.Fprintf(w, "ratio hato/otel/hato/prop throughput (the SDK alone, same headers on the wire): %.3f (best/best %.3f), cpu/msg %.3f, broker cpu/msg %.0f / %.0f / %.0f µs (off / prop / otel)\n",
+			o.ThroughputMedian/p.ThroughputMedian, o.ThroughputBest/p.ThroughputBest, o.CPUSelfUsPerMsg/p.CPUSelfUsPerMsg,
+			h.CPUBrokerUsPerMsg, p.CPUBrokerUsPerMsg, o.CPUBrokerUsPerMsg)
+	}
 }
 
 func (r *report) writeJSON(path string) error {
