@@ -10,6 +10,7 @@
 //     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, and the other OTEL_* variables
 //     the OTLP/HTTP exporters read): traces and metrics are exported with
 //     OTLP/HTTP, with service.name and service.instance.id set;
+//     OTEL_TRACES_EXPORTER=none or OTEL_METRICS_EXPORTER=none leaves one out;
 //   - HATO_OPS_ADDR (e.g. :9464): /metrics, /healthz and /readyz.
 package main
 

@@ -27,13 +27,14 @@ import (
 
 // collector is a minimal OTLP/HTTP receiver (protobuf encoding, what the
 // Go exporters send): it keeps the spans, the metric names and the
-// resource attributes it is sent.
+// resource attributes it is sent, and counts the metrics exports.
 type collector struct {
-	mu       sync.Mutex
-	spans    []*tracepb.Span
-	metrics  map[string]bool
-	resource map[string]string
-	addr     string
+	mu             sync.Mutex
+	spans          []*tracepb.Span
+	metrics        map[string]bool
+	metricsExports int
+	resource       map[string]string
+	addr           string
 }
 
 func startCollector(t *testing.T) *collector {
@@ -68,6 +69,7 @@ func startCollector(t *testing.T) *collector {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.metricsExports++
 		for _, rm := range req.GetResourceMetrics() {
 			for _, sm := range rm.GetScopeMetrics() {
 				for _, m := range sm.GetMetrics() {
@@ -106,6 +108,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitReady polls the node's /readyz until it answers 200.
+func waitReady(t *testing.T, ops string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for code, _ := get(ops, "/readyz"); code != 200; code, _ = get(ops, "/readyz") {
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz never 200: %d", code)
+		}
+		time.Sleep(50 * time.Millisecond) // an external process: poll its endpoint
+	}
+}
+
 func get(addr, path string) (int, string) {
 	c := http.Client{Timeout: 2 * time.Second}
 	res, err := c.Get("http://" + addr + path)
@@ -127,14 +141,7 @@ func TestExampleNodeExportsTrace(t *testing.T) {
 	bin := build(t, "./examples/amqp-example")
 	n := startNode(t, bin, "AMQP_URL="+pkgVhost.URL(t), "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.addr,
 		"OTEL_BSP_SCHEDULE_DELAY=100", "HATO_OPS_ADDR="+ops)
-
-	deadline := time.Now().Add(30 * time.Second)
-	for code, _ := get(ops, "/readyz"); code != 200; code, _ = get(ops, "/readyz") {
-		if time.Now().After(deadline) {
-			t.Fatalf("readyz never 200: %d", code)
-		}
-		time.Sleep(50 * time.Millisecond) // an external process: poll its endpoint
-	}
+	waitReady(t, ops)
 
 	conn := brokertest.Dial(t, pkgVhost.URL(t), "e2e-otel-driver")
 	ch, err := conn.Channel()
@@ -204,5 +211,30 @@ func TestExampleNodeExportsTrace(t *testing.T) {
 	}
 	if !col.metrics["messaging.rabbitmq.duration"] || !col.metrics["hato.messages.confirmed"] {
 		t.Errorf("metrics exported: %v", col.metrics)
+	}
+}
+
+// With OTEL_METRICS_EXPORTER=none (for a backend that takes traces only,
+// such as Jaeger, which answers a metrics export with 404) the example
+// node sends no metrics, not even the last flush when it stops, and still
+// serves them on /metrics.
+func TestExampleNodeMetricsExporterNone(t *testing.T) {
+	col := startCollector(t)
+	ops := freeAddr(t)
+	bin := build(t, "./examples/amqp-example")
+	n := startNode(t, bin, "AMQP_URL="+pkgVhost.URL(t), "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.addr,
+		"OTEL_METRICS_EXPORTER=none", "OTEL_METRIC_EXPORT_INTERVAL=50", "HATO_OPS_ADDR="+ops)
+	waitReady(t, ops)
+	if code, body := get(ops, "/metrics"); code != 200 || !strings.Contains(body, "hato_publish_buffered") {
+		t.Errorf("/metrics: %d, hato_publish_buffered missing", code)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	if code := n.wait(t, 30*time.Second); code != hato.ExitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if col.metricsExports != 0 {
+		t.Errorf("%d metrics exports (%v), want none", col.metricsExports, col.metrics)
 	}
 }
