@@ -33,9 +33,11 @@ func main() {
 	var received atomic.Int64
 	done := make(chan struct{})
 	err = hato.Subscribe(svc, "example.response", func(ctx context.Context, msg *hato.Message[map[string]any]) error {
-		sent, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(msg.Data["sent"]))
-		fmt.Printf("<- example.response  %v  (from %s, round trip %s)\n",
-			msg.Data, msg.Service.Name, time.Since(sent).Round(time.Microsecond))
+		rtt := "not ours: no sent time"
+		if sent, err := time.Parse(time.RFC3339Nano, fmt.Sprint(msg.Data["sent"])); err == nil {
+			rtt = "round trip " + time.Since(sent).Round(time.Microsecond).String()
+		}
+		fmt.Printf("<- example.response  %v  (from %s, %s)\n", msg.Data, msg.Service.Name, rtt)
 		if int(received.Add(1)) == *n {
 			close(done)
 		}
