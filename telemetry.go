@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -188,8 +189,12 @@ func (h *headers) Keys() []string {
 }
 
 // routeTelemetry is what a route's spans and measurements carry, built
-// once per route so the hot path allocates nothing for them.
+// once per route, on the route's first delivery (an idle route holds none
+// of it), so the hot path allocates nothing for them.
 type routeTelemetry struct {
+	once                              sync.Once
+	exchange, routingKey, handlerName string
+
 	spanName  string
 	spanAttrs []attribute.KeyValue  // set once the span records (cheaper than start options)
 	attrs     []metric.AddOption    // destination, routing key, function
@@ -198,27 +203,33 @@ type routeTelemetry struct {
 }
 
 func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
-	exchange = orDefaultExchange(exchange)
+	return &routeTelemetry{exchange: orDefaultExchange(exchange), routingKey: rc.routingKey, handlerName: rc.handlerName}
+}
+
+// load builds the route's attributes, once.
+func (rt *routeTelemetry) load() *routeTelemetry {
+	rt.once.Do(rt.build)
+	return rt
+}
+
+func (rt *routeTelemetry) build() {
 	base := []attribute.KeyValue{
-		attribute.String(attrDest, exchange),
-		attribute.String(attrRoutingKey, rc.routingKey),
-		attribute.String(attrFunction, rc.handlerName),
+		attribute.String(attrDest, rt.exchange),
+		attribute.String(attrRoutingKey, rt.routingKey),
+		attribute.String(attrFunction, rt.handlerName),
 	}
 	with := func(extra ...attribute.KeyValue) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(append([]attribute.KeyValue(nil), base...), extra...)...))
 	}
 	rec := func(o metric.MeasurementOption) []metric.RecordOption { return []metric.RecordOption{o} }
-	span := append([]attribute.KeyValue{
+	rt.spanName = rt.routingKey + " process"
+	rt.spanAttrs = append([]attribute.KeyValue{
 		attribute.String(attrSystem, "rabbitmq"),
 		attribute.String(attrOperation, "process"),
 	}, base...)
-	return &routeTelemetry{
-		spanName:  rc.routingKey + " process",
-		spanAttrs: span,
-		attrs:     []metric.AddOption{with()},
-		ok:        rec(with(attribute.Bool(attrSuccess, true))),
-		fail:      rec(with(attribute.Bool(attrSuccess, false))),
-	}
+	rt.attrs = []metric.AddOption{with()}
+	rt.ok = rec(with(attribute.Bool(attrSuccess, true)))
+	rt.fail = rec(with(attribute.Bool(attrSuccess, false)))
 }
 
 // consumer wraps a route's delivery handler: the trace context the message
@@ -228,6 +239,7 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *broker.Delivery) error) func(context.Context, *broker.Delivery) error {
 	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
+		rt.load()
 		t.countRun(ctx, rt, d)
 		ctx = t.prop.Extract(ctx, &headers{t: d.Headers})
 		ctx, span := t.tracer.Start(ctx, rt.spanName, consumerOpts...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,6 +70,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	if route.Concurrency <= 0 {
 		route.Concurrency = 1
 	}
+	log := route.Logger.WithLazy(route.LogFields...)
 	policy := route.Failure.WithDefaults()
 	// Shared by every incarnation the props produce (restarts, respawns).
 	slots := newHandlerSlots(route.Concurrency)
@@ -82,7 +84,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			state:  cfg.state,
 			slots:  slots,
 			conn:   cfg.Connection,
-			log:    route.Logger,
+			log:    log,
 			jobs:   map[uint64]*job{},
 			begin:  cfg.StartSession,
 		}
@@ -551,9 +553,12 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 		c.finishDrain()
 		return
 	}
-	c.log.Info("consuming",
+	// Written with the route's fields by the service's logger: the route's
+	// own logger stays unencoded until it has something else to say.
+	fields := append(slices.Clip(c.route.LogFields),
 		zap.String("queue", msg.q.Name), zap.Int("messages", msg.q.Messages),
 		zap.String("exchange", c.route.Topology.ExchangeName()), zap.String("binding_key", c.route.Topology.BindingKey))
+	c.route.Logger.Info("consuming", fields...)
 	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.route.Name})
 }
 

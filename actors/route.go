@@ -34,8 +34,12 @@ type Route struct {
 	Handle func(ctx context.Context, d *broker.Delivery) error
 	// Failure is the route's failure policy.
 	Failure FailurePolicy
-	// Logger is the route's logger.
-	Logger *zap.Logger
+	// Logger is the service's logger and LogFields what scopes it to the
+	// route (its name, routing key): the actor adds them lazily
+	// (zap.Logger.WithLazy), so an idle route holds no encoded copy of them,
+	// and writes them itself into its "consuming" line.
+	Logger    *zap.Logger
+	LogFields []zap.Field
 	// Service is the service name, written into dead-letter headers.
 	Service string
 	// Reopen paces channel reopening after a channel or connection loss.

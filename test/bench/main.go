@@ -50,7 +50,10 @@
 //   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
 //     against a one-route node: time to ready, VmRSS per idle route, p99
 //     at 0.1 msg/s per route for -duration; a node that never becomes ready
-//     (-ready-timeout) is reported as the result.
+//     (-ready-timeout) is reported as the result. Then the broker's floor
+//     (-floor, on by default): the same topology set up by hand-written
+//     amqp091-go, -floor-par routes at once (0: all), and hato's ready
+//     time as a multiple of it.
 //   - ceiling: in this process, 64 goroutines calling Publish outside
 //     handlers against 64 goroutines publishing with amqp091-go deferred
 //     confirms; a Concurrency(32) route with a 5 ms handler against 32/5 ms.
@@ -96,6 +99,10 @@ type options struct {
 	trace        bool
 	routes       int
 	readyTimeout time.Duration
+	floor        bool
+	floorPar     int
+	floorNoWait  bool
+	floorOnly    bool
 	sample       time.Duration
 	// refs, in process mode, are git revisions whose examples/amqp-example
 	// each runs as one more implementation, "hato@<ref>".
@@ -150,6 +157,10 @@ func run() int {
 	flag.BoolVar(&o.trace, "trace", false, "process mode with -profile: also write an execution trace of each node's first 8 s (go tool trace -pprof=sched FILE)")
 	flag.IntVar(&o.routes, "routes", 10000, "routes mode: routes of the node")
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "routes mode: give up waiting for the node to be ready after this long")
+	flag.BoolVar(&o.floor, "floor", true, "routes mode: also measure the broker's floor, the same topology by hand-written amqp091-go (see runFloor)")
+	flag.IntVar(&o.floorPar, "floor-par", 0, "routes mode: routes the floor sets up at once (0: all)")
+	flag.BoolVar(&o.floorNoWait, "floor-nowait", false, "routes mode: the floor binds and declares the dead-letter queue without waiting for the replies")
+	flag.BoolVar(&o.floorOnly, "floor-only", false, "routes mode: measure the broker's floor only (no node)")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak mode: RSS sampling interval")
 	flag.Func("ref", "process mode: also run examples/amqp-example as built from this git revision (implementation hato@REV; comma-separated or repeated for several), interleaved, to compare hato with an earlier hato", func(v string) error {
 		for _, r := range strings.Split(v, ",") {

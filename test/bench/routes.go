@@ -38,6 +38,10 @@ type routesResult struct {
 // and latency with 0.1 message/s on every route for -duration. A node that
 // never becomes ready is the measured result, not an error of the bench.
 func runRoutes(ctx context.Context, o options) int {
+	if o.floorOnly {
+		printFloor(nil, runFloor(ctx, o.routes, o.floorPar, o.floorNoWait))
+		return 0
+	}
 	logf("building the node binaries")
 	bins, err := buildBinaries()
 	if err != nil {
@@ -57,6 +61,10 @@ func runRoutes(ctx context.Context, o options) int {
 		}
 	}
 	printRoutes(out)
+	if o.floor {
+		logf("broker floor for %d routes, load %s", o.routes, loadavg())
+		printFloor(out, runFloor(ctx, o.routes, o.floorPar, o.floorNoWait))
+	}
 	return 0
 }
 

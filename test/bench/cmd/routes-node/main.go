@@ -3,7 +3,9 @@
 // distinct keys bench.routes.0 … bench.routes.<R-1> (default options, so
 // each with its dead-letter queue), each forwarding its message's data to
 // bench.routes.out. It reads the broker URL from AMQP_URL and logs
-// "service started" (zap, stderr) once every route consumes.
+// "service started" (zap, stderr) once every route consumes. With
+// HATO_IDLEPROFILE=prefix it writes goroutine and heap profiles of the idle
+// node 5 s after it started (see prof.Idle).
 package main
 
 import (
@@ -11,12 +13,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/test/bench/internal/prof"
 )
 
 func main() {
+	prof.IdleRate()
 	routes := flag.Int("routes", 10000, "number of routes")
 	flag.Parse()
 	stopProf := prof.Start()
@@ -34,6 +38,10 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	svc.OnStarted(func(context.Context) error {
+		go prof.Idle(5*time.Second, *routes)
+		return nil
+	})
 	err = svc.Run(context.Background())
 	stopProf()
 	if err != nil {

@@ -46,17 +46,7 @@ func Start() (stop func()) {
 	}
 }
 
-func write(name, path string) {
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "prof:", err)
-		return
-	}
-	defer func() { _ = f.Close() }()
-	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "prof:", err)
-	}
-}
+func write(name, path string) { writeProfile(name, path, 0) }
 
 // startTrace traces the process until HATO_TRACE_SECONDS pass or stop is
 // called, whichever comes first.
