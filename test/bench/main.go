@@ -48,7 +48,8 @@
 //     hato@REV, interleaved with the others, to measure a change against the
 //     code before it.
 //   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
-//     against a one-route node: time to ready, VmRSS per idle route, p99
+//     against a one-route node: time to ready, VmRSS per idle route (5 s
+//     after ready, and again once the node ran debug.FreeOSMemory), p99
 //     at 0.1 msg/s per route for -duration; a node that never becomes ready
 //     (-ready-timeout) is reported as the result. Then the broker's floor
 //     (-floor, on by default): the same topology set up by hand-written

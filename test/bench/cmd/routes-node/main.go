@@ -5,7 +5,9 @@
 // bench.routes.out. It reads the broker URL from AMQP_URL and logs
 // "service started" (zap, stderr) once every route consumes. With
 // HATO_IDLEPROFILE=prefix it writes goroutine and heap profiles of the idle
-// node 5 s after it started (see prof.Idle).
+// node 5 s after it started (see prof.Idle). On SIGUSR1 it runs
+// debug.FreeOSMemory, so the bench can read the idle RSS without the
+// start-up garbage.
 package main
 
 import (
@@ -13,6 +15,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/hato-go/hato"
@@ -20,6 +25,7 @@ import (
 )
 
 func main() {
+	freeOnSignal()
 	prof.IdleRate()
 	routes := flag.Int("routes", 10000, "number of routes")
 	flag.Parse()
@@ -48,4 +54,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "routes-node:", err)
 	}
 	os.Exit(hato.ExitCode(err))
+}
+
+// freeOnSignal runs debug.FreeOSMemory on every SIGUSR1.
+func freeOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	go func() {
+		for range sig {
+			debug.FreeOSMemory()
+		}
+	}()
 }
