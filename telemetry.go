@@ -3,7 +3,10 @@ package hato
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -40,7 +43,10 @@ const (
 // CONSUMER "<routing key> process" around each handler run, a child of the
 // trace context the message carried, and PRODUCER "<routing key> publish"
 // for each publish, whose context travels in the message's traceparent and
-// tracestate headers.
+// tracestate headers. With a no-op provider (trace/noop), or the global one
+// while otel.SetTracerProvider was not called, no span is started (not even
+// a no-op one): the handler's context carries the incoming trace context,
+// which its publishes forward unchanged.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return serviceOption(func(c *config) error {
 		if tp == nil {
@@ -81,7 +87,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 type telemetry struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
-	meters []*instruments // the configured (or global) meter's, then the ops server's
+	w3c    bool                 // prop is propagation.TraceContext: see extractW3C, injectW3C
+	never  bool                 // the tracer provider is a no-op one: no spans (see spans)
+	global trace.TracerProvider // the global provider's placeholder the tracer is from, or nil
+	meters []*instruments       // the configured (or global) meter's, then the ops server's
 	log    *zap.Logger
 
 	// The measurement attributes of publishes to the service's exchange,
@@ -89,6 +98,9 @@ type telemetry struct {
 	exchange string
 	pubAttrs []metric.AddOption
 	status   func(context.Context) (ConnectionStatus, error)
+
+	pubKeys   atomic.Pointer[map[publishKey]*publishTelemetry] // see publishKey
+	pubKeysMu sync.Mutex
 }
 
 // consumerOpts and producerOpts are the spans' start options.
@@ -115,7 +127,12 @@ func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (Conn
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log, exchange: orDefaultExchange(c.exchange), status: status}
+	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, never: neverRecords(tp),
+		log: log, exchange: orDefaultExchange(c.exchange), status: status}
+	_, t.w3c = prop.(propagation.TraceContext)
+	if isGlobalPlaceholder(tp) {
+		t.global = tp
+	}
 	t.pubAttrs = exchangeAttrs(t.exchange)
 	t.addMeter(mp)
 	return t
@@ -229,11 +246,7 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
 		t.countRun(ctx, rt, d)
-		ctx = t.prop.Extract(ctx, &headers{t: d.Headers})
-		ctx, span := t.tracer.Start(ctx, rt.spanName, consumerOpts...)
-		if span.IsRecording() {
-			span.SetAttributes(rt.spanAttrs...)
-		}
+		ctx, span, recording := t.startConsumer(ctx, rt, d.Headers)
 		t.upDown(upActive, 1, rt.attrs)
 		t.upDown(upInFlight, 1, rt.attrs)
 		if tr := actors.TrackerFrom(ctx); tr == nil || !tr.AfterSettle(rt.settled) {
@@ -245,13 +258,39 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 			if v != nil {
 				err = &actors.HandlerPanic{Value: v}
 			}
-			t.finishRun(ctx, rt, span, time.Since(start), err)
+			t.finishRun(ctx, rt, span, recording, time.Since(start), err)
 			if v != nil {
 				panic(v)
 			}
 		}()
 		return next(ctx, d)
 	}
+}
+
+// startConsumer extracts the trace context of a message's headers h and
+// starts its CONSUMER span, a child of it; recording reports whether the
+// span records. Without spans (see spans), ctx only carries the incoming
+// trace context, as a no-op span would.
+func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amqp.Table) (_ context.Context, span trace.Span, recording bool) {
+	traced := t.spans()
+	switch {
+	case !t.w3c:
+		ctx = t.prop.Extract(ctx, &headers{t: h})
+	case !traced:
+		return withIncoming(ctx, h), noopSpan, false
+	default:
+		if sc := extractW3C(h); sc.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	if !traced {
+		return ctx, noopSpan, false
+	}
+	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)
+	if recording = span.IsRecording(); recording {
+		span.SetAttributes(rt.spanAttrs...)
+	}
+	return ctx, span, recording
 }
 
 // countRun counts a retried run and a redelivered message.
@@ -268,13 +307,16 @@ func (t *telemetry) countRun(ctx context.Context, rt *routeTelemetry, d *broker.
 	}
 }
 
-func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trace.Span, took time.Duration, err error) {
+func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trace.Span, recording bool, took time.Duration, err error) {
 	res := rt.ok
-	if err != nil {
+	switch {
+	case err != nil:
 		res = rt.fail
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	} else {
+		if recording {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+	case recording:
 		span.SetStatus(codes.Ok, "")
 	}
 	span.End()
@@ -301,25 +343,78 @@ type publishTrace struct {
 
 // startPublish starts the PRODUCER span of a publish of key (without
 // prefix) to exchange and writes its context into msg's headers (a copy).
+// Without spans (see spans) the context written is the one ctx carries.
 func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg *amqp.Publishing) publishTrace {
+	pk := t.publishKey(exchange, key)
+	span := noopSpan
+	if t.spans() {
+		ctx, span = t.tracer.Start(ctx, pk.spanName, producerOpts...)
+		if span.IsRecording() {
+			span.SetAttributes(pk.spanAttrs...)
+		}
+	}
+	if t.w3c {
+		injectW3C(ctx, msg)
+	} else {
+		h := headers{t: msg.Headers}
+		t.prop.Inject(ctx, &h)
+		msg.Headers = h.t
+	}
+	return publishTrace{t: t, ctx: ctx, span: span, attrs: pk.attrs}
+}
+
+// publishTelemetry is what the spans and measurements of publishes of one
+// key to one exchange carry, built once (see publishKey).
+type publishTelemetry struct {
+	spanName  string
+	spanAttrs []attribute.KeyValue
+	attrs     []metric.AddOption
+}
+
+type publishKey struct{ exchange, key string }
+
+// maxPublishKeys bounds the keys whose publishTelemetry is kept: the
+// others' is built for each publish.
+const maxPublishKeys = 256
+
+// publishKey returns the publishTelemetry of key on exchange, from a
+// copy-on-write map read without locking.
+func (t *telemetry) publishKey(exchange, key string) *publishTelemetry {
 	exchange = orDefaultExchange(exchange)
+	k := publishKey{exchange, key}
+	m := t.pubKeys.Load()
+	if m != nil {
+		if p, ok := (*m)[k]; ok {
+			return p
+		}
+	}
 	attrs := t.pubAttrs
 	if exchange != t.exchange {
 		attrs = exchangeAttrs(exchange)
 	}
-	ctx, span := t.tracer.Start(ctx, key+" publish", producerOpts...)
-	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String(attrSystem, "rabbitmq"),
-			attribute.String(attrOperation, "publish"),
-			attribute.String(attrDest, exchange),
-			attribute.String(attrRoutingKey, key),
-		)
+	p := &publishTelemetry{spanName: key + " publish", attrs: attrs, spanAttrs: []attribute.KeyValue{
+		attribute.String(attrSystem, "rabbitmq"),
+		attribute.String(attrOperation, "publish"),
+		attribute.String(attrDest, exchange),
+		attribute.String(attrRoutingKey, key),
+	}}
+	t.pubKeysMu.Lock()
+	defer t.pubKeysMu.Unlock()
+	m = t.pubKeys.Load()
+	if m == nil || len(*m) < maxPublishKeys {
+		next := make(map[publishKey]*publishTelemetry, 1+len(pointerOr(m)))
+		maps.Copy(next, pointerOr(m))
+		next[k] = p
+		t.pubKeys.Store(&next)
 	}
-	h := headers{t: msg.Headers}
-	t.prop.Inject(ctx, &h)
-	msg.Headers = h.t
-	return publishTrace{t: t, ctx: ctx, span: span, attrs: attrs}
+	return p
+}
+
+func pointerOr[M ~map[K]V, K comparable, V any](m *M) M {
+	if m == nil {
+		return nil
+	}
+	return *m
 }
 
 // handed records a publish handed to the connection actor.
