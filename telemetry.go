@@ -272,18 +272,12 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 // span records. Without spans (see spans), ctx only carries the incoming
 // trace context, as a no-op span would.
 func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amqp.Table) (_ context.Context, span trace.Span, recording bool) {
-	traced := t.spans()
-	switch {
-	case !t.w3c:
+	if t.w3c {
+		ctx = withIncoming(ctx, h)
+	} else {
 		ctx = t.prop.Extract(ctx, &headers{t: h})
-	case !traced:
-		return withIncoming(ctx, h), noopSpan, false
-	default:
-		if sc := extractW3C(h); sc.IsValid() {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-		}
 	}
-	if !traced {
+	if !t.spans() {
 		return ctx, noopSpan, false
 	}
 	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)

@@ -9,7 +9,10 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
@@ -62,41 +65,92 @@ func (t *telemetry) spans() bool {
 	return g != t.global && !neverRecords(g)
 }
 
-// incomingSpan is a message's incoming trace context in its handler's
-// context when no span is started: its span context, and the header values
-// to forward it with, the message's own when they are what formatting
-// it would write.
+// incomingSpan is the trace context a message came with, as the current
+// span of its handler's context when no span is started, and as the
+// parent of the CONSUMER span otherwise: its span context, and the
+// message's header values, forwarded as they are when they are what
+// formatting the span context would write.
 type incomingSpan struct {
-	noop.Span
-	sc     trace.SpanContext
-	parent any // the traceparent to write
-	state  any // the tracestate to write, nil for none
+	embedded.Span
+	sc            trace.SpanContext
+	parent, state any // the message's traceparent and tracestate
 }
 
-func (s *incomingSpan) SpanContext() trace.SpanContext { return s.sc }
+// incomingSpan is a non-recording span (as noop.Span, whose span context
+// cannot be set).
+func (s *incomingSpan) SpanContext() trace.SpanContext        { return s.sc }
+func (*incomingSpan) IsRecording() bool                       { return false }
+func (*incomingSpan) SetStatus(codes.Code, string)            {}
+func (*incomingSpan) SetAttributes(...attribute.KeyValue)     {}
+func (*incomingSpan) End(...trace.SpanEndOption)              {}
+func (*incomingSpan) RecordError(error, ...trace.EventOption) {}
+func (*incomingSpan) AddEvent(string, ...trace.EventOption)   {}
+func (*incomingSpan) AddLink(trace.Link)                      {}
+func (*incomingSpan) SetName(string)                          {}
+func (*incomingSpan) TracerProvider() trace.TracerProvider    { return noop.NewTracerProvider() }
+
+// headers are the traceparent and tracestate (nil: none) forwarding s.
+func (s *incomingSpan) headers() (parent, state any) {
+	// A valid version 00 traceparent without a trailing '-' is written
+	// back as it is (its hex is lower case, its flags at most 3).
+	if raw := s.parent.(string); len(raw) == traceparentLen && raw[:2] == "00" {
+		parent = s.parent
+	} else {
+		parent = formatTraceparent(s.sc)
+	}
+	if s.sc.TraceState().Len() > 0 {
+		state = s.state
+		if ts := s.sc.TraceState().String(); ts != s.state {
+			state = ts
+		}
+	}
+	return parent, state
+}
+
+// incomingCtx is a context whose current span is an incomingSpan: one
+// allocation instead of the span's and context.WithValue's.
+type incomingCtx struct {
+	context.Context
+	span incomingSpan
+}
+
+func (c *incomingCtx) Value(key any) any {
+	if key == spanKey {
+		return &c.span
+	}
+	return c.Context.Value(key)
+}
+
+// spanKey is the key trace.ContextWithSpan stores the current span under,
+// which trace.SpanFromContext asks a context for (nil if it did not).
+var spanKey = func() any {
+	var k keySpy
+	trace.SpanFromContext(&k)
+	return k.key
+}()
+
+type keySpy struct {
+	context.Context
+	key any
+}
+
+func (k *keySpy) Value(key any) any {
+	k.key = key
+	return nil
+}
 
 // withIncoming returns ctx carrying the trace context of a message's
-// headers h, if they carry a valid one, without starting a span.
+// headers h as its current span, if they carry a valid one.
 func withIncoming(ctx context.Context, h amqp.Table) context.Context {
 	sc := extractW3C(h)
 	if !sc.IsValid() {
 		return ctx
 	}
-	in := &incomingSpan{sc: sc, parent: h[traceparentHeader]}
-	// A valid version 00 traceparent without a trailing '-' is written
-	// back as it is (its hex is lower case, its flags at most 3).
-	if raw := in.parent.(string); len(raw) != traceparentLen || raw[:2] != "00" {
-		var buf [traceparentLen]byte
-		formatTraceparent(&buf, sc)
-		in.parent = string(buf[:])
+	c := &incomingCtx{Context: ctx, span: incomingSpan{sc: sc, parent: h[traceparentHeader], state: h[tracestateHeader]}}
+	if spanKey == nil {
+		return trace.ContextWithSpan(ctx, &c.span)
 	}
-	if ts := sc.TraceState().String(); ts != "" {
-		in.state = h[tracestateHeader]
-		if raw, _ := in.state.(string); raw != ts {
-			in.state = ts
-		}
-	}
-	return trace.ContextWithSpan(ctx, in)
+	return c
 }
 
 // injectW3C writes the trace context of ctx's span into msg's headers (a
@@ -109,11 +163,9 @@ func injectW3C(ctx context.Context, msg *amqp.Publishing) {
 	}
 	var parent, state any
 	if in, ok := span.(*incomingSpan); ok {
-		parent, state = in.parent, in.state
+		parent, state = in.headers()
 	} else {
-		var buf [traceparentLen]byte
-		formatTraceparent(&buf, sc)
-		parent = string(buf[:])
+		parent = formatTraceparent(sc)
 		if ts := sc.TraceState().String(); ts != "" {
 			state = ts
 		}
@@ -130,15 +182,17 @@ func injectW3C(ctx context.Context, msg *amqp.Publishing) {
 // traceparentLen is the length of a version 00 traceparent.
 const traceparentLen = 2 + 1 + 32 + 1 + 16 + 1 + 2
 
-// formatTraceparent writes sc as propagation.TraceContext does: version
-// 00, the sampled and random flags.
-func formatTraceparent(buf *[traceparentLen]byte, sc trace.SpanContext) {
+// formatTraceparent is sc's traceparent as propagation.TraceContext
+// writes it: version 00, the sampled and random flags.
+func formatTraceparent(sc trace.SpanContext) string {
+	var buf [traceparentLen]byte
 	tid, sid := sc.TraceID(), sc.SpanID()
 	flags := [1]byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))}
 	buf[0], buf[1], buf[2], buf[35], buf[52] = '0', '0', '-', '-', '-'
 	hex.Encode(buf[3:35], tid[:])
 	hex.Encode(buf[36:52], sid[:])
 	hex.Encode(buf[53:55], flags[:])
+	return string(buf[:])
 }
 
 // extractW3C reads the trace context of a message's headers h as

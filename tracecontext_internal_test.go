@@ -145,3 +145,29 @@ func TestPublishKeys(t *testing.T) {
 		t.Errorf("%d keys kept, want %d", n, maxPublishKeys)
 	}
 }
+
+// The incoming trace context is the current span of one context value
+// that answers every other key as its parent does, and is cancelled with
+// it.
+func TestIncomingContext(t *testing.T) {
+	if spanKey == nil {
+		t.Fatal("trace.SpanFromContext's key not captured")
+	}
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	ctx := withIncoming(parent, tomodachiHeaders)
+	in, ok := ctx.(*incomingCtx)
+	if !ok || trace.SpanFromContext(ctx) != trace.Span(&in.span) {
+		t.Fatalf("context %T, span %T", ctx, trace.SpanFromContext(ctx))
+	}
+	if ctx.Value(key{}) != "v" {
+		t.Error("parent's value lost")
+	}
+	child, stop := context.WithCancel(ctx)
+	defer stop()
+	cancel()
+	<-child.Done()
+	if withIncoming(parent, amqp.Table{}) != parent {
+		t.Error("a context without trace context wrapped")
+	}
+}
