@@ -99,8 +99,8 @@ type telemetry struct {
 	pubAttrs []metric.AddOption
 	status   func(context.Context) (ConnectionStatus, error)
 
-	pubKeys   atomic.Pointer[map[publishKey]*publishTelemetry] // see publishKey
-	pubKeysMu sync.Mutex
+	pubKeys cache[publishKey, *publishTelemetry] // see publishKey
+	events  cache[[2]string, []metric.AddOption] // by route and dead-letter reason ("": none)
 }
 
 // consumerOpts and producerOpts are the spans' start options.
@@ -367,48 +367,59 @@ type publishTelemetry struct {
 
 type publishKey struct{ exchange, key string }
 
-// maxPublishKeys bounds the keys whose publishTelemetry is kept: the
-// others' is built for each publish.
-const maxPublishKeys = 256
-
-// publishKey returns the publishTelemetry of key on exchange, from a
-// copy-on-write map read without locking.
+// publishKey returns the publishTelemetry of key on exchange.
 func (t *telemetry) publishKey(exchange, key string) *publishTelemetry {
 	exchange = orDefaultExchange(exchange)
-	k := publishKey{exchange, key}
-	m := t.pubKeys.Load()
-	if m != nil {
-		if p, ok := (*m)[k]; ok {
-			return p
+	return t.pubKeys.get(publishKey{exchange, key}, func() *publishTelemetry {
+		attrs := t.pubAttrs
+		if exchange != t.exchange {
+			attrs = exchangeAttrs(exchange)
 		}
-	}
-	attrs := t.pubAttrs
-	if exchange != t.exchange {
-		attrs = exchangeAttrs(exchange)
-	}
-	p := &publishTelemetry{spanName: key + " publish", attrs: attrs, spanAttrs: []attribute.KeyValue{
-		attribute.String(attrSystem, "rabbitmq"),
-		attribute.String(attrOperation, "publish"),
-		attribute.String(attrDest, exchange),
-		attribute.String(attrRoutingKey, key),
-	}}
-	t.pubKeysMu.Lock()
-	defer t.pubKeysMu.Unlock()
-	m = t.pubKeys.Load()
-	if m == nil || len(*m) < maxPublishKeys {
-		next := make(map[publishKey]*publishTelemetry, 1+len(pointerOr(m)))
-		maps.Copy(next, pointerOr(m))
-		next[k] = p
-		t.pubKeys.Store(&next)
-	}
-	return p
+		return &publishTelemetry{spanName: key + " publish", attrs: attrs, spanAttrs: []attribute.KeyValue{
+			attribute.String(attrSystem, "rabbitmq"),
+			attribute.String(attrOperation, "publish"),
+			attribute.String(attrDest, exchange),
+			attribute.String(attrRoutingKey, key),
+		}}
+	})
 }
 
-func pointerOr[M ~map[K]V, K comparable, V any](m *M) M {
-	if m == nil {
-		return nil
+// maxCached bounds the entries a cache keeps: the others' values are
+// built each time.
+const maxCached = 256
+
+// cache is a small copy-on-write map, read without locking, of values
+// built once per key: the measurement options and span attributes of the
+// keys published to, the routes and reasons of events.
+type cache[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+// get returns k's value, built by build if k has none.
+func (c *cache[K, V]) get(k K, build func() V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
 	}
-	return *m
+	v := build()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[K]V
+	if m := c.m.Load(); m != nil {
+		old = *m
+	}
+	if cached, ok := old[k]; ok {
+		return cached
+	}
+	if len(old) < maxCached {
+		next := make(map[K]V, len(old)+1)
+		maps.Copy(next, old)
+		next[k] = v
+		c.m.Store(&next)
+	}
+	return v
 }
 
 // handed records a publish handed to the connection actor.
@@ -434,14 +445,24 @@ func (p publishTrace) finish(err error) {
 
 // deliveryEvent counts a dead-lettered or dropped message.
 func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
-	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.Route))}
 	switch e.Action {
 	case actors.DeadLetter:
-		t.count(cDeadLettered, []metric.AddOption{metric.WithAttributes(
-			attribute.String(attrRoute, e.Route), attribute.String(attrReason, deadLetterReason(e.Err)))})
+		t.count(cDeadLettered, t.eventAttrs(e.Route, deadLetterReason(e.Err)))
 	case actors.Drop:
-		t.count(cDropped, opt)
+		t.count(cDropped, t.eventAttrs(e.Route, ""))
 	}
+}
+
+// eventAttrs are the measurement options of an event of route, with a
+// dead-letter reason unless "".
+func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
+	return t.events.get([2]string{route, reason}, func() []metric.AddOption {
+		kvs := []attribute.KeyValue{attribute.String(attrRoute, route)}
+		if reason != "" {
+			kvs = append(kvs, attribute.String(attrReason, reason))
+		}
+		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kvs...))}
+	})
 }
 
 // deadLetterReason classifies why a message was dead-lettered:
@@ -470,15 +491,14 @@ func deadLetterReason(err error) string {
 
 // supervisorEvent counts restarts, give-ups and reconnections.
 func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
-	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.child))}
 	switch {
 	case e.kind == EventReady && e.child == "connection" && !firstReady:
 		t.count(cReconnects, noAttrs)
 	case e.child == "connection":
 	case e.kind == EventRestarted || e.kind == EventRespawned:
-		t.count(cRestarts, opt)
+		t.count(cRestarts, t.eventAttrs(e.child, ""))
 	case e.kind == EventGaveUp:
-		t.count(cGiveUps, opt)
+		t.count(cGiveUps, t.eventAttrs(e.child, ""))
 	}
 }
 

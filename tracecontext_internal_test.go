@@ -7,10 +7,13 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+
+	"github.com/hato-go/hato/actors"
 )
 
 // traceHeaderCases are traceparent and tracestate headers, valid or not,
@@ -125,7 +128,7 @@ func TestSpansOnlyWithAProvider(t *testing.T) {
 }
 
 // Publishes of the same key share their span name and attributes; past
-// maxPublishKeys keys, they are built for each publish.
+// maxCached keys, they are built for each publish.
 func TestPublishKeys(t *testing.T) {
 	tel := newTelemetry(&config{exchange: "ex"}, zap.NewNop(), nil)
 	a := tel.publishKey("", "k")
@@ -138,11 +141,11 @@ func TestPublishKeys(t *testing.T) {
 	if d := tel.publishKey("ex", "k"); &d.attrs[0] != &tel.pubAttrs[0] {
 		t.Error("the service's exchange's measurement attributes not shared")
 	}
-	for i := range 2 * maxPublishKeys {
+	for i := range 2 * maxCached {
 		tel.publishKey("", string(rune('a'+i)))
 	}
-	if n := len(*tel.pubKeys.Load()); n != maxPublishKeys {
-		t.Errorf("%d keys kept, want %d", n, maxPublishKeys)
+	if n := len(*tel.pubKeys.m.Load()); n != maxCached {
+		t.Errorf("%d keys kept, want %d", n, maxCached)
 	}
 }
 
@@ -169,5 +172,32 @@ func TestIncomingContext(t *testing.T) {
 	<-child.Done()
 	if withIncoming(parent, amqp.Table{}) != parent {
 		t.Error("a context without trace context wrapped")
+	}
+}
+
+// Dead-letter, drop and restart counts carry the route (and the reason),
+// their options built once per route and reason.
+func TestEventAttributes(t *testing.T) {
+	h := newTelHarness(t)
+	tel := h.svc.tel
+	for range 2 {
+		tel.deliveryEvent(actors.DeliveryEvent{Route: "r", Action: actors.DeadLetter, Err: &DecodeError{}})
+		tel.deliveryEvent(actors.DeliveryEvent{Route: "r", Action: actors.Drop})
+		tel.supervisorEvent(supervisorEventView{kind: EventRestarted, child: "r"}, false)
+	}
+	if a, b := tel.eventAttrs("r", ""), tel.eventAttrs("r", ""); &a[0] != &b[0] {
+		t.Error("options built again")
+	}
+	m := h.metrics(t)
+	for name, want := range map[string]map[string]string{
+		"hato.messages.dead_lettered": {attrRoute: "r", attrReason: "undecodable"},
+		"hato.messages.dropped":       {attrRoute: "r"},
+		"hato.route.restarts":         {attrRoute: "r"},
+	} {
+		sum, ok := m[name].(metricdata.Sum[int64])
+		if !ok || len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 2 {
+			t.Fatalf("%s = %+v, want one series of 2", name, m[name])
+		}
+		wantAttrs(t, name, sum.DataPoints[0].Attributes.ToSlice(), want)
 	}
 }
