@@ -58,7 +58,10 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // WithMeterProvider records hato's metrics (see the package doc) with mp
-// instead of the global provider (otel.GetMeterProvider).
+// instead of the global provider (otel.GetMeterProvider). With a no-op
+// provider (metric/noop), or the global one while otel.SetMeterProvider
+// was not called (and no ops server), nothing is measured: not even the
+// handler's duration is timed.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return serviceOption(func(c *config) error {
 		if mp == nil {
@@ -141,6 +144,10 @@ func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (Conn
 func (t *telemetry) addMeter(mp metric.MeterProvider) {
 	m := mp.Meter(InstrumentationName)
 	in, err := newInstruments(m)
+	in.never = isNoopMeter(mp)
+	if isGlobalMeterPlaceholder(mp) {
+		in.global = mp
+	}
 	if err == nil && t.status != nil {
 		err = in.observe(m, t.status)
 	}
@@ -245,26 +252,48 @@ func newRouteTelemetry(exchange string, rc routeConfig) *routeTelemetry {
 func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *broker.Delivery) error) func(context.Context, *broker.Delivery) error {
 	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
-		t.countRun(ctx, rt, d)
-		ctx, span, recording := t.startConsumer(ctx, rt, d.Headers)
-		t.upDown(upActive, 1, rt.attrs)
-		t.upDown(upInFlight, 1, rt.attrs)
-		if tr := actors.TrackerFrom(ctx); tr == nil || !tr.AfterSettle(rt.settled) {
-			defer t.upDown(upInFlight, -1, rt.attrs)
+		r := runTrace{rt: rt, measured: t.metered()}
+		ctx, r.span, r.recording = t.startConsumer(ctx, rt, d.Headers)
+		if !r.measured && r.span == nil {
+			return next(ctx, d)
 		}
-		start := time.Now()
+		if r.measured {
+			t.startRun(ctx, &r, d)
+		}
 		defer func() {
 			v := recover()
 			if v != nil {
 				err = &actors.HandlerPanic{Value: v}
 			}
-			t.finishRun(ctx, rt, span, recording, time.Since(start), err)
+			t.finishRun(ctx, &r, err)
 			if v != nil {
 				panic(v)
 			}
 		}()
 		return next(ctx, d)
 	}
+}
+
+// runTrace is one handler run's span and measurements.
+type runTrace struct {
+	rt        *routeTelemetry
+	span      trace.Span // nil: none (see spans)
+	recording bool       // span records
+	measured  bool       // see metered
+	settle    bool       // the run ends its in-flight count (no tracker does)
+	start     time.Time
+}
+
+// startRun counts the run (a retry, a redelivery) and the deliveries
+// active and in flight, and starts its clock.
+func (t *telemetry) startRun(ctx context.Context, r *runTrace, d *broker.Delivery) {
+	t.countRun(ctx, r.rt, d)
+	t.upDown(upActive, 1, r.rt.attrs)
+	t.upDown(upInFlight, 1, r.rt.attrs)
+	if tr := actors.TrackerFrom(ctx); tr == nil || !tr.AfterSettle(r.rt.settled) {
+		r.settle = true
+	}
+	r.start = time.Now()
 }
 
 // startConsumer extracts the trace context of a message's headers h and
@@ -278,7 +307,7 @@ func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amq
 		ctx = t.prop.Extract(ctx, &headers{t: h})
 	}
 	if !t.spans() {
-		return ctx, noopSpan, false
+		return ctx, nil, false
 	}
 	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)
 	if recording = span.IsRecording(); recording {
@@ -301,24 +330,34 @@ func (t *telemetry) countRun(ctx context.Context, rt *routeTelemetry, d *broker.
 	}
 }
 
-func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trace.Span, recording bool, took time.Duration, err error) {
-	res := rt.ok
+// finishRun ends the run's span and measures its outcome.
+func (t *telemetry) finishRun(ctx context.Context, r *runTrace, err error) {
 	switch {
+	case !r.recording:
 	case err != nil:
-		res = rt.fail
-		if recording {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-	case recording:
-		span.SetStatus(codes.Ok, "")
+		r.span.RecordError(err)
+		r.span.SetStatus(codes.Error, err.Error())
+	default:
+		r.span.SetStatus(codes.Ok, "")
 	}
-	span.End()
-	secs := took.Seconds()
+	if r.span != nil {
+		r.span.End()
+	}
+	if !r.measured {
+		return
+	}
+	res := r.rt.ok
+	if err != nil {
+		res = r.rt.fail
+	}
+	secs := time.Since(r.start).Seconds()
 	for _, m := range t.meters {
 		m.duration.Record(ctx, secs, res...)
 	}
-	t.upDown(upActive, -1, rt.attrs)
+	t.upDown(upActive, -1, r.rt.attrs)
+	if r.settle {
+		t.upDown(upInFlight, -1, r.rt.attrs)
+	}
 }
 
 func (t *telemetry) upDown(u upDown, n int64, opts []metric.AddOption) {
@@ -331,20 +370,26 @@ func (t *telemetry) upDown(u upDown, n int64, opts []metric.AddOption) {
 type publishTrace struct {
 	t     *telemetry
 	ctx   context.Context
-	span  trace.Span
-	attrs []metric.AddOption
+	span  trace.Span         // nil: none (see spans)
+	attrs []metric.AddOption // nil: not measured (see metered)
 }
 
 // startPublish starts the PRODUCER span of a publish of key (without
 // prefix) to exchange and writes its context into msg's headers (a copy).
 // Without spans (see spans) the context written is the one ctx carries.
 func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg *amqp.Publishing) publishTrace {
-	pk := t.publishKey(exchange, key)
-	span := noopSpan
-	if t.spans() {
-		ctx, span = t.tracer.Start(ctx, pk.spanName, producerOpts...)
-		if span.IsRecording() {
-			span.SetAttributes(pk.spanAttrs...)
+	var span trace.Span
+	var attrs []metric.AddOption
+	if traced, measured := t.spans(), t.metered(); traced || measured {
+		pk := t.publishKey(exchange, key)
+		if measured {
+			attrs = pk.attrs
+		}
+		if traced {
+			ctx, span = t.tracer.Start(ctx, pk.spanName, producerOpts...)
+			if span.IsRecording() {
+				span.SetAttributes(pk.spanAttrs...)
+			}
 		}
 	}
 	if t.w3c {
@@ -354,7 +399,7 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 		t.prop.Inject(ctx, &h)
 		msg.Headers = h.t
 	}
-	return publishTrace{t: t, ctx: ctx, span: span, attrs: pk.attrs}
+	return publishTrace{t: t, ctx: ctx, span: span, attrs: attrs}
 }
 
 // publishTelemetry is what the spans and measurements of publishes of one
@@ -423,20 +468,30 @@ func (c *cache[K, V]) get(k K, build func() V) V {
 }
 
 // handed records a publish handed to the connection actor.
-func (p publishTrace) handed() { p.t.count(cPublished, p.attrs) }
+func (p publishTrace) handed() {
+	if p.attrs != nil {
+		p.t.count(cPublished, p.attrs)
+	}
+}
 
 // finish records the publish's outcome and ends its span.
 func (p publishTrace) finish(err error) {
-	switch {
-	case err == nil:
-		p.t.count(cConfirmed, p.attrs)
-		p.span.SetStatus(codes.Ok, "")
-	case errors.Is(err, broker.ErrNacked):
-		p.t.count(cNacked, p.attrs)
-	case errors.Is(err, broker.ErrUnroutable):
-		p.t.count(cReturned, p.attrs)
+	if p.attrs != nil {
+		switch {
+		case err == nil:
+			p.t.count(cConfirmed, p.attrs)
+		case errors.Is(err, broker.ErrNacked):
+			p.t.count(cNacked, p.attrs)
+		case errors.Is(err, broker.ErrUnroutable):
+			p.t.count(cReturned, p.attrs)
+		}
 	}
-	if err != nil {
+	switch {
+	case p.span == nil:
+		return
+	case err == nil:
+		p.span.SetStatus(codes.Ok, "")
+	default:
 		p.span.RecordError(err)
 		p.span.SetStatus(codes.Error, err.Error())
 	}

@@ -25,9 +25,6 @@ const (
 	tracestateHeader  = "tracestate"
 )
 
-// noopSpan stands for the spans not started (see telemetry.spans).
-var noopSpan trace.Span = noop.Span{}
-
 // neverRecords reports whether tp is a no-op tracer provider, whose
 // tracers' spans only carry their parent's span context.
 func neverRecords(tp trace.TracerProvider) bool {
@@ -46,7 +43,7 @@ var legacyNoop = reflect.TypeOf(trace.NewNoopTracerProvider()) //nolint:staticch
 // then, and until then its spans only carry their parent's span context.
 func isGlobalPlaceholder(tp trace.TracerProvider) bool {
 	t := reflect.TypeOf(tp)
-	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global"
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == otelGlobalPkg
 }
 
 // spans reports whether a message's spans are to be started: not with a

@@ -6,7 +6,10 @@ import (
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -199,5 +202,29 @@ func TestEventAttributes(t *testing.T) {
 			t.Fatalf("%s = %+v, want one series of 2", name, m[name])
 		}
 		wantAttrs(t, name, sum.DataPoints[0].Attributes.ToSlice(), want)
+	}
+}
+
+// Measurements are made only with a meter provider that may record them:
+// not a no-op one, nor the global one while no provider was set; the ops
+// server's meter measures.
+func TestMeteredOnlyWithAProvider(t *testing.T) {
+	tel := newTelemetry(&config{}, zap.NewNop(), nil)
+	if tel.meters[0].global == nil || tel.metered() {
+		t.Fatalf("global provider unset: placeholder %v, metered %v", tel.meters[0].global, tel.metered())
+	}
+	// As if otel.SetMeterProvider had been called since.
+	tel.meters[0].global = &struct{ metric.MeterProvider }{}
+	if !tel.metered() {
+		t.Error("not metered once the global provider was set")
+	}
+	if tel := newTelemetry(&config{meterProvider: metricnoop.NewMeterProvider()}, zap.NewNop(), nil); tel.metered() {
+		t.Error("a no-op provider is metered")
+	}
+	mp := sdkmetric.NewMeterProvider()
+	defer func() { _ = mp.Shutdown(context.Background()) }()
+	tel = newTelemetry(&config{}, zap.NewNop(), nil)
+	if tel.addMeter(mp); !tel.metered() {
+		t.Error("the ops server's meter does not measure")
 	}
 }
