@@ -215,7 +215,7 @@ func (h *headers) Keys() []string {
 // once per route so the hot path allocates nothing for them.
 type routeTelemetry struct {
 	spanName  string
-	spanAttrs []attribute.KeyValue  // set once the span records (cheaper than start options)
+	spanAttrs []attribute.KeyValue  // set after the span started (cheaper than start options)
 	attrs     []metric.AddOption    // destination, routing key, function
 	ok, fail  []metric.RecordOption // attrs plus function.success
 	settled   func(error)           // ends a delivery's in-flight count
@@ -253,7 +253,7 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
 		r := runTrace{rt: rt, measured: t.metered()}
-		ctx, r.span, r.recording = t.startConsumer(ctx, rt, d.Headers)
+		ctx, r.span = t.startConsumer(ctx, rt, d.Headers)
 		if !r.measured && r.span == nil {
 			return next(ctx, d)
 		}
@@ -276,12 +276,11 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 
 // runTrace is one handler run's span and measurements.
 type runTrace struct {
-	rt        *routeTelemetry
-	span      trace.Span // nil: none (see spans)
-	recording bool       // span records
-	measured  bool       // see metered
-	settle    bool       // the run ends its in-flight count (no tracker does)
-	start     time.Time
+	rt       *routeTelemetry
+	span     trace.Span // nil: none (see spans)
+	measured bool       // see metered
+	settle   bool       // the run ends its in-flight count (no tracker does)
+	start    time.Time
 }
 
 // startRun counts the run (a retry, a redelivery) and the deliveries
@@ -297,23 +296,21 @@ func (t *telemetry) startRun(ctx context.Context, r *runTrace, d *broker.Deliver
 }
 
 // startConsumer extracts the trace context of a message's headers h and
-// starts its CONSUMER span, a child of it; recording reports whether the
-// span records. Without spans (see spans), ctx only carries the incoming
-// trace context, as a no-op span would.
-func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amqp.Table) (_ context.Context, span trace.Span, recording bool) {
+// starts its CONSUMER span, a child of it. Without spans (see spans), ctx
+// only carries the incoming trace context, as a no-op span would, and the
+// span is nil.
+func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amqp.Table) (_ context.Context, span trace.Span) {
 	if t.w3c {
 		ctx = withIncoming(ctx, h)
 	} else {
 		ctx = t.prop.Extract(ctx, &headers{t: h})
 	}
 	if !t.spans() {
-		return ctx, nil, false
+		return ctx, nil
 	}
 	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)
-	if recording = span.IsRecording(); recording {
-		span.SetAttributes(rt.spanAttrs...)
-	}
-	return ctx, span, recording
+	span.SetAttributes(rt.spanAttrs...) // nothing if it does not record
+	return ctx, span
 }
 
 // countRun counts a retried run and a redelivered message.
@@ -333,14 +330,13 @@ func (t *telemetry) countRun(ctx context.Context, rt *routeTelemetry, d *broker.
 // finishRun ends the run's span and measures its outcome.
 func (t *telemetry) finishRun(ctx context.Context, r *runTrace, err error) {
 	switch {
-	case !r.recording:
+	case r.span == nil:
 	case err != nil:
 		r.span.RecordError(err)
 		r.span.SetStatus(codes.Error, err.Error())
+		r.span.End()
 	default:
 		r.span.SetStatus(codes.Ok, "")
-	}
-	if r.span != nil {
 		r.span.End()
 	}
 	if !r.measured {
@@ -387,9 +383,7 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 		}
 		if traced {
 			ctx, span = t.tracer.Start(ctx, pk.spanName, producerOpts...)
-			if span.IsRecording() {
-				span.SetAttributes(pk.spanAttrs...)
-			}
+			span.SetAttributes(pk.spanAttrs...) // nothing if it does not record
 		}
 	}
 	if t.w3c {
