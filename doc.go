@@ -92,7 +92,11 @@
 // messaging.rabbitmq.active_tasks) and hato's own (hato.*) are recorded.
 // Configure with [WithTracerProvider], [WithMeterProvider] and
 // [WithPropagator] (default: the OpenTelemetry globals, W3C Trace Context).
-// [Message.Logger] and [TraceFields] put the trace and span ids into logs.
+// With no tracer provider set (or a no-op one) no span is started: the
+// handler's context carries the incoming trace context, which its
+// publishes forward; with no meter provider set (or a no-op one, and no
+// ops server) nothing is measured. [Message.Logger] and [TraceFields] put
+// the trace and span ids into logs.
 // [WithOpsServer] (or HATO_OPS_ADDR) serves /metrics, /healthz and /readyz
 // ([Service.Healthy], [Service.Ready]).
 //

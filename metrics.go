@@ -3,9 +3,12 @@ package hato
 import (
 	"context"
 	"errors"
+	"reflect"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // counter indexes hato's counters (see newInstruments for their names).
@@ -57,6 +60,54 @@ type instruments struct {
 	buffered metric.Int64ObservableGauge
 	unconf   metric.Int64ObservableGauge
 	reg      metric.Registration
+
+	never  bool                 // the meter provider is a no-op one
+	global metric.MeterProvider // the global provider's placeholder the meter is from, or nil
+}
+
+// measures reports whether measurements on in's instruments may be
+// recorded: not by a no-op meter provider, nor by the global one while no
+// other provider was set with otel.SetMeterProvider (measurements before
+// are dropped, not kept for the provider set later).
+func (in *instruments) measures() bool {
+	if in.never {
+		return false
+	}
+	if in.global == nil {
+		return true
+	}
+	g := otel.GetMeterProvider()
+	return g != in.global && !isNoopMeter(g)
+}
+
+func isNoopMeter(mp metric.MeterProvider) bool {
+	switch mp.(type) {
+	case noop.MeterProvider, *noop.MeterProvider:
+		return true
+	}
+	return false
+}
+
+// isGlobalMeterPlaceholder reports whether mp is the provider otel's
+// global one is until otel.SetMeterProvider, which it then delegates to.
+func isGlobalMeterPlaceholder(mp metric.MeterProvider) bool {
+	t := reflect.TypeOf(mp)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == otelGlobalPkg
+}
+
+// otelGlobalPkg is the package of otel's global providers' placeholders.
+const otelGlobalPkg = "go.opentelemetry.io/otel/internal/global"
+
+// metered reports whether a message's measurements are to be made: by at
+// least one meter that measures. A handler run or a publish decides once,
+// so its up-down counts always come in pairs.
+func (t *telemetry) metered() bool {
+	for _, m := range t.meters {
+		if m.measures() {
+			return true
+		}
+	}
+	return false
 }
 
 // newInstruments creates the instruments on m. tomodachi's two keep

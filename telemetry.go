@@ -3,8 +3,10 @@ package hato
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -41,7 +43,10 @@ const (
 // CONSUMER "<routing key> process" around each handler run, a child of the
 // trace context the message carried, and PRODUCER "<routing key> publish"
 // for each publish, whose context travels in the message's traceparent and
-// tracestate headers.
+// tracestate headers. With a no-op provider (trace/noop), or the global one
+// while otel.SetTracerProvider was not called, no span is started (not even
+// a no-op one): the handler's context carries the incoming trace context,
+// which its publishes forward unchanged.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return serviceOption(func(c *config) error {
 		if tp == nil {
@@ -53,7 +58,10 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // WithMeterProvider records hato's metrics (see the package doc) with mp
-// instead of the global provider (otel.GetMeterProvider).
+// instead of the global provider (otel.GetMeterProvider). With a no-op
+// provider (metric/noop), or the global one while otel.SetMeterProvider
+// was not called (and no ops server), nothing is measured: not even the
+// handler's duration is timed.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return serviceOption(func(c *config) error {
 		if mp == nil {
@@ -82,7 +90,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 type telemetry struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
-	meters []*instruments // the configured (or global) meter's, then the ops server's
+	w3c    bool                 // prop is propagation.TraceContext: see extractW3C, injectW3C
+	never  bool                 // the tracer provider is a no-op one: no spans (see spans)
+	global trace.TracerProvider // the global provider's placeholder the tracer is from, or nil
+	meters []*instruments       // the configured (or global) meter's, then the ops server's
 	log    *zap.Logger
 
 	// The measurement attributes of publishes to the service's exchange,
@@ -90,6 +101,9 @@ type telemetry struct {
 	exchange string
 	pubAttrs []metric.AddOption
 	status   func(context.Context) (ConnectionStatus, error)
+
+	pubKeys cache[publishKey, *publishTelemetry] // see publishKey
+	events  cache[[2]string, []metric.AddOption] // by route and dead-letter reason ("": none)
 }
 
 // consumerOpts and producerOpts are the spans' start options.
@@ -116,7 +130,12 @@ func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (Conn
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, log: log, exchange: orDefaultExchange(c.exchange), status: status}
+	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, never: neverRecords(tp),
+		log: log, exchange: orDefaultExchange(c.exchange), status: status}
+	_, t.w3c = prop.(propagation.TraceContext)
+	if isGlobalPlaceholder(tp) {
+		t.global = tp
+	}
 	t.pubAttrs = exchangeAttrs(t.exchange)
 	t.addMeter(mp)
 	return t
@@ -125,6 +144,10 @@ func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (Conn
 func (t *telemetry) addMeter(mp metric.MeterProvider) {
 	m := mp.Meter(InstrumentationName)
 	in, err := newInstruments(m)
+	in.never = isNoopMeter(mp)
+	if isGlobalMeterPlaceholder(mp) {
+		in.global = mp
+	}
 	if err == nil && t.status != nil {
 		err = in.observe(m, t.status)
 	}
@@ -196,7 +219,7 @@ type routeTelemetry struct {
 	exchange, routingKey, handlerName string
 
 	spanName  string
-	spanAttrs []attribute.KeyValue  // set once the span records (cheaper than start options)
+	spanAttrs []attribute.KeyValue  // set after the span started (cheaper than start options)
 	attrs     []metric.AddOption    // destination, routing key, function
 	ok, fail  []metric.RecordOption // attrs plus function.success
 	settled   func(error)           // ends a delivery's in-flight count
@@ -240,30 +263,65 @@ func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *bro
 	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
 		rt.load()
-		t.countRun(ctx, rt, d)
-		ctx = t.prop.Extract(ctx, &headers{t: d.Headers})
-		ctx, span := t.tracer.Start(ctx, rt.spanName, consumerOpts...)
-		if span.IsRecording() {
-			span.SetAttributes(rt.spanAttrs...)
+		r := runTrace{rt: rt, measured: t.metered()}
+		ctx, r.span = t.startConsumer(ctx, rt, d.Headers)
+		if !r.measured && r.span == nil {
+			return next(ctx, d)
 		}
-		t.upDown(upActive, 1, rt.attrs)
-		t.upDown(upInFlight, 1, rt.attrs)
-		if tr := actors.TrackerFrom(ctx); tr == nil || !tr.AfterSettle(rt.settled) {
-			defer t.upDown(upInFlight, -1, rt.attrs)
+		if r.measured {
+			t.startRun(ctx, &r, d)
 		}
-		start := time.Now()
 		defer func() {
 			v := recover()
 			if v != nil {
 				err = &actors.HandlerPanic{Value: v}
 			}
-			t.finishRun(ctx, rt, span, time.Since(start), err)
+			t.finishRun(ctx, &r, err)
 			if v != nil {
 				panic(v)
 			}
 		}()
 		return next(ctx, d)
 	}
+}
+
+// runTrace is one handler run's span and measurements.
+type runTrace struct {
+	rt       *routeTelemetry
+	span     trace.Span // nil: none (see spans)
+	measured bool       // see metered
+	settle   bool       // the run ends its in-flight count (no tracker does)
+	start    time.Time
+}
+
+// startRun counts the run (a retry, a redelivery) and the deliveries
+// active and in flight, and starts its clock.
+func (t *telemetry) startRun(ctx context.Context, r *runTrace, d *broker.Delivery) {
+	t.countRun(ctx, r.rt, d)
+	t.upDown(upActive, 1, r.rt.attrs)
+	t.upDown(upInFlight, 1, r.rt.attrs)
+	if tr := actors.TrackerFrom(ctx); tr == nil || !tr.AfterSettle(r.rt.settled) {
+		r.settle = true
+	}
+	r.start = time.Now()
+}
+
+// startConsumer extracts the trace context of a message's headers h and
+// starts its CONSUMER span, a child of it. Without spans (see spans), ctx
+// only carries the incoming trace context, as a no-op span would, and the
+// span is nil.
+func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amqp.Table) (_ context.Context, span trace.Span) {
+	if t.w3c {
+		ctx = withIncoming(ctx, h)
+	} else {
+		ctx = t.prop.Extract(ctx, &headers{t: h})
+	}
+	if !t.spans() {
+		return ctx, nil
+	}
+	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)
+	span.SetAttributes(rt.spanAttrs...) // nothing if it does not record
+	return ctx, span
 }
 
 // countRun counts a retried run and a redelivered message.
@@ -280,21 +338,33 @@ func (t *telemetry) countRun(ctx context.Context, rt *routeTelemetry, d *broker.
 	}
 }
 
-func (t *telemetry) finishRun(ctx context.Context, rt *routeTelemetry, span trace.Span, took time.Duration, err error) {
-	res := rt.ok
-	if err != nil {
-		res = rt.fail
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	} else {
-		span.SetStatus(codes.Ok, "")
+// finishRun ends the run's span and measures its outcome.
+func (t *telemetry) finishRun(ctx context.Context, r *runTrace, err error) {
+	switch {
+	case r.span == nil:
+	case err != nil:
+		r.span.RecordError(err)
+		r.span.SetStatus(codes.Error, err.Error())
+		r.span.End()
+	default:
+		r.span.SetStatus(codes.Ok, "")
+		r.span.End()
 	}
-	span.End()
-	secs := took.Seconds()
+	if !r.measured {
+		return
+	}
+	res := r.rt.ok
+	if err != nil {
+		res = r.rt.fail
+	}
+	secs := time.Since(r.start).Seconds()
 	for _, m := range t.meters {
 		m.duration.Record(ctx, secs, res...)
 	}
-	t.upDown(upActive, -1, rt.attrs)
+	t.upDown(upActive, -1, r.rt.attrs)
+	if r.settle {
+		t.upDown(upInFlight, -1, r.rt.attrs)
+	}
 }
 
 func (t *telemetry) upDown(u upDown, n int64, opts []metric.AddOption) {
@@ -307,48 +377,126 @@ func (t *telemetry) upDown(u upDown, n int64, opts []metric.AddOption) {
 type publishTrace struct {
 	t     *telemetry
 	ctx   context.Context
-	span  trace.Span
-	attrs []metric.AddOption
+	span  trace.Span         // nil: none (see spans)
+	attrs []metric.AddOption // nil: not measured (see metered)
 }
 
 // startPublish starts the PRODUCER span of a publish of key (without
 // prefix) to exchange and writes its context into msg's headers (a copy).
+// Without spans (see spans) the context written is the one ctx carries.
 func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg *amqp.Publishing) publishTrace {
-	exchange = orDefaultExchange(exchange)
-	attrs := t.pubAttrs
-	if exchange != t.exchange {
-		attrs = exchangeAttrs(exchange)
+	var span trace.Span
+	var attrs []metric.AddOption
+	if traced, measured := t.spans(), t.metered(); traced || measured {
+		pk := t.publishKey(exchange, key)
+		if measured {
+			attrs = pk.attrs
+		}
+		if traced {
+			ctx, span = t.tracer.Start(ctx, pk.spanName, producerOpts...)
+			span.SetAttributes(pk.spanAttrs...) // nothing if it does not record
+		}
 	}
-	ctx, span := t.tracer.Start(ctx, key+" publish", producerOpts...)
-	if span.IsRecording() {
-		span.SetAttributes(
+	if t.w3c {
+		injectW3C(ctx, msg)
+	} else {
+		h := headers{t: msg.Headers}
+		t.prop.Inject(ctx, &h)
+		msg.Headers = h.t
+	}
+	return publishTrace{t: t, ctx: ctx, span: span, attrs: attrs}
+}
+
+// publishTelemetry is what the spans and measurements of publishes of one
+// key to one exchange carry, built once (see publishKey).
+type publishTelemetry struct {
+	spanName  string
+	spanAttrs []attribute.KeyValue
+	attrs     []metric.AddOption
+}
+
+type publishKey struct{ exchange, key string }
+
+// publishKey returns the publishTelemetry of key on exchange.
+func (t *telemetry) publishKey(exchange, key string) *publishTelemetry {
+	exchange = orDefaultExchange(exchange)
+	return t.pubKeys.get(publishKey{exchange, key}, func() *publishTelemetry {
+		attrs := t.pubAttrs
+		if exchange != t.exchange {
+			attrs = exchangeAttrs(exchange)
+		}
+		return &publishTelemetry{spanName: key + " publish", attrs: attrs, spanAttrs: []attribute.KeyValue{
 			attribute.String(attrSystem, "rabbitmq"),
 			attribute.String(attrOperation, "publish"),
 			attribute.String(attrDest, exchange),
 			attribute.String(attrRoutingKey, key),
-		)
+		}}
+	})
+}
+
+// maxCached bounds the entries a cache keeps: the others' values are
+// built each time.
+const maxCached = 256
+
+// cache is a small copy-on-write map, read without locking, of values
+// built once per key: the measurement options and span attributes of the
+// keys published to, the routes and reasons of events.
+type cache[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+// get returns k's value, built by build if k has none.
+func (c *cache[K, V]) get(k K, build func() V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
 	}
-	h := headers{t: msg.Headers}
-	t.prop.Inject(ctx, &h)
-	msg.Headers = h.t
-	return publishTrace{t: t, ctx: ctx, span: span, attrs: attrs}
+	v := build()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[K]V
+	if m := c.m.Load(); m != nil {
+		old = *m
+	}
+	if cached, ok := old[k]; ok {
+		return cached
+	}
+	if len(old) < maxCached {
+		next := make(map[K]V, len(old)+1)
+		maps.Copy(next, old)
+		next[k] = v
+		c.m.Store(&next)
+	}
+	return v
 }
 
 // handed records a publish handed to the connection actor.
-func (p publishTrace) handed() { p.t.count(cPublished, p.attrs) }
+func (p publishTrace) handed() {
+	if p.attrs != nil {
+		p.t.count(cPublished, p.attrs)
+	}
+}
 
 // finish records the publish's outcome and ends its span.
 func (p publishTrace) finish(err error) {
-	switch {
-	case err == nil:
-		p.t.count(cConfirmed, p.attrs)
-		p.span.SetStatus(codes.Ok, "")
-	case errors.Is(err, broker.ErrNacked):
-		p.t.count(cNacked, p.attrs)
-	case errors.Is(err, broker.ErrUnroutable):
-		p.t.count(cReturned, p.attrs)
+	if p.attrs != nil {
+		switch {
+		case err == nil:
+			p.t.count(cConfirmed, p.attrs)
+		case errors.Is(err, broker.ErrNacked):
+			p.t.count(cNacked, p.attrs)
+		case errors.Is(err, broker.ErrUnroutable):
+			p.t.count(cReturned, p.attrs)
+		}
 	}
-	if err != nil {
+	switch {
+	case p.span == nil:
+		return
+	case err == nil:
+		p.span.SetStatus(codes.Ok, "")
+	default:
 		p.span.RecordError(err)
 		p.span.SetStatus(codes.Error, err.Error())
 	}
@@ -357,14 +505,24 @@ func (p publishTrace) finish(err error) {
 
 // deliveryEvent counts a dead-lettered or dropped message.
 func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
-	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.Route))}
 	switch e.Action {
 	case actors.DeadLetter:
-		t.count(cDeadLettered, []metric.AddOption{metric.WithAttributes(
-			attribute.String(attrRoute, e.Route), attribute.String(attrReason, deadLetterReason(e.Err)))})
+		t.count(cDeadLettered, t.eventAttrs(e.Route, deadLetterReason(e.Err)))
 	case actors.Drop:
-		t.count(cDropped, opt)
+		t.count(cDropped, t.eventAttrs(e.Route, ""))
 	}
+}
+
+// eventAttrs are the measurement options of an event of route, with a
+// dead-letter reason unless "".
+func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
+	return t.events.get([2]string{route, reason}, func() []metric.AddOption {
+		kvs := []attribute.KeyValue{attribute.String(attrRoute, route)}
+		if reason != "" {
+			kvs = append(kvs, attribute.String(attrReason, reason))
+		}
+		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kvs...))}
+	})
 }
 
 // deadLetterReason classifies why a message was dead-lettered:
@@ -393,15 +551,14 @@ func deadLetterReason(err error) string {
 
 // supervisorEvent counts restarts, give-ups and reconnections.
 func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
-	opt := []metric.AddOption{metric.WithAttributes(attribute.String(attrRoute, e.child))}
 	switch {
 	case e.kind == EventReady && e.child == "connection" && !firstReady:
 		t.count(cReconnects, noAttrs)
 	case e.child == "connection":
 	case e.kind == EventRestarted || e.kind == EventRespawned:
-		t.count(cRestarts, opt)
+		t.count(cRestarts, t.eventAttrs(e.child, ""))
 	case e.kind == EventGaveUp:
-		t.count(cGiveUps, opt)
+		t.count(cGiveUps, t.eventAttrs(e.child, ""))
 	}
 }
 

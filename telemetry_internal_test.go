@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -281,10 +282,15 @@ func TestTraceContextPropagatesWithoutSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	var forwarded amqp.Table
+	var userCarrier propagation.MapCarrier
 	if err := Subscribe(svc, "k", func(ctx context.Context, msg *Message[any]) error {
 		pub := amqp.Publishing{}
 		svc.tel.startPublish(ctx, "", "next", &pub).finish(nil)
 		forwarded = pub.Headers
+		// The handler's own code (an HTTP call, say) propagates the same
+		// context with OpenTelemetry's propagator.
+		userCarrier = propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, userCarrier)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -295,6 +301,9 @@ func TestTraceContextPropagatesWithoutSDK(t *testing.T) {
 	}
 	if forwarded["traceparent"] != tomodachiHeaders["traceparent"] {
 		t.Errorf("forwarded %v, want the incoming traceparent", forwarded)
+	}
+	if userCarrier["traceparent"] != tomodachiHeaders["traceparent"] {
+		t.Errorf("the handler's context injected %v, want the incoming traceparent", userCarrier)
 	}
 	// Without an incoming context, nothing is written (and the table not
 	// allocated).

@@ -21,8 +21,9 @@ type Tracker struct {
 	skip     bool
 	err      error
 	onSettle func(err error)
-	to       settler           // instead of onSettle (no closure to allocate)
-	after    []func(err error) // see AfterSettle
+	to       settler            // instead of onSettle (no closure to allocate)
+	after    []func(err error)  // see AfterSettle
+	afterBuf [2]func(err error) // after's first two (telemetry's, dedupe's), not allocated
 
 	attempt int  // the handler attempt this tracker belongs to (1 = first)
 	first   bool // the first handler run of this delivery
@@ -122,6 +123,9 @@ func (t *Tracker) AfterSettle(fn func(err error)) bool {
 	defer t.mu.Unlock()
 	if t.sealed {
 		return false
+	}
+	if t.after == nil {
+		t.after = t.afterBuf[:0]
 	}
 	t.after = append(t.after, fn)
 	return true

@@ -111,8 +111,11 @@ func checkFieldNames(path string, v any) error {
 				return invalidArg(ErrInvalidHeaders, "header name", path+k,
 					fmt.Sprintf("%d bytes, AMQP allows %d", len(k), MaxShortString))
 			}
-			if err := checkFieldNames(path+k+".", f); err != nil {
-				return err
+			switch f.(type) {
+			case amqp.Table, []any: // only those have names (no path built for others)
+				if err := checkFieldNames(path+k+".", f); err != nil {
+					return err
+				}
 			}
 		}
 	case []any:

@@ -56,6 +56,7 @@ func TestValidateRequest(t *testing.T) {
 		{"header type", func(r *Request) { r.Msg.Headers = amqp.Table{"u": uint64(1)} }, ErrInvalidHeaders},
 		{"header name", func(r *Request) { r.Msg.Headers = amqp.Table{long: 1} }, ErrInvalidHeaders},
 		{"nested header name", func(r *Request) { r.Msg.Headers = amqp.Table{"a": []any{amqp.Table{long: 1}}} }, ErrInvalidHeaders},
+		{"header name in a table", func(r *Request) { r.Msg.Headers = amqp.Table{"a": amqp.Table{"b": amqp.Table{long: 1}}} }, ErrInvalidHeaders},
 		{"long message id", func(r *Request) { r.Msg.MessageId = long }, ErrInvalidProperty},
 		{"long app id", func(r *Request) { r.Msg.AppId = long }, ErrInvalidProperty},
 		{"long content type", func(r *Request) { r.Msg.ContentType = long }, ErrInvalidProperty},
@@ -75,6 +76,19 @@ func TestValidateRequest(t *testing.T) {
 		}
 		if err != nil && len(err.Error()) > 400 {
 			t.Errorf("%s: error quotes the whole value: %d bytes", c.name, len(err.Error()))
+		}
+	}
+}
+
+// A publish's validation allocates nothing for headers without nested
+// tables (a traceparent), go test -bench ValidateRequest -benchmem.
+func BenchmarkValidateRequest(b *testing.B) {
+	r := &Request{Exchange: "amq.topic", RoutingKey: "k", Msg: amqp.Publishing{MessageId: "m", AppId: "a",
+		Headers: amqp.Table{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ValidateRequest(r); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
