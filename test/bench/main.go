@@ -49,7 +49,8 @@
 //     code before it.
 //   - routes: cmd/routes-node with -routes R routes (distinct keys, DLQs)
 //     against a one-route node: time to ready, VmRSS per idle route (5 s
-//     after ready, and again once the node ran debug.FreeOSMemory), p99
+//     after ready; with -idle D sampled for D with nothing forced; and once
+//     the node ran debug.FreeOSMemory), p99
 //     at 0.1 msg/s per route for -duration; a node that never becomes ready
 //     (-ready-timeout) is reported as the result. Then the broker's floor
 //     (-floor, on by default): the same topology set up by hand-written
@@ -100,6 +101,7 @@ type options struct {
 	trace        bool
 	routes       int
 	readyTimeout time.Duration
+	idle         time.Duration // routes mode: sample the idle RSS this long, nothing forced
 	floor        bool
 	floorPar     int
 	floorNoWait  bool
@@ -159,6 +161,7 @@ func run() int {
 	flag.IntVar(&o.routes, "routes", 10000, "routes mode: routes of the node")
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "routes mode: give up waiting for the node to be ready after this long")
 	flag.BoolVar(&o.floor, "floor", true, "routes mode: also measure the broker's floor, the same topology by hand-written amqp091-go (see runFloor)")
+	flag.DurationVar(&o.idle, "idle", 0, "routes mode: after the 5 s reading, also sample each node's idle RSS every 10 s for this long, nothing forced (the runtime's periodic GC comes after 2 minutes)")
 	flag.IntVar(&o.floorPar, "floor-par", 0, "routes mode: routes the floor sets up at once (0: all)")
 	flag.BoolVar(&o.floorNoWait, "floor-nowait", false, "routes mode: the floor binds and declares the dead-letter queue without waiting for the replies")
 	flag.BoolVar(&o.floorOnly, "floor-only", false, "routes mode: measure the broker's floor only (no node)")

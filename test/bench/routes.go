@@ -29,12 +29,14 @@ type routesResult struct {
 	// RSSGCKB is VmRSS after the node ran debug.FreeOSMemory (on SIGUSR1):
 	// the idle state the runtime's own periodic GC and scavenger reach
 	// within minutes, without the start-up garbage of RSSKB.
-	RSSGCKB int64        `json:"rss_gc_kb"`
-	Latency latencyStats `json:"latency"`
-	Missing int          `json:"missing"`
-	Dups    int          `json:"duplicates"`
-	Load    string       `json:"loadavg"`
-	Log     string       `json:"log"`
+	RSSGCKB int64 `json:"rss_gc_kb"`
+	// RSSIdleKB is VmRSS at the end of -idle, nothing forced.
+	RSSIdleKB int64        `json:"rss_idle_kb,omitempty"`
+	Latency   latencyStats `json:"latency"`
+	Missing   int          `json:"missing"`
+	Dups      int          `json:"duplicates"`
+	Load      string       `json:"loadavg"`
+	Log       string       `json:"log"`
 }
 
 // runRoutes is -mode routes: a one-route node, then a node with -routes
@@ -75,7 +77,7 @@ func runRoutes(ctx context.Context, o options) int {
 
 func printRoutes(rs []routesResult) {
 	fmt.Println("\nroutes benchmark (each node its own process, fresh vhost; RSS = VmRSS 5 s after ready, or at the give-up;")
-	fmt.Println("after GC = VmRSS once the node ran debug.FreeOSMemory: the idle state without start-up garbage)")
+	fmt.Println("after GC = VmRSS once the node ran debug.FreeOSMemory: the idle state without start-up garbage; idle = at the end of -idle, nothing forced)")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "routes\tready in\tconsumers\tRSS MiB\tKiB/route beyond 1\tafter GC\tp50\tp99\tmax\tchecked\tload1")
 	for _, r := range rs {
@@ -90,6 +92,9 @@ func printRoutes(rs []routesResult) {
 		perGC := "-"
 		if r.Routes > 1 && len(rs) > 0 && rs[0].Routes == 1 && r.RSSGCKB > 0 && rs[0].RSSGCKB > 0 {
 			perGC = fmt.Sprintf("%.1f", float64(r.RSSGCKB-rs[0].RSSGCKB)/float64(r.Routes-1))
+		}
+		if r.RSSIdleKB > 0 && r.Routes > 1 && rs[0].RSSIdleKB > 0 {
+			perGC += fmt.Sprintf(" (idle %.1f)", float64(r.RSSIdleKB-rs[0].RSSIdleKB)/float64(r.Routes-1))
 		}
 		check := "-"
 		if r.Latency.N > 0 {
@@ -144,6 +149,9 @@ func routesRun(ctx context.Context, bins *binaries, routes int, o options, laten
 	res.Ready = true
 	time.Sleep(5 * time.Second) // let start-up garbage be collected
 	res.RSSKB = rssKB(n.pid())
+	if o.idle > 0 {
+		res.RSSIdleKB = sampleIdle(ctx, n.pid(), res.Routes, o.idle)
+	}
 	if err := n.cmd.Process.Signal(syscall.SIGUSR1); err == nil {
 		time.Sleep(2 * time.Second) // the node frees memory, then idles
 		res.RSSGCKB = rssKB(n.pid())
@@ -152,6 +160,19 @@ func routesRun(ctx context.Context, bins *binaries, routes int, o options, laten
 		return res, nil
 	}
 	return res, routesLatency(ctx, d, n, &res, o)
+}
+
+// sampleIdle logs pid's VmRSS every 10 s for d and returns the last.
+func sampleIdle(ctx context.Context, pid, routes int, d time.Duration) int64 {
+	var kb int64
+	for start := time.Now(); ; {
+		kb = rssKB(pid)
+		logf("  idle %d routes, %s: RSS %.1f MiB", routes, time.Since(start).Round(time.Second), float64(kb)/1024)
+		if time.Since(start) >= d || ctx.Err() != nil {
+			return kb
+		}
+		time.Sleep(10 * time.Second)
+	}
 }
 
 // routesLatency publishes 0.1 message/s to every route (round robin) for
