@@ -1,6 +1,7 @@
 // Package testutil holds helpers for hato's integration tests: a logger
 // that shows its output only when a test fails, a concurrent collector of
-// handled messages, and service start/stop with cleanup.
+// handled messages, the ledger the fault and cluster suites account for
+// every message with, and service start/stop with cleanup.
 package testutil
 
 import (

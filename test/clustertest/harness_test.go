@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,17 +90,12 @@ type scenario struct {
 	name    string
 	svcName string
 	key     string
-	ids     []string
 	rate    int  // publishes per second; 0: as fast as confirms allow
 	classic bool // the route's queue is a classic queue, not a quorum queue
 
-	handled   *testutil.Collector
-	events    testutil.SupervisorEvents
-	dl        testutil.DeliveryEvents
-	confirmed sync.Map
-	nConf     atomic.Int64
-	published atomic.Int64
-	pubErrs   atomic.Int64
+	*testutil.Ledger
+	events testutil.SupervisorEvents
+	dl     testutil.DeliveryEvents
 
 	mu         sync.Mutex
 	starts     []time.Time
@@ -120,7 +113,7 @@ func newScenario(t *testing.T, c *clustertest.Cluster, name string, n, rate int)
 		slug = slug[len(slug)-60:]
 	}
 	return &scenario{t: t, c: c, name: name, svcName: "cl-" + slug, key: "cluster." + slug,
-		ids: testutil.IDs("m", n), rate: rate, handled: testutil.NewCollector()}
+		Ledger: testutil.NewLedger(t, n), rate: rate}
 }
 
 // options are the options of every service of the scenario: the given
@@ -154,7 +147,7 @@ func (s *scenario) service(urls []string, ropts ...hato.RouteOption) *hato.Servi
 		s.mu.Lock()
 		s.starts = append(s.starts, now)
 		s.mu.Unlock()
-		s.handled.Add(m.Data["id"])
+		s.Handled.Add(m.Data["id"])
 		return nil
 	}, s.routeOptions(ropts)...)
 	if err != nil {
@@ -206,97 +199,21 @@ func (s *scenario) awayFrom(svc *hato.Service, n int, nodeOf func(string) int) i
 	return m
 }
 
-// publishAll publishes every id through p from 4 goroutines, paced at
-// s.rate, and closes the returned channel when all calls returned. A
-// publish that fails is counted, not retried: the table shows it.
-func (s *scenario) publishAll(p *hato.Service) <-chan struct{} {
-	done := make(chan struct{})
-	const workers = 4
-	var interval time.Duration
-	if s.rate > 0 {
-		interval = time.Second / time.Duration(s.rate)
-	}
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(s.ids); i += workers {
-				if interval > 0 {
-					time.Sleep(time.Until(begin.Add(time.Duration(i) * interval))) // pacing, not waiting for a condition
-				}
-				s.publishOne(p, s.ids[i])
-			}
-		})
-	}
-	go func() { wg.Wait(); close(done) }()
-	return done
-}
-
-func (s *scenario) publishOne(p *hato.Service, id string) {
-	s.published.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := p.Publish(ctx, map[string]string{"id": id}, s.key); err != nil {
-		if s.pubErrs.Add(1) <= 5 {
-			s.t.Logf("publish %s: %v", id, err)
-		}
-		return
-	}
-	s.confirmed.Store(id, true)
-	s.nConf.Add(1)
-}
-
-// waitConfirmed waits until a fraction of the ids was confirmed.
-func (s *scenario) waitConfirmed(fraction float64) {
-	s.t.Helper()
-	want := int64(float64(len(s.ids)) * fraction)
-	brokertest.WaitFor(s.t, 2*time.Minute, func() bool { return s.nConf.Load() >= want }, "%d confirmed publishes", want)
-}
-
-// waitPublished waits for the publishers.
-func (s *scenario) waitPublished(done <-chan struct{}) {
-	s.t.Helper()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Minute):
-		s.t.Fatalf("publishers did not finish (%d of %d confirmed)", s.nConf.Load(), len(s.ids))
-	}
-}
-
-// settle waits until every confirmed id was handled (or the timeout).
-func (s *scenario) settle(timeout time.Duration) {
-	_ = brokertest.Eventually(timeout, func() bool { return s.lostCount() == 0 })
-}
-
-func (s *scenario) lostCount() int { return len(s.lostIDs(-1)) }
-
-func (s *scenario) lostIDs(max int) []string {
-	var out []string
-	s.confirmed.Range(func(k, _ any) bool {
-		if s.handled.Count(k.(string)) == 0 {
-			out = append(out, k.(string))
-		}
-		return max < 0 || len(out) < max
-	})
-	sort.Strings(out)
-	return out
-}
-
 // run publishes the ids through svc (which also consumes them), injects
 // fault once 30 % are confirmed, waits for everything to be handled, stops
 // svc and returns how many messages were left in its queue.
 func (s *scenario) run(svc *hato.Service, fault func()) int {
 	s.t.Helper()
 	began := time.Now()
-	done := s.publishAll(svc)
-	s.waitConfirmed(0.3)
+	done := s.PublishAll(svc, s.key, s.rate)
+	s.WaitConfirmed(0.3)
 	s.t.Logf("30%% confirmed after %s", time.Since(began).Round(10*time.Millisecond))
 	s.faultStart = time.Now()
 	fault()
 	s.phase("fault injected and recovered from")
-	s.waitPublished(done)
+	s.WaitPublished(done)
 	s.phase("every publish returned")
-	s.settle(2 * time.Minute)
+	s.Settle(2 * time.Minute)
 	s.phase("every confirmed id handled")
 	queue := svc.Routes()[0].Queue
 	testutil.Stop(s.t, svc)
@@ -310,7 +227,7 @@ func (s *scenario) run(svc *hato.Service, fault func()) int {
 // took over a minute fails the test (its logs are printed then).
 func (s *scenario) phase(what string) {
 	took := time.Since(s.faultStart)
-	s.t.Logf("%s %s after the fault (confirmed %d, handled %d)", what, took.Round(10*time.Millisecond), s.nConf.Load(), s.handled.Distinct())
+	s.t.Logf("%s %s after the fault (confirmed %d, handled %d)", what, took.Round(10*time.Millisecond), s.Confirmed(), s.Handled.Distinct())
 	if took > time.Minute {
 		s.t.Errorf("%s only %s after the fault", what, took.Round(time.Second))
 	}
@@ -372,11 +289,11 @@ func (s *scenario) finish(left int, reconnect time.Duration, notes string) {
 	s.t.Helper()
 	res := result{
 		scenario:   s.name,
-		published:  int(s.published.Load()),
-		confirmed:  int(s.nConf.Load()),
-		handled:    s.handled.Distinct(),
-		lost:       s.lostCount(),
-		duplicates: s.handled.Total() - s.handled.Distinct(),
+		published:  int(s.Attempted()),
+		confirmed:  int(s.Confirmed()),
+		handled:    s.Handled.Distinct(),
+		lost:       s.Lost(),
+		duplicates: s.Handled.Total() - s.Handled.Distinct(),
 		left:       left,
 		reconnect:  reconnect,
 		stall:      s.stall(),
@@ -385,13 +302,13 @@ func (s *scenario) finish(left int, reconnect time.Duration, notes string) {
 	record(res)
 	s.t.Logf("%s: %+v", s.name, res)
 	if res.lost > 0 {
-		s.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, s.lostIDs(5))
+		s.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, s.LostIDs(5))
 	}
 	if left > 0 {
 		s.t.Errorf("%d messages left in the queue", left)
 	}
-	if res.confirmed != len(s.ids) {
-		s.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(s.ids), s.pubErrs.Load())
+	if res.confirmed != len(s.IDs) {
+		s.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(s.IDs), s.Failed())
 	}
 	for _, e := range s.dl.Snapshot() {
 		s.t.Errorf("delivery event: %s %s: %v", e.Action, e.MessageID, e.Err)

@@ -135,11 +135,11 @@ func scenarioHatoProcesses(t *testing.T, c *clustertest.Cluster) {
 	)
 	for k := 1; k <= 3; k++ {
 		s := newScenario(t, c, fmt.Sprintf("throughput with %d hato processes", k), msgs, 0)
-		ws := startWorkers(t, c, k, s.svcName, s.key, work, conc, s.handled)
+		ws := startWorkers(t, c, k, s.svcName, s.key, work, conc, s.Handled)
 		p := s.publisher()
 		begin := time.Now()
-		s.waitPublished(s.publishAll(p))
-		brokertest.WaitFor(t, 2*time.Minute, func() bool { return s.handled.Distinct() >= msgs }, "%d messages handled", msgs)
+		s.WaitPublished(s.PublishAll(p, s.key, s.rate))
+		brokertest.WaitFor(t, 2*time.Minute, func() bool { return s.Handled.Distinct() >= msgs }, "%d messages handled", msgs)
 		took := time.Since(begin)
 		recordThroughput(fmt.Sprintf("| %d | %d | %s | %.0f msg/s |", k, msgs, took.Round(10*time.Millisecond), float64(msgs)/took.Seconds()))
 		for _, w := range ws {
@@ -150,14 +150,14 @@ func scenarioHatoProcesses(t *testing.T, c *clustertest.Cluster) {
 	s := newScenario(t, c, "one of three hato processes killed", n, rate)
 	// Slower handlers than publishes: a backlog builds up, so every process
 	// holds a full prefetch of unacked deliveries when one is killed.
-	ws := startWorkers(t, c, 3, s.svcName, s.key, work, conc, s.handled)
+	ws := startWorkers(t, c, 3, s.svcName, s.key, work, conc, s.Handled)
 	p := s.publisher()
-	done := s.publishAll(p)
-	brokertest.WaitFor(t, time.Minute, func() bool { return s.handled.Distinct() >= n*3/10 }, "30%% handled")
+	done := s.PublishAll(p, s.key, s.rate)
+	brokertest.WaitFor(t, time.Minute, func() bool { return s.Handled.Distinct() >= n*3/10 }, "30%% handled")
 	s.faultStart = time.Now()
 	ws[0].kill()
-	s.waitPublished(done)
-	s.settle(2 * time.Minute)
+	s.WaitPublished(done)
+	s.Settle(2 * time.Minute)
 	for _, w := range ws[1:] {
 		w.stop(t)
 	}

@@ -195,10 +195,10 @@ func scenarioClassicHomeNodeDown(t *testing.T, c *clustertest.Cluster) {
 	decl := s.service([]string{c.URL(home)})
 	testutil.Stop(t, decl)
 	svc := s.service(c.URLs()[1:])
-	first := s.ids[:200]
-	s.ids = first
-	s.waitPublished(s.publishAll(svc))
-	s.settle(time.Minute)
+	first := s.IDs[:200]
+	s.IDs = first
+	s.WaitPublished(s.PublishAll(svc, s.key, s.rate))
+	s.Settle(time.Minute)
 
 	s.faultStart = time.Now()
 	c.Kill(home)
@@ -220,12 +220,10 @@ func scenarioClassicHomeNodeDown(t *testing.T, c *clustertest.Cluster) {
 	brokertest.WaitFor(t, 2*time.Minute, func() bool { return s.readyAfter("route-", s.faultStart) }, "the route to consume again")
 	back := time.Since(restarted)
 
-	s.ids = append(first, testutil.IDs("after", 200)...)
-	s.published.Store(0)
-	s.confirmed.Clear()
-	s.nConf.Store(0)
-	s.waitPublished(s.publishAll(svc))
-	s.settle(time.Minute)
+	s.IDs = append(first, testutil.IDs("after", 200)...)
+	s.Reset()
+	s.WaitPublished(s.PublishAll(svc, s.key, s.rate))
+	s.Settle(time.Minute)
 	queue := svc.Routes()[0].Queue
 	testutil.Stop(t, svc)
 	s.finish(s.leftInQueue(queue), 0, fmt.Sprintf("node down %s: route cancelled, %d unavailable events (404 home node down), service never failed; "+
@@ -241,10 +239,10 @@ func scenarioNonCompeting(t *testing.T, c *clustertest.Cluster) {
 	a := s.service(c.URLs(), hato.NotCompeting())
 	b := s.service(c.URLs(), hato.NotCompeting())
 	nodes := fmt.Sprintf("instances on %s and %s", c.Name(s.node(a)), c.Name(s.node(b)))
-	s.waitPublished(s.publishAll(a))
-	brokertest.WaitFor(t, time.Minute, func() bool { return s.handled.Total() >= 2*len(s.ids) }, "both instances to handle every message")
-	for _, id := range s.ids {
-		if got := s.handled.Count(id); got != 2 {
+	s.WaitPublished(s.PublishAll(a, s.key, s.rate))
+	brokertest.WaitFor(t, time.Minute, func() bool { return s.Handled.Total() >= 2*len(s.IDs) }, "both instances to handle every message")
+	for _, id := range s.IDs {
+		if got := s.Handled.Count(id); got != 2 {
 			t.Fatalf("%s handled %d times, want once per instance", id, got)
 		}
 	}

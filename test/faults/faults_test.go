@@ -51,16 +51,16 @@ func scenarioPanicsAndKills(t *testing.T) {
 	}, []hato.Option{fastSupervision, hato.WithSupervisorEvents(func(e hato.SupervisorEvent) { events.Add(e); r.onEvent(e) })}, hato.Concurrency(4))
 	testutil.Start(t, svc)
 	p := r.publisher("faults-panics-pub")
-	done := r.publishAll(p, r.key)
+	done := r.PublishAll(p, r.key, 0)
 
 	pid := svc.Routes()[0].Actor
-	r.waitConfirmed(0.3)
+	r.WaitConfirmed(0.3)
 	r.faultStart = time.Now()
 	svc.ActorSystem().Root.Stop(pid)
-	r.waitConfirmed(0.6)
+	r.WaitConfirmed(0.6)
 	svc.ActorSystem().Root.Poison(pid)
-	r.waitPublished(done)
-	r.settle(time.Minute)
+	r.WaitPublished(done)
+	r.Settle(time.Minute)
 	testutil.Stop(t, svc)
 	res := r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.sinceFault(firstTime(events.FirstAfter(hato.EventRespawned, r.faultStart))),
 		fmt.Sprintf("%d panics, %d restarts, %d respawns", events.Count(hato.EventFailed),
@@ -93,15 +93,15 @@ func scenarioPoison(t *testing.T) {
 		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 3, MaxRedeliveries: 3})})
 	testutil.Start(t, svc)
 	p := r.publisher("faults-poison-pub")
-	r.waitPublished(r.publishAll(p, r.key))
+	r.WaitPublished(r.PublishAll(p, r.key, 0))
 	// The poison is never "handled" (the handler fails before recording).
 	for id := range failing {
-		r.confirmed.Delete(id)
+		r.Forget(id)
 	}
 	for id := range panicking {
-		r.confirmed.Delete(id)
+		r.Forget(id)
 	}
-	r.settle(time.Minute)
+	r.Settle(time.Minute)
 	brokertest.WaitFor(t, time.Minute, func() bool { return dl.Len() == len(failing)+len(panicking) }, "poison dead-lettered")
 	route := svc.Routes()[0]
 	testutil.Stop(t, svc)
@@ -149,11 +149,11 @@ func scenarioCloseConnections(t *testing.T) {
 	svc := r.consumer("faults-close", nil, []hato.Option{hato.WithConnectionName("faults-close-consumer")}, hato.Concurrency(4))
 	testutil.Start(t, svc)
 	p := r.publisher("faults-close-pub", hato.WithConnectionName("faults-close-publisher"))
-	done := r.publishAll(p, r.key)
+	done := r.PublishAll(p, r.key, 0)
 	ours := brokertest.NamePrefix("faults-close-")
 	closed := 0
 	for i, at := range []float64{0.3, 0.6} {
-		r.waitConfirmed(at)
+		r.WaitConfirmed(at)
 		if i == 0 {
 			r.faultStart = time.Now()
 		}
@@ -163,8 +163,8 @@ func scenarioCloseConnections(t *testing.T) {
 		}
 		closed += n
 	}
-	r.waitPublished(done)
-	r.settle(time.Minute)
+	r.WaitPublished(done)
+	r.Settle(time.Minute)
 	testutil.Stop(t, svc)
 	r.faultStart = r.lostAt(r.faultStart) // when the first close hit, not when rabbitmqctl started
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("%d connections closed in 2 rounds; recovery = channel lost to consuming again", closed))
@@ -186,7 +186,7 @@ func scenarioFiftyRoutes(t *testing.T) {
 		key := fmt.Sprintf("fifty.%d", i)
 		if err := hato.Subscribe(svc, key, func(ctx context.Context, m *hato.Message[map[string]string]) error {
 			r.started()
-			r.handled.Add(m.Data["id"])
+			r.Handled.Add(m.Data["id"])
 			return nil
 		}); err != nil {
 			t.Fatal(err)
@@ -209,16 +209,12 @@ func scenarioFiftyRoutes(t *testing.T) {
 	}, "every route consuming again")
 	r.faultStart = r.lostAt(r.faultStart)
 	p := r.publisher("faults-fifty-pub")
-	ctx := context.Background()
-	for i, id := range r.ids {
-		r.published.Add(1)
-		if err := p.Publish(ctx, map[string]string{"id": id}, fmt.Sprintf("fifty.%d", i%routes)); err != nil {
+	for i, id := range r.IDs {
+		if err := r.Publish(p, fmt.Sprintf("fifty.%d", i%routes), id); err != nil {
 			t.Fatal(err)
 		}
-		r.confirmed.Store(id, true)
-		r.nConf.Add(1)
 	}
-	r.settle(time.Minute)
+	r.Settle(time.Minute)
 	queues := make([]string, 0, routes)
 	for _, rt := range svc.Routes() {
 		queues = append(queues, rt.Queue)
@@ -234,8 +230,8 @@ func scenarioBrokerRestart(t *testing.T) {
 	svc := r.consumer("faults-restart", nil, nil, hato.Concurrency(4))
 	testutil.Start(t, svc)
 	p := r.publisher("faults-restart-pub")
-	done := r.publishAll(p, r.key)
-	r.waitConfirmed(0.3)
+	done := r.PublishAll(p, r.key, 0)
+	r.WaitConfirmed(0.3)
 	t.Run("stop_app for 3s", func(t *testing.T) {
 		r.faultStart = time.Now()
 		brokertest.StopApp(t)
@@ -243,11 +239,11 @@ func scenarioBrokerRestart(t *testing.T) {
 		brokertest.StartApp(t)
 		r.faultEnd = time.Now()
 	})
-	r.waitPublished(done)
-	r.settle(2 * time.Minute)
+	r.WaitPublished(done)
+	r.Settle(2 * time.Minute)
 	testutil.Stop(t, svc)
 	r.faultStart = r.lostAt(r.faultStart) // when the connections dropped
-	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("app down 3s + restart; recovery = channel lost to consuming again; %d publish errors", r.pubErrs.Load()))
+	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.reconnected(1), fmt.Sprintf("app down 3s + restart; recovery = channel lost to consuming again; %d publish errors", r.Failed()))
 }
 
 // 5. The network goes silent for several seconds (a proxy stops
@@ -258,15 +254,15 @@ func scenarioNetworkCut(t *testing.T) {
 	svc := r.consumer("faults-netcut", nil, []hato.Option{hato.WithURL(viaProxy), hato.WithHeartbeat(2 * time.Second)}, hato.Concurrency(4))
 	testutil.Start(t, svc)
 	p := r.publisher("faults-netcut-pub", hato.WithURL(viaProxy), hato.WithHeartbeat(2*time.Second))
-	done := r.publishAll(p, r.key)
-	r.waitConfirmed(0.3)
+	done := r.PublishAll(p, r.key, 0)
+	r.WaitConfirmed(0.3)
 	r.faultStart = time.Now()
 	proxy.Pause()
 	time.Sleep(8 * time.Second) // the cut itself: longer than heartbeat detection (3 × 2s)
 	proxy.Resume()
 	r.faultEnd = time.Now()
-	r.waitPublished(done)
-	r.settle(2 * time.Minute)
+	r.WaitPublished(done)
+	r.Settle(2 * time.Minute)
 	testutil.Stop(t, svc)
 	st := proxy.Stats()
 	detected := r.lostAt(r.faultStart).Sub(r.faultStart).Round(10 * time.Millisecond)
@@ -287,7 +283,7 @@ func scenarioNodeRestart(t *testing.T) {
 	}
 	if err := hato.Subscribe(collector, "example.response", func(ctx context.Context, m *hato.Message[map[string]string]) error {
 		r.started()
-		r.handled.Add(m.Data["id"])
+		r.Handled.Add(m.Data["id"])
 		return nil
 	}, hato.Concurrency(4)); err != nil {
 		t.Fatal(err)
@@ -297,8 +293,8 @@ func scenarioNodeRestart(t *testing.T) {
 	node := startNode(t, bin, r.url)
 	waitBound(t, r.url)
 	p := r.publisher("faults-node-pub")
-	done := r.publishAll(p, "example.topic")
-	r.waitConfirmed(0.3)
+	done := r.PublishAll(p, "example.topic", 0)
+	r.WaitConfirmed(0.3)
 	r.faultStart = time.Now()
 	if err := node.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -306,8 +302,8 @@ func scenarioNodeRestart(t *testing.T) {
 	code := waitExit(t, node, 60*time.Second)
 	node = startNode(t, bin, r.url)
 	r.faultEnd = time.Now()
-	r.waitPublished(done)
-	r.settle(2 * time.Minute)
+	r.WaitPublished(done)
+	r.Settle(2 * time.Minute)
 	_ = node.Process.Signal(syscall.SIGTERM)
 	code2 := waitExit(t, node, 60*time.Second)
 	testutil.Stop(t, collector)
@@ -343,21 +339,21 @@ func scenarioMemoryAlarm(t *testing.T) {
 	}, nil)
 	testutil.Start(t, svc)
 	p := r.publisher("faults-alarm-pub")
-	done := r.publishAll(p, r.key)
-	r.waitConfirmed(0.5)
+	done := r.PublishAll(p, r.key, 0)
+	r.WaitConfirmed(0.5)
 	var confirmedDuring, handledDuring int64
 	t.Run("alarm for 5s", func(t *testing.T) {
 		brokertest.SetMemoryWatermark(t, "0.000001")
 		brokertest.WaitFor(t, time.Minute, func() bool { a, _ := brokertest.MemoryAlarm(); return a }, "memory alarm")
 		r.faultStart = time.Now()
-		c0, h0 := r.nConf.Load(), int64(r.handled.Total())
+		c0, h0 := r.Confirmed(), int64(r.Handled.Total())
 		open()
 		time.Sleep(5 * time.Second)
-		confirmedDuring, handledDuring = r.nConf.Load()-c0, int64(r.handled.Total())-h0
+		confirmedDuring, handledDuring = r.Confirmed()-c0, int64(r.Handled.Total())-h0
 	}) // the cleanup restores the watermark
 	r.faultEnd = time.Now()
-	r.waitPublished(done)
-	r.settle(2 * time.Minute)
+	r.WaitPublished(done)
+	r.Settle(2 * time.Minute)
 	testutil.Stop(t, svc)
 	r.finish(r.leftInQueues(svc.Routes()[0].Queue), r.confirmedAfterFault(),
 		fmt.Sprintf("5s alarm: %d publishes confirmed, %d messages handled meanwhile", confirmedDuring, handledDuring))

@@ -6,10 +6,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,16 +78,11 @@ func printTable() {
 
 // run is the bookkeeping of one scenario.
 type run struct {
-	t         *testing.T
-	name      string
-	url       string
-	key       string
-	ids       []string
-	handled   *testutil.Collector
-	confirmed sync.Map
-	nConf     atomic.Int64
-	published atomic.Int64
-	pubErrs   atomic.Int64
+	t    *testing.T
+	name string
+	url  string
+	key  string
+	*testutil.Ledger
 
 	mu       sync.Mutex
 	starts   []time.Time // handler starts
@@ -103,7 +96,17 @@ type run struct {
 func newRun(t *testing.T, name string, n int) *run {
 	_, url := brokertest.NewVhost(t)
 	key := strings.ReplaceAll(name, " ", "-") + ".events"
-	return &run{t: t, name: name, url: url, key: key, ids: testutil.IDs("m", n), handled: testutil.NewCollector()}
+	r := &run{t: t, name: name, url: url, key: key, Ledger: testutil.NewLedger(t, n)}
+	r.OnConfirm = r.confirmedNow
+	return r
+}
+
+// confirmedNow records when a publish was confirmed.
+func (r *run) confirmedNow() {
+	now := time.Now()
+	r.mu.Lock()
+	r.confirms = append(r.confirms, now)
+	r.mu.Unlock()
 }
 
 // opts are the options of every service of the scenario.
@@ -122,84 +125,6 @@ func (r *run) started() {
 	r.mu.Lock()
 	r.starts = append(r.starts, now)
 	r.mu.Unlock()
-}
-
-// publishAll publishes every id from 4 goroutines and returns when all
-// calls returned.
-func (r *run) publishAll(p *hato.Service, key string) <-chan struct{} {
-	done := make(chan struct{})
-	const workers = 4
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; i < len(r.ids); i += workers {
-				id := r.ids[i]
-				r.published.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				err := p.Publish(ctx, map[string]string{"id": id}, key)
-				cancel()
-				if err != nil {
-					if r.pubErrs.Add(1) <= 5 {
-						r.t.Logf("publish %s: %v", id, err)
-					}
-					continue
-				}
-				r.confirmed.Store(id, true)
-				r.nConf.Add(1)
-				now := time.Now()
-				r.mu.Lock()
-				r.confirms = append(r.confirms, now)
-				r.mu.Unlock()
-			}
-		}(w)
-	}
-	go func() { wg.Wait(); close(done) }()
-	return done
-}
-
-// waitConfirmed waits until a fraction of the ids was confirmed.
-func (r *run) waitConfirmed(fraction float64) {
-	want := int64(float64(len(r.ids)) * fraction)
-	brokertest.WaitFor(r.t, 2*time.Minute, func() bool { return r.nConf.Load() >= want }, "%d confirmed publishes", want)
-}
-
-// waitPublished waits for the publishers, failing after 3 minutes.
-func (r *run) waitPublished(done <-chan struct{}) {
-	select {
-	case <-done:
-	case <-time.After(3 * time.Minute):
-		r.t.Fatalf("publishers did not finish (%d of %d confirmed)", r.nConf.Load(), len(r.ids))
-	}
-}
-
-// settle waits until every confirmed id was handled (or the timeout).
-func (r *run) settle(timeout time.Duration) {
-	_ = brokertest.Eventually(timeout, func() bool { return r.lostCount() == 0 })
-}
-
-func (r *run) lostCount() int {
-	n := 0
-	r.confirmed.Range(func(k, _ any) bool {
-		if r.handled.Count(k.(string)) == 0 {
-			n++
-		}
-		return true
-	})
-	return n
-}
-
-func (r *run) lostIDs(max int) []string {
-	var out []string
-	r.confirmed.Range(func(k, _ any) bool {
-		if r.handled.Count(k.(string)) == 0 {
-			out = append(out, k.(string))
-		}
-		return len(out) < max
-	})
-	sort.Strings(out)
-	return out
 }
 
 // onEvent records when the consumer's routes became ready again.
@@ -297,24 +222,24 @@ func (r *run) leftInQueues(queues ...string) int {
 func (r *run) finish(left int, recovery time.Duration, notes string) result {
 	res := result{
 		scenario:   r.name,
-		published:  int(r.published.Load()),
-		confirmed:  int(r.nConf.Load()),
-		handled:    r.handled.Distinct(),
-		lost:       r.lostCount(),
-		duplicates: r.handled.Total() - r.handled.Distinct(),
+		published:  int(r.Attempted()),
+		confirmed:  int(r.Confirmed()),
+		handled:    r.Handled.Distinct(),
+		lost:       r.Lost(),
+		duplicates: r.Handled.Total() - r.Handled.Distinct(),
 		unacked:    left,
 		recovery:   recovery,
 		notes:      notes,
 	}
 	record(res)
 	if res.lost > 0 {
-		r.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, r.lostIDs(5))
+		r.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, r.LostIDs(5))
 	}
 	if res.unacked > 0 {
 		r.t.Errorf("%d messages left in the queues", res.unacked)
 	}
-	if res.confirmed != len(r.ids) {
-		r.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(r.ids), r.pubErrs.Load())
+	if res.confirmed != len(r.IDs) {
+		r.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(r.IDs), r.Failed())
 	}
 	return res
 }
@@ -334,7 +259,7 @@ func (r *run) consumer(name string, extra func(ctx context.Context, id string) e
 				return err
 			}
 		}
-		r.handled.Add(id)
+		r.Handled.Add(id)
 		return nil
 	}, ropts...)
 	if err != nil {
