@@ -77,7 +77,7 @@ func ConnectionProps(cfg ConnectionConfig) *actor.Props {
 	if cfg.Direct != nil {
 		cfg.Direct.limit.Store(int64(cfg.PublishBuffer))
 	}
-	shared := &connShared{}
+	shared := &connShared{setup: broker.NewSetupPool(broker.SetupBase)}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &connection{cfg: cfg, shared: shared, log: cfg.Logger}
 	}, actor.WithDispatcher(newWarmDispatcher()))
@@ -94,6 +94,7 @@ type connShared struct {
 	mu       sync.Mutex
 	stopped  bool
 	handback []*broker.Request
+	setup    *broker.SetupPool // route set-ups (see broker.SetupBase)
 
 	pending []*broker.Request
 	waiters []*OpenChannel

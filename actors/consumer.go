@@ -516,13 +516,13 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		},
 	}
 	ch, op, start := msg.Channel, c.op, c.begin
-	go func() {
+	msg.Setup.GoNext(func() {
 		s, q, err := start(ch, cfg)
 		if err == nil && !op.holdSession(s) {
 			return // the actor is gone: the session is closed, its deliveries go back
 		}
 		sys.Root.Send(self, &sessionStarted{inc: inc, gen: gen, s: s, q: q, err: err})
-	}()
+	})
 }
 
 func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {

@@ -31,6 +31,9 @@ type ChannelReply struct {
 	Nonce   uint64
 	Channel *amqp.Channel
 	Err     error
+	// Setup is the connection's set-up pool: the receiver runs the
+	// channel's set-up round trips on it (nil: on a goroutine of its own).
+	Setup *broker.SetupPool
 }
 
 // StatusRequest asks the connection actor for a ConnectionStatus reply

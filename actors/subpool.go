@@ -78,14 +78,14 @@ func openOn(subs []*amqp.Connection) (ch *amqp.Channel, err error, full bool) {
 // openFor opens a channel for req on a goroutine; if the pool is full it
 // reports back to grow it.
 func (c *connection) openFor(req *OpenChannel) {
-	subs, gen, self, sys := slices.Clone(c.subs), c.gen, c.self, c.sys
+	subs, gen, self, sys, setup := slices.Clone(c.subs), c.gen, c.self, c.sys, c.shared.setup
 	go func() {
 		ch, err, full := openOn(subs)
 		if full {
 			sys.Root.Send(self, &subsFull{req: req, gen: gen, n: len(subs)})
 			return
 		}
-		sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: ch, Err: err})
+		sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: ch, Err: err, Setup: setup})
 	}()
 }
 

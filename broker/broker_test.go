@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,6 +250,75 @@ func TestConsumerSettlesOnItsOwnChannelAndRequeuesOnClose(t *testing.T) {
 	n, consumers := brokertest.Inspect(t, conn, queue)
 	if n != 7 || consumers != 0 {
 		t.Fatalf("queue has %d messages and %d consumers, want 7 (10 - 2 acked - 1 rejected) and 0", n, consumers)
+	}
+}
+
+// goroutinesIn counts the goroutines whose stack holds fn.
+func goroutinesIn(fn string) int {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestConsumerAcksFromAnyGoroutineOnAFlusherThatDoesNotStay(t *testing.T) {
+	conn := dial(t, "broker-test-flusher")
+	setup := channel(t, conn)
+	queue := "broker-test-" + RandomID()
+	topo := Topology{Queue: queue, BindingKey: queue, QueueTTL: time.Minute}
+	defer func() { _, _ = channel(t, conn).QueueDelete(queue, false, false, false) }()
+	if _, err := topo.Declare(setup); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := range n {
+		if err := setup.Publish("", queue, false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliveries := make(chan *Delivery, n)
+	ended := make(chan error, 1)
+	before := liveConsumers.Load()
+	c, _, err := StartConsumer(channel(t, conn), ConsumerConfig{
+		Topology: topo, Prefetch: n,
+		Deliver: func(d *Delivery) { deliveries <- d },
+		Closed:  func(err error) { ended <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live := liveConsumers.Load(); live != before+1 {
+		t.Fatalf("%d consumers running, want %d", live, before+1)
+	}
+	// Acked from 8 goroutines at once, in no particular order.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range n / 8 {
+				(<-deliveries).Ack()
+			}
+		})
+	}
+	wg.Wait()
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return goroutinesIn("broker.(*Consumer).flush") == 0 },
+		"the flusher to go once every ack was sent")
+	if g := goroutinesIn("broker.(*Consumer).run"); g != 1 {
+		t.Fatalf("%d session goroutines, want 1", g)
+	}
+	c.Close()
+	if err := <-ended; err != nil {
+		t.Fatalf("graceful close reported %v", err)
+	}
+	if live := liveConsumers.Load(); live != before {
+		t.Fatalf("%d consumers running after Closed, want %d", live, before)
+	}
+	if left, _ := brokertest.Inspect(t, conn, queue); left != 0 {
+		t.Fatalf("%d of %d messages back in the queue: acks were lost", left, n)
 	}
 }
 

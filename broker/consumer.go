@@ -28,24 +28,31 @@ type ConsumerConfig struct {
 }
 
 // Consumer is one channel consuming one queue. It is the channel's only
-// owner: every AMQP call on the channel (qos, declarations, consume, acks,
-// cancel, close) happens on its goroutine, so acks from any goroutine are
-// safe and never block the caller. The acks it finds queued together are
-// coalesced: one multiple ack over the contiguous run of the oldest
-// unsettled deliveries they settle (never past one that is not acked), the
-// others one by one. Acks after the session ended are
-// dropped: the broker has already requeued those deliveries, and a delivery
-// tag never reaches any other channel.
+// owner: its session goroutine receives the deliveries, and every other
+// AMQP call on the channel (acks, nacks, cancel, close) is made by one
+// flusher goroutine at a time, started when the owner queues an op and
+// gone when none is left, so acks from any goroutine are safe, never block
+// the caller, and keep their order. The acks a flusher finds queued
+// together are coalesced: one multiple ack over the contiguous run of the
+// oldest unsettled deliveries they settle (never past one that is not
+// acked), the others one by one. Acks after the session ended are dropped:
+// the broker has already requeued those deliveries, and a delivery tag
+// never reaches any other channel.
+//
+// An idle session holds one goroutine, parked in a plain channel receive
+// with a small stack (see run).
 type Consumer struct {
 	ch  *amqp.Channel
 	cfg ConsumerConfig
 
-	mu      sync.Mutex
-	ops     []op
-	signal  chan struct{}
-	stopped bool // no more ops accepted
+	mu       sync.Mutex
+	ops      []op
+	flushing bool // a flusher goroutine is running
+	stopped  bool // no more ops accepted
+	batch    []op // the running flusher's
 
-	st runState // the session goroutine's alone
+	stMu sync.Mutex
+	st   runState
 }
 
 type opKind int
@@ -136,8 +143,12 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 	if err != nil {
 		return fail(classify(fmt.Sprintf("consume %q", cfg.Topology.Queue), err))
 	}
-	c := &Consumer{ch: ch, cfg: cfg, signal: make(chan struct{}, 1)}
-	go c.run(deliveries, closes, cancels)
+	c := &Consumer{ch: ch, cfg: cfg}
+	// The first Delivery is allocated here, not on the session's goroutine:
+	// an allocation can take the allocator's slow path, whose stack depth
+	// would grow that goroutine's stack for good before it first parks.
+	liveConsumers.Add(1)
+	go c.run(deliveries, closes, cancels, &Delivery{session: c})
 	return c, q, nil
 }
 
@@ -150,6 +161,7 @@ func (c *Consumer) Cancel() { c.enqueue(op{kind: opCancel}) }
 // enqueued before Close are sent first.
 func (c *Consumer) Close() { c.enqueue(op{kind: opClose}) }
 
+// enqueue queues o and starts a flusher unless one is running.
 func (c *Consumer) enqueue(o op) {
 	c.mu.Lock()
 	if c.stopped {
@@ -157,19 +169,30 @@ func (c *Consumer) enqueue(o op) {
 		return
 	}
 	c.ops = append(c.ops, o)
+	start := !c.flushing
+	c.flushing = true
 	c.mu.Unlock()
-	select {
-	case c.signal <- struct{}{}:
-	default:
+	if start {
+		go c.flush()
 	}
 }
 
-func (c *Consumer) takeOps(buf []op) []op {
-	c.mu.Lock()
-	buf = append(buf[:0], c.ops...)
-	c.ops = c.ops[:0]
-	c.mu.Unlock()
-	return buf
+// flush is a flusher goroutine: it applies the queued ops, batch by batch,
+// until none is left.
+func (c *Consumer) flush() {
+	for {
+		c.mu.Lock()
+		if len(c.ops) == 0 || c.stopped {
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+		c.batch, c.ops = c.ops, c.batch[:0] // swap: no copy, both arrays kept
+		c.mu.Unlock()
+		c.stMu.Lock()
+		c.applyOps(&c.st, c.batch)
+		c.stMu.Unlock()
+	}
 }
 
 func (c *Consumer) stop() {
@@ -179,18 +202,11 @@ func (c *Consumer) stop() {
 	c.mu.Unlock()
 }
 
-// runState is the session loop's state.
+// runState is the session's state, guarded by stMu.
 type runState struct {
-	// The channels amqp091-go feeds, each nil once it closed.
-	deliveries <-chan amqp.Delivery
-	closes     <-chan *amqp.Error
-	cancels    <-chan string
-	tag        string // of the broker's cancel, for evCancel
-
 	closeErr  error
 	closing   bool
 	requested bool // the owner asked for the close
-	buf       []op
 	// unsettled holds the tags of the deliveries handed to the owner and not
 	// settled yet, ascending; acks holds the acks of the batch being applied
 	// (see flushAcks).
@@ -199,95 +215,97 @@ type runState struct {
 	singles   []uint64
 }
 
-// event is what the session loop woke up for (see wait).
-type event int
-
-const (
-	evNone     event = iota // a notification channel closed, or the channel's error came
-	evDelivery              // a delivery, written where wait was told
-	evCancel                // the broker cancelled the consumer (st.tag)
-	evOps                   // the owner queued ops
-)
-
-// run is the session's goroutine. An idle route's session spends its life
-// parked in wait, so the stack it holds there is kept small (about 0.9 KiB
-// instead of 1.3: the loop's state lives in the Consumer, the select in
-// wait, which receives the delivery straight into the heap Delivery it
-// hands to the owner): the runtime starts new goroutines with the average
-// stack in use plus a guard, rounded up to a power of two, so sessions
-// that use little let the next goroutines start at 2 KiB rather than 4.
-func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string) {
-	st := &c.st // in the Consumer, not in this frame
-	st.deliveries, st.closes, st.cancels = deliveries, closes, cancels
-	next := &Delivery{session: c}
-	for st.closes != nil || st.deliveries != nil {
-		switch st.wait(c.signal, &next.Delivery) {
-		case evDelivery:
-			next = c.deliver(st, next)
-		case evCancel:
-			c.cancelled(st, st.tag)
-		case evOps:
-			c.applyOps(st)
-		}
+// run is the session's goroutine. It receives deliveries until amqp091-go
+// closes their channel (the channel closed, or the consumer was
+// cancelled), then ends the session (see end).
+//
+// An idle route's session spends its life parked here, so run parks in a
+// plain receive with as little below it as can be: the Delivery being
+// received, nothing else. The runtime starts a goroutine with a 2 KiB stack
+// (while the average stack in use stays small, see SetupBase) and
+// grows it for good (a parked stack is not shrunk) if the deepest call
+// before it first parks does not fit: here, the runtime allocating the
+// wait's bookkeeping under the receive. A select over four channels did
+// not fit for half of the sessions; this loop, with deliver and end kept
+// out of its frame, fits.
+func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string, next *Delivery) {
+	for receive(deliveries, &next.Delivery) {
+		next = c.deliver(next)
 	}
-	c.finish(st)
+	c.end(closes, cancels)
 }
 
-// wait blocks for the session's next event; a delivery is written into
-// into.
-func (st *runState) wait(signal <-chan struct{}, into *amqp.Delivery) event {
+// receive receives the next delivery into into; false when deliveries is
+// closed.
+//
+//go:noinline // inlined, run's frame would hold the Delivery twice
+func receive(deliveries <-chan amqp.Delivery, into *amqp.Delivery) bool {
+	d, ok := <-deliveries
+	*into = d
+	return ok
+}
+
+// end ends the session once the deliveries did: it closes the channel if
+// the broker cancelled the consumer, waits for the channel to close (after
+// the owner's own basic.cancel it stays open for the owner's settlements
+// until the owner closes it), and reports how the session ended.
+//
+//go:noinline // its frame stays out of run's (see run)
+func (c *Consumer) end(closes <-chan *amqp.Error, cancels <-chan string) {
+	// The broker's basic.cancel is announced before the deliveries end.
 	select {
-	case d, ok := <-st.deliveries:
-		if !ok {
-			st.deliveries = nil
-			return evNone
+	case tag, ok := <-cancels:
+		if ok {
+			c.cancelled(tag)
 		}
-		*into = d
-		return evDelivery
-	case e, ok := <-st.closes:
-		if !ok {
-			st.closes = nil
-			return evNone
-		}
-		st.fail(e)
-		return evNone
-	case tag, ok := <-st.cancels:
-		if !ok {
-			st.cancels = nil
-			return evNone
-		}
-		st.tag = tag
-		return evCancel
-	case <-signal:
-		return evOps
+	default:
 	}
+	for e := range closes {
+		c.fail(e)
+	}
+	c.finish(cancels)
 }
 
 // deliver hands d to the owner unless the session is closing, and returns
 // the Delivery to receive the next one into.
-func (c *Consumer) deliver(st *runState, d *Delivery) *Delivery {
-	if st.closing {
+//
+//go:noinline // its frame stays out of run's (see run)
+func (c *Consumer) deliver(d *Delivery) *Delivery {
+	c.stMu.Lock()
+	closing := c.st.closing
+	if !closing {
+		c.st.unsettled = append(c.st.unsettled, d.DeliveryTag)
+	}
+	c.stMu.Unlock()
+	if closing {
 		return d // dropped: the broker requeues it
 	}
-	st.unsettled = append(st.unsettled, d.DeliveryTag)
 	c.cfg.Deliver(d)
 	return &Delivery{session: c}
 }
 
 // finish ends the session once amqp091-go closed its channels.
-func (c *Consumer) finish(st *runState) {
+func (c *Consumer) finish(cancels <-chan string) {
 	// Drain a cancel notification amqp091-go may still hold.
-	if cancels := st.cancels; cancels != nil {
-		go func() {
-			for range cancels {
-			}
-		}()
-	}
+	go func() {
+		for range cancels {
+		}
+	}()
 	c.stop()
-	c.cfg.Closed(st.result())
+	liveConsumers.Add(-1)
+	c.stMu.Lock()
+	err := c.st.result()
+	c.stMu.Unlock()
+	c.cfg.Closed(err)
 }
 
 // fail records the first error that closes the channel.
+func (c *Consumer) fail(err error) {
+	c.stMu.Lock()
+	c.st.fail(err)
+	c.stMu.Unlock()
+}
+
 func (st *runState) fail(err error) {
 	if err != nil && st.closeErr == nil {
 		st.closeErr = err
@@ -295,25 +313,26 @@ func (st *runState) fail(err error) {
 }
 
 // cancelled handles the broker cancelling the consumer: the channel is
-// closed, and its close notification ends the loop.
-func (c *Consumer) cancelled(st *runState, tag string) {
-	if st.closing {
+// closed, and its close notification ends the session.
+func (c *Consumer) cancelled(tag string) {
+	c.stMu.Lock()
+	defer c.stMu.Unlock()
+	if c.st.closing {
 		return
 	}
-	st.closeErr = fmt.Errorf("consumer %q: %w", tag, ErrConsumerCancelled)
-	st.closing = true
+	c.st.closeErr = fmt.Errorf("consumer %q: %w", tag, ErrConsumerCancelled)
+	c.st.closing = true
 	go func() { _ = c.ch.Close() }()
 }
 
-// applyOps performs the owner's queued acks, nacks and closes, up to the
-// first that closes the channel. The batch's acks are coalesced (see
+// applyOps performs a batch of the owner's acks, nacks and closes, up to
+// the first that closes the channel. The batch's acks are coalesced (see
 // flushAcks) and sent after its nacks and rejects, before a close.
-func (c *Consumer) applyOps(st *runState) {
+func (c *Consumer) applyOps(st *runState, ops []op) {
 	if st.closing {
 		return
 	}
-	st.buf = c.takeOps(st.buf)
-	for _, o := range st.buf {
+	for _, o := range ops {
 		if o.kind == opAck {
 			st.acks = append(st.acks, o.tag)
 			continue
