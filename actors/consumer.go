@@ -70,6 +70,9 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	if route.Concurrency <= 0 {
 		route.Concurrency = 1
 	}
+	if route.WorkerIdle <= 0 {
+		route.WorkerIdle = DefaultWorkerIdle
+	}
 	log := route.Logger.WithLazy(route.LogFields...)
 	policy := route.Failure.WithDefaults()
 	// Shared by every incarnation the props produce (restarts, respawns).
@@ -168,7 +171,8 @@ type consumer struct {
 	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
 	work    chan *run // to this incarnation's Route.Concurrency workers
-	workers *workers  // not yet started: they start with the first handler run
+	workers *workers  // not yet started: they start with the next handler run
+	starts  uint64    // handler runs started, for workersIdle
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
@@ -255,6 +259,9 @@ type (
 	deadLetterRetry struct{ inc, id uint64 }
 	reopen          struct{ inc uint64 }
 	drainTimeout    struct{ inc uint64 }
+	// workersIdle checks whether the route started no handler since starts
+	// was counted (see Route.WorkerIdle).
+	workersIdle struct{ inc, starts uint64 }
 )
 
 // stamped is an async result: it carries the incarnation that started the
@@ -275,6 +282,7 @@ func (m *deadLettered) incarnation() uint64    { return m.inc }
 func (m *deadLetterRetry) incarnation() uint64 { return m.inc }
 func (m *reopen) incarnation() uint64          { return m.inc }
 func (m *drainTimeout) incarnation() uint64    { return m.inc }
+func (m *workersIdle) incarnation() uint64     { return m.inc }
 
 func (m *sessionStarted) sessionGen() uint64  { return m.gen }
 func (m *deliveryArrived) sessionGen() uint64 { return m.gen }
@@ -333,6 +341,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.reopen(ctx)
 	case *drainTimeout:
 		c.drainTimeout()
+	case *workersIdle:
+		c.workersIdle(msg)
 	}
 }
 
@@ -721,25 +731,46 @@ func (b *settledBox) take(buf []*run) []*run {
 	return buf
 }
 
-// startWorkers prepares Route.Concurrency long-lived handler goroutines
-// for this incarnation, started with its first handler run (an idle route
-// holds no goroutine for them). Long-lived, so a handler's stack is grown
-// once rather than for every delivery. They exit when abandon closes the
-// channel, after the handler in hand returns.
+// DefaultWorkerIdle is Route.WorkerIdle's default.
+const DefaultWorkerIdle = 5 * time.Second
+
+// startWorkers prepares Route.Concurrency handler goroutines for this
+// incarnation, started with its next handler run (an idle route holds no
+// goroutine for them). They stay while the route works, so a handler's
+// stack is grown once rather than for every delivery, and go once it
+// idles (see workersIdle), so a route that has worked holds no more than
+// one that never did: a handler's grown stack is 8 KiB or more. They exit
+// when their channel is closed, after the handler in hand returns.
 func (c *consumer) startWorkers() {
 	c.work = make(chan *run, c.route.Concurrency)
 	c.workers = &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
 		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 }
 
-// runWorkers starts the prepared workers, once.
+// runWorkers starts the prepared workers, if not running yet.
 func (c *consumer) runWorkers() {
 	if w := c.workers; w != nil {
 		c.workers = nil
 		for i := 0; i < c.route.Concurrency; i++ {
 			go w.run()
 		}
+		c.after(c.route.WorkerIdle, &workersIdle{inc: c.inc, starts: c.starts})
 	}
+}
+
+// workersIdle lets the workers go if the route started no handler since
+// msg was sent and none runs; else it checks again after Route.WorkerIdle.
+func (c *consumer) workersIdle(msg *workersIdle) {
+	if c.work == nil || c.workers != nil {
+		return // abandoned, or the workers already went
+	}
+	if c.starts != msg.starts || c.running > 0 {
+		c.after(c.route.WorkerIdle, &workersIdle{inc: c.inc, starts: c.starts})
+		return
+	}
+	// Nothing runs, so nothing is in the channel: the workers exit now.
+	close(c.work)
+	c.startWorkers()
 }
 
 // workers is what an incarnation's handler goroutines share.
@@ -829,6 +860,7 @@ func (c *consumer) start(j *job) {
 	r.done = handlerDone{inc: c.inc, id: j.id, attempt: j.attempts}
 	r.settle = publishesSettled{inc: c.inc, id: j.id, attempt: j.attempts}
 	r.tr.to, r.tr.attempt, r.tr.first = r, j.attempts, j.runs == 1
+	c.starts++
 	c.runWorkers()
 	c.work <- r
 }

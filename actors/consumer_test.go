@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -519,4 +521,38 @@ func TestConsumerRedeliveries(t *testing.T) {
 	if n := runs.Load(); n != 0 {
 		t.Errorf("handler ran %d times", n)
 	}
+}
+
+// A route's handler goroutines go once it idles and come back with the
+// next delivery; a route that keeps working keeps them.
+func TestConsumerWorkersGoWhenTheRouteIdles(t *testing.T) {
+	workers := func() int {
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+		return strings.Count(b.String(), "actors.(*workers).run(")
+	}
+	before := workers()
+	r := newConsumer(t, &Route{Handle: handlers{}.handle, Concurrency: 3, WorkerIdle: 250 * time.Millisecond}, &fakeConn{})
+	s := r.sessions.await(t, 0)
+	if n := workers() - before; n != 0 {
+		t.Fatalf("%d handler goroutines before the first delivery, want 0", n)
+	}
+	s.deliver(1, "a", false)
+	waitFor(t, "ack 1", func() bool { return s.has("ack 1") })
+	if n := workers() - before; n != 3 {
+		t.Fatalf("%d handler goroutines after a delivery, want Concurrency (3)", n)
+	}
+	waitFor(t, "the idle route's handler goroutines to go", func() bool { return workers() == before })
+	s.deliver(2, "b", false)
+	waitFor(t, "ack 2", func() bool { return s.has("ack 2") })
+	// Busy, it keeps them: a delivery every 10 ms for 2 WorkerIdle periods.
+	for tag := uint64(3); tag < 53; tag++ {
+		s.deliver(tag, "c", false)
+		if n := workers() - before; n != 3 {
+			t.Fatalf("%d handler goroutines while the route works, want 3", n)
+		}
+		time.Sleep(10 * time.Millisecond) // the pace of the traffic, not a wait for a result
+	}
+	waitFor(t, "every delivery acked", func() bool { return s.has("ack 52") })
+	waitFor(t, "the handler goroutines to go again", func() bool { return workers() == before })
 }

@@ -28,6 +28,10 @@ type Route struct {
 	// incarnations; a job waiting for its retry keeps its slot. 1 keeps
 	// order. See handlerSlots.
 	Concurrency int
+	// WorkerIdle is how long the route's handler goroutines stay once no
+	// handler runs (they go after one to two such periods; the next
+	// delivery starts them again). Zero means DefaultWorkerIdle.
+	WorkerIdle time.Duration
 	// Handle processes one delivery: decoding, middleware, the user's
 	// handler. It runs on its own goroutine. Its error decides the
 	// delivery's fate through Directive / ActionOf: nil acks.
