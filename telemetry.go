@@ -260,15 +260,21 @@ func (rt *routeTelemetry) build() {
 // and the handler's duration, the tasks running and the deliveries in
 // flight are measured.
 func (t *telemetry) consumer(rt *routeTelemetry, next func(context.Context, *broker.Delivery) error) func(context.Context, *broker.Delivery) error {
-	rt.settled = func(error) { t.upDown(upInFlight, -1, rt.attrs) }
+	rt.settled = func(error) {
+		if t.metered() {
+			t.upDown(upInFlight, -1, rt.load().attrs)
+		}
+	}
 	return func(ctx context.Context, d *broker.Delivery) (err error) {
-		rt.load()
+		// rt is built on the first run that measures or records: a route
+		// with telemetry off holds none of it.
 		r := runTrace{rt: rt, measured: t.metered()}
 		ctx, r.span = t.startConsumer(ctx, rt, d.Headers)
 		if !r.measured && r.span == nil {
 			return next(ctx, d)
 		}
 		if r.measured {
+			rt.load()
 			t.startRun(ctx, &r, d)
 		}
 		defer func() {
@@ -319,6 +325,7 @@ func (t *telemetry) startConsumer(ctx context.Context, rt *routeTelemetry, h amq
 	if !t.spans() {
 		return ctx, nil
 	}
+	rt.load()
 	ctx, span = t.tracer.Start(ctx, rt.spanName, consumerOpts...)
 	span.SetAttributes(rt.spanAttrs...) // nothing if it does not record
 	return ctx, span
