@@ -51,8 +51,10 @@
 //     against a one-route node: time to ready, VmRSS per idle route (5 s
 //     after ready; with -idle D sampled for D with nothing forced; and once
 //     the node ran debug.FreeOSMemory), p99
-//     at 0.1 msg/s per route for -duration; a node that never becomes ready
-//     (-ready-timeout) is reported as the result. Then the broker's floor
+//     at 0.1 msg/s per route for -duration, then VmRSS per route once the
+//     routes that worked idled for 12 s (after debug.FreeOSMemory again);
+//     a node that never becomes ready (-ready-timeout) is reported as the
+//     result. Then the broker's floor
 //     (-floor, on by default): the same topology set up by hand-written
 //     amqp091-go, -floor-par routes at once (0: all), and hato's ready
 //     time as a multiple of it.

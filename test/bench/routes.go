@@ -15,6 +15,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -31,12 +32,17 @@ type routesResult struct {
 	// within minutes, without the start-up garbage of RSSKB.
 	RSSGCKB int64 `json:"rss_gc_kb"`
 	// RSSIdleKB is VmRSS at the end of -idle, nothing forced.
-	RSSIdleKB int64        `json:"rss_idle_kb,omitempty"`
-	Latency   latencyStats `json:"latency"`
-	Missing   int          `json:"missing"`
-	Dups      int          `json:"duplicates"`
-	Load      string       `json:"loadavg"`
-	Log       string       `json:"log"`
+	RSSIdleKB int64 `json:"rss_idle_kb,omitempty"`
+	// RSSTrafficKB is VmRSS after the latency phase (every route has
+	// forwarded messages) and two actors.DefaultWorkerIdle periods, once the
+	// node ran debug.FreeOSMemory: idle routes that have worked, against
+	// RSSGCKB's that never did.
+	RSSTrafficKB int64        `json:"rss_traffic_kb,omitempty"`
+	Latency      latencyStats `json:"latency"`
+	Missing      int          `json:"missing"`
+	Dups         int          `json:"duplicates"`
+	Load         string       `json:"loadavg"`
+	Log          string       `json:"log"`
 }
 
 // runRoutes is -mode routes: a one-route node, then a node with -routes
@@ -77,9 +83,10 @@ func runRoutes(ctx context.Context, o options) int {
 
 func printRoutes(rs []routesResult) {
 	fmt.Println("\nroutes benchmark (each node its own process, fresh vhost; RSS = VmRSS 5 s after ready, or at the give-up;")
-	fmt.Println("after GC = VmRSS once the node ran debug.FreeOSMemory: the idle state without start-up garbage; idle = at the end of -idle, nothing forced)")
+	fmt.Println("after GC = VmRSS once the node ran debug.FreeOSMemory: the idle state without start-up garbage; idle = at the end of -idle, nothing forced;")
+	fmt.Println("after traffic = after GC again, idle for 12 s once the latency phase ended, every route having forwarded messages, beyond the one-route node after GC)")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "routes\tready in\tconsumers\tRSS MiB\tKiB/route beyond 1\tafter GC\tp50\tp99\tmax\tchecked\tload1")
+	fmt.Fprintln(tw, "routes\tready in\tconsumers\tRSS MiB\tKiB/route beyond 1\tafter GC\tafter traffic\tp50\tp99\tmax\tchecked\tload1")
 	for _, r := range rs {
 		ready := fmtDur(r.ReadyIn)
 		if !r.Ready {
@@ -96,11 +103,15 @@ func printRoutes(rs []routesResult) {
 		if r.RSSIdleKB > 0 && r.Routes > 1 && rs[0].RSSIdleKB > 0 {
 			perGC += fmt.Sprintf(" (idle %.1f)", float64(r.RSSIdleKB-rs[0].RSSIdleKB)/float64(r.Routes-1))
 		}
+		perTraffic := "-"
+		if r.Routes > 1 && len(rs) > 0 && rs[0].Routes == 1 && r.RSSTrafficKB > 0 && rs[0].RSSGCKB > 0 {
+			perTraffic = fmt.Sprintf("%.1f", float64(r.RSSTrafficKB-rs[0].RSSGCKB)/float64(r.Routes-1))
+		}
 		check := "-"
 		if r.Latency.N > 0 {
 			check = fmt.Sprintf("%d, missing %d dup %d", r.Latency.N, r.Missing, r.Dups)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Routes, ready, r.Consumers, float64(r.RSSKB)/1024, per, perGC,
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Routes, ready, r.Consumers, float64(r.RSSKB)/1024, per, perGC, perTraffic,
 			fmtDur(r.Latency.P50), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max), check, r.Load)
 	}
 	_ = tw.Flush()
@@ -159,7 +170,17 @@ func routesRun(ctx context.Context, bins *binaries, routes int, o options, laten
 	if !latency {
 		return res, nil
 	}
-	return res, routesLatency(ctx, d, n, &res, o)
+	if err := routesLatency(ctx, d, n, &res, o); err != nil {
+		return res, err
+	}
+	// Idle again: the routes' handler goroutines go after one to two
+	// WorkerIdle periods.
+	time.Sleep(2*actors.DefaultWorkerIdle + 2*time.Second)
+	if err := n.cmd.Process.Signal(syscall.SIGUSR1); err == nil {
+		time.Sleep(2 * time.Second)
+		res.RSSTrafficKB = rssKB(n.pid())
+	}
+	return res, nil
 }
 
 // sampleIdle logs pid's VmRSS every 10 s for d and returns the last.

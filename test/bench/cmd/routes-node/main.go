@@ -7,7 +7,7 @@
 // HATO_IDLEPROFILE=prefix it writes goroutine and heap profiles of the idle
 // node 5 s after it started (see prof.Idle). On SIGUSR1 it runs
 // debug.FreeOSMemory, so the bench can read the idle RSS without the
-// start-up garbage.
+// start-up garbage, and with HATO_IDLEPROFILE writes the profiles again.
 package main
 
 import (
@@ -25,10 +25,10 @@ import (
 )
 
 func main() {
-	freeOnSignal()
 	prof.IdleRate()
 	routes := flag.Int("routes", 10000, "number of routes")
 	flag.Parse()
+	freeOnSignal(*routes)
 	stopProf := prof.Start()
 	svc, err := hato.New("bench-routes")
 	if err != nil {
@@ -56,13 +56,16 @@ func main() {
 	os.Exit(hato.ExitCode(err))
 }
 
-// freeOnSignal runs debug.FreeOSMemory on every SIGUSR1.
-func freeOnSignal() {
+// freeOnSignal runs debug.FreeOSMemory on every SIGUSR1, then, with
+// HATO_IDLEPROFILE, writes a snapshot (prof.Snapshot, tagged -usr1-N).
+func freeOnSignal(routes int) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR1)
 	go func() {
-		for range sig {
+		for n := 1; ; n++ {
+			<-sig
 			debug.FreeOSMemory()
+			prof.Snapshot(fmt.Sprintf("-usr1-%d", n), routes)
 		}
 	}()
 }

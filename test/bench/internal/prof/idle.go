@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"time"
 )
@@ -11,9 +12,29 @@ import (
 // IdleRate makes the heap profile of Idle exact enough to divide by
 // routes (a sample every 512 bytes allocated, not every 512 KiB): call it
 // first thing in main. It does nothing unless HATO_IDLEPROFILE is set.
+//
+// It also logs, for a minute, every change of the runtime's starting stack
+// size (/gc/stack/starting-size:bytes, set at each GC from the average stack
+// in use): goroutines started while it is 4 KiB keep 4 KiB stacks.
 func IdleRate() {
 	if os.Getenv("HATO_IDLEPROFILE") != "" {
 		runtime.MemProfileRate = 512
+		go watchStartingStack()
+	}
+}
+
+func watchStartingStack() {
+	sample := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	var last uint64
+	t0 := time.Now()
+	for time.Since(t0) < time.Minute {
+		metrics.Read(sample)
+		if v := sample[0].Value.Uint64(); v != last {
+			fmt.Fprintf(os.Stderr, "idle profile: %s starting stack %d B (gc %d, goroutines %d)\n",
+				time.Since(t0).Round(time.Millisecond), v, sample[1].Value.Uint64(), runtime.NumGoroutine())
+			last = v
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -23,11 +44,21 @@ func IdleRate() {
 // (goroutines, stacks, heap) divided by perUnit (routes). Call it on its
 // own goroutine once the node is ready.
 func Idle(wait time.Duration, perUnit int) {
+	if os.Getenv("HATO_IDLEPROFILE") == "" {
+		return
+	}
+	time.Sleep(wait)
+	Snapshot("", perUnit)
+}
+
+// Snapshot is Idle's snapshot, now; its files' names add tag after the
+// prefix. It does nothing unless HATO_IDLEPROFILE is set.
+func Snapshot(tag string, perUnit int) {
 	prefix := os.Getenv("HATO_IDLEPROFILE")
 	if prefix == "" {
 		return
 	}
-	time.Sleep(wait)
+	prefix += tag
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	stacks := []string{fmt.Sprintf("%.2f", float64(m.StackInuse)/1024/float64(max(perUnit, 1)))}
