@@ -170,8 +170,7 @@ type consumer struct {
 	running int    // handlers of this incarnation started and not reported done
 	waiting int    // jobs in retryWait: each keeps its slot until it runs again
 	nextID  uint64
-	work    chan *run // to this incarnation's Route.Concurrency workers
-	workers *workers  // not yet started: they start with the next handler run
+	work    chan *run // to this incarnation's Route.Concurrency workers; nil: none run
 	starts  uint64    // handler runs started, for workersIdle
 
 	drain       *supervisor.Drain
@@ -364,7 +363,6 @@ func (c *consumer) started(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
-	c.startWorkers()
 	c.requestChannel(ctx)
 }
 
@@ -734,34 +732,31 @@ func (b *settledBox) take(buf []*run) []*run {
 // DefaultWorkerIdle is Route.WorkerIdle's default.
 const DefaultWorkerIdle = 5 * time.Second
 
-// startWorkers prepares Route.Concurrency handler goroutines for this
-// incarnation, started with its next handler run (an idle route holds no
-// goroutine for them). They stay while the route works, so a handler's
-// stack is grown once rather than for every delivery, and go once it
-// idles (see workersIdle), so a route that has worked holds no more than
-// one that never did: a handler's grown stack is 8 KiB or more. They exit
-// when their channel is closed, after the handler in hand returns.
-func (c *consumer) startWorkers() {
-	c.work = make(chan *run, c.route.Concurrency)
-	c.workers = &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
-		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
-}
-
-// runWorkers starts the prepared workers, if not running yet.
+// runWorkers starts Route.Concurrency handler goroutines for this
+// incarnation unless they run: with the route's first handler run, so an
+// idle route holds no goroutine (nor channel) for them. They stay while the
+// route works, so a handler's stack is grown once rather than for every
+// delivery, and go once it idles (see workersIdle), so a route that has
+// worked holds no more than one that never did: a handler's grown stack is
+// 8 KiB or more. They exit when their channel is closed, after the handler
+// in hand returns.
 func (c *consumer) runWorkers() {
-	if w := c.workers; w != nil {
-		c.workers = nil
-		for i := 0; i < c.route.Concurrency; i++ {
-			go w.run()
-		}
-		c.after(c.route.WorkerIdle, &workersIdle{inc: c.inc, starts: c.starts})
+	if c.work != nil {
+		return
 	}
+	c.work = make(chan *run, c.route.Concurrency)
+	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
+		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
+	for range c.route.Concurrency {
+		go w.run()
+	}
+	c.after(c.route.WorkerIdle, &workersIdle{inc: c.inc, starts: c.starts})
 }
 
 // workersIdle lets the workers go if the route started no handler since
 // msg was sent and none runs; else it checks again after Route.WorkerIdle.
 func (c *consumer) workersIdle(msg *workersIdle) {
-	if c.work == nil || c.workers != nil {
+	if c.work == nil {
 		return // abandoned, or the workers already went
 	}
 	if c.starts != msg.starts || c.running > 0 {
@@ -770,7 +765,7 @@ func (c *consumer) workersIdle(msg *workersIdle) {
 	}
 	// Nothing runs, so nothing is in the channel: the workers exit now.
 	close(c.work)
-	c.startWorkers()
+	c.work = nil
 }
 
 // workers is what an incarnation's handler goroutines share.
