@@ -42,8 +42,10 @@ type ConsumerConfig struct {
 // An idle session holds one goroutine, parked in a plain channel receive
 // with a small stack (see run).
 type Consumer struct {
-	ch  *amqp.Channel
-	cfg ConsumerConfig
+	ch       *amqp.Channel
+	tag      string          // ConsumerConfig's
+	handOver func(*Delivery) // ConsumerConfig.Deliver
+	closed   func(error)     // ConsumerConfig.Closed
 
 	mu       sync.Mutex
 	ops      []op
@@ -143,7 +145,9 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 	if err != nil {
 		return fail(classify(fmt.Sprintf("consume %q", cfg.Topology.Queue), err))
 	}
-	c := &Consumer{ch: ch, cfg: cfg}
+	// The rest of cfg (the topology above all) is not kept: an idle route
+	// holds it elsewhere already.
+	c := &Consumer{ch: ch, tag: cfg.Tag, handOver: cfg.Deliver, closed: cfg.Closed}
 	// The first Delivery is allocated here, not on the session's goroutine:
 	// an allocation can take the allocator's slow path, whose stack depth
 	// would grow that goroutine's stack for good before it first parks.
@@ -280,7 +284,7 @@ func (c *Consumer) deliver(d *Delivery) *Delivery {
 	if closing {
 		return d // dropped: the broker requeues it
 	}
-	c.cfg.Deliver(d)
+	c.handOver(d)
 	return &Delivery{session: c}
 }
 
@@ -296,7 +300,7 @@ func (c *Consumer) finish(cancels <-chan string) {
 	c.stMu.Lock()
 	err := c.st.result()
 	c.stMu.Unlock()
-	c.cfg.Closed(err)
+	c.closed(err)
 }
 
 // fail records the first error that closes the channel.
@@ -470,7 +474,7 @@ func (c *Consumer) apply(o op) error {
 	case opReject:
 		err = c.ch.Reject(o.tag, o.requeue)
 	case opCancel:
-		err = c.ch.Cancel(c.cfg.Tag, false)
+		err = c.ch.Cancel(c.tag, false)
 	case opClose:
 		_ = c.ch.Close()
 		return nil
