@@ -524,7 +524,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		},
 	}
 	ch, op, start := msg.Channel, c.op, c.begin
-	msg.Setup.GoNext(func() {
+	msg.Setup.Go(func() {
 		s, q, err := start(ch, cfg)
 		if err == nil && !op.holdSession(s) {
 			return // the actor is gone: the session is closed, its deliveries go back

@@ -23,15 +23,12 @@ const SetupBase = 128
 var liveConsumers atomic.Int64
 
 // SetupPool runs blocking set-up work on at most SetupBase + (consumers
-// running)/2 goroutines, and keeps no goroutine while it has nothing to
-// run. Jobs queued by GoNext (finishing what an earlier job began) run
-// before those queued by Go, each kind first come first served. The zero
-// value is not usable: see NewSetupPool. A nil *SetupPool runs each job on
-// a goroutine of its own.
+// running)/2 goroutines, first come first served, and keeps no goroutine
+// while it has nothing to run. The zero value is not usable: see
+// NewSetupPool. A nil *SetupPool runs each job on a goroutine of its own.
 type SetupPool struct {
 	mu      sync.Mutex
-	next    []func() // GoNext's
-	queue   []func() // Go's
+	queue   []func()
 	running int
 	base    int
 	extra   func() int // how many more than base may run now
@@ -50,24 +47,14 @@ func (p *SetupPool) limit() int { return p.base + p.extra() }
 
 // Go runs job on one of the pool's goroutines, now or once one is free. It
 // never blocks.
-func (p *SetupPool) Go(job func()) { p.add(job, false) }
-
-// GoNext is Go for a job that continues an earlier one's work: it runs
-// before every job queued by Go.
-func (p *SetupPool) GoNext(job func()) { p.add(job, true) }
-
-func (p *SetupPool) add(job func(), next bool) {
+func (p *SetupPool) Go(job func()) {
 	if p == nil {
 		go job()
 		return
 	}
 	p.mu.Lock()
 	if p.running >= p.limit() {
-		if next {
-			p.next = append(p.next, job)
-		} else {
-			p.queue = append(p.queue, job)
-		}
+		p.queue = append(p.queue, job)
 		p.mu.Unlock()
 		return
 	}
@@ -97,7 +84,7 @@ func (p *SetupPool) take() (job func(), more []func()) {
 	job = p.pop()
 	if job == nil {
 		p.running--
-		p.next, p.queue = nil, nil // a backlog's arrays go with it
+		p.queue = nil // a backlog's array goes with it
 		return nil, nil
 	}
 	for limit := p.limit(); p.running < limit; p.running++ {
@@ -110,17 +97,13 @@ func (p *SetupPool) take() (job func(), more []func()) {
 	return job, more
 }
 
-// pop removes and returns the first queued job, GoNext's first; nil if
-// none.
+// pop removes and returns the first queued job; nil if none.
 func (p *SetupPool) pop() func() {
-	q := &p.queue
-	if len(p.next) > 0 {
-		q = &p.next
-	} else if len(p.queue) == 0 {
+	if len(p.queue) == 0 {
 		return nil
 	}
-	job := (*q)[0]
-	(*q)[0] = nil
-	*q = (*q)[1:]
+	job := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
 	return job
 }

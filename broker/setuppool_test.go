@@ -77,25 +77,19 @@ func TestSetupPoolGrowsWithTheConsumersRunning(t *testing.T) {
 	waitFor(t, "the pool's goroutines to retire", func() bool { return p.goroutines() == 0 })
 }
 
-func TestSetupPoolRunsContinuationsBeforeNewWork(t *testing.T) {
+func TestSetupPoolRunsQueuedJobsInOrder(t *testing.T) {
 	p := NewSetupPool(1)
 	p.extra = func() int { return 0 }
 	hold := make(chan struct{})
 	p.Go(func() { <-hold }) // occupies the only goroutine while the rest queue
 	var mu sync.Mutex
-	var order []string
-	record := func(s string) func() {
-		return func() { mu.Lock(); order = append(order, s); mu.Unlock() }
+	var order []int
+	for i := range 5 {
+		p.Go(func() { mu.Lock(); order = append(order, i); mu.Unlock() })
 	}
-	p.Go(record("open 1"))
-	p.Go(record("open 2"))
-	p.GoNext(record("set-up 1"))
-	p.Go(record("open 3"))
-	p.GoNext(record("set-up 2"))
 	close(hold)
 	waitFor(t, "all five jobs", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 5 })
-	want := []string{"set-up 1", "set-up 2", "open 1", "open 2", "open 3"}
-	if !slices.Equal(order, want) {
+	if want := []int{0, 1, 2, 3, 4}; !slices.Equal(order, want) {
 		t.Fatalf("ran %v, want %v", order, want)
 	}
 }
@@ -106,7 +100,7 @@ func TestNilSetupPoolRunsEachJobOnItsOwnGoroutine(t *testing.T) {
 	done := make(chan struct{}, 2)
 	// Each waits for the other: both finish only if they run at once.
 	p.Go(func() { close(a); <-b; done <- struct{}{} })
-	p.GoNext(func() { close(b); <-a; done <- struct{}{} })
+	p.Go(func() { close(b); <-a; done <- struct{}{} })
 	<-done
 	<-done
 }
