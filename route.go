@@ -243,7 +243,7 @@ func Subscribe[T any](s *Service, routingKey string, h Handler[T], opts ...Route
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		return handleWith(s, rc, s.deduper(r), h)
+		return handleWith(s, &r.cfg, s.deduper(r), h)
 	}
 	return s.register(r, nil)
 }
@@ -291,7 +291,7 @@ func SubscribeActor[T any](s *Service, routingKey string, pid *actor.PID, opts .
 	}
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
-		return handleWith(s, rc, s.deduper(r), h(s))
+		return handleWith(s, &r.cfg, s.deduper(r), h(s))
 	}
 	return s.register(r, nil)
 }
@@ -299,8 +299,9 @@ func SubscribeActor[T any](s *Service, routingKey string, pid *actor.PID, opts .
 // handleWith is a route's delivery handler: decode into T, then the
 // de-duplication (when dd is set), the middleware chain (skipped, with its
 // untyped view, when there is none), then h. Errors carry the message uuid
-// for logs.
-func handleWith[T any](s *Service, rc routeConfig, dd *deduper, h Handler[T]) func(ctx context.Context, d *broker.Delivery) error {
+// for logs. rc is the route's own config, not a copy: an idle route keeps
+// one.
+func handleWith[T any](s *Service, rc *routeConfig, dd *deduper, h Handler[T]) func(ctx context.Context, d *broker.Delivery) error {
 	run := func(ctx context.Context, msg *Message[T]) error { return h(ctx, msg) }
 	if len(s.cfg.middleware) > 0 {
 		chain := s.chain(func(ctx context.Context, m *Message[any]) error {
@@ -357,7 +358,7 @@ func checkEnvelope[T any](rc routeConfig) error {
 
 // decode parses a delivery into a typed message. An envelope error becomes
 // a dead-letter directive: an undecodable message must never be requeued.
-func decode[T any](s *Service, rc routeConfig, d *broker.Delivery) (*Message[T], error) {
+func decode[T any](s *Service, rc *routeConfig, d *broker.Delivery) (*Message[T], error) {
 	msg := &Message[T]{
 		RoutingKey:          rc.routingKey,
 		DeliveredRoutingKey: broker.StripPrefix(s.cfg.routingKeyPrefix, broker.DecodeRoutingKey(d.RoutingKey)),
