@@ -94,7 +94,7 @@ type connShared struct {
 	mu       sync.Mutex
 	stopped  bool
 	handback []*broker.Request
-	setup    *broker.SetupPool // route set-ups (see broker.SetupBase)
+	setup    *broker.SetupPool // consumer channel opens and route set-ups (see broker.SetupBase)
 
 	pending []*broker.Request
 	waiters []*OpenChannel

@@ -75,18 +75,20 @@ func openOn(subs []*amqp.Connection) (ch *amqp.Channel, err error, full bool) {
 	return nil, err, true
 }
 
-// openFor opens a channel for req on a goroutine; if the pool is full it
-// reports back to grow it.
+// openFor opens a channel for req on the set-up pool; if the pool of
+// connections is full it reports back to grow it.
 func (c *connection) openFor(req *OpenChannel) {
 	subs, gen, self, sys, setup := slices.Clone(c.subs), c.gen, c.self, c.sys, c.shared.setup
-	go func() {
+	// On the set-up pool too: ten thousand opens blocked at once would make
+	// the runtime start goroutines with 4 KiB stacks (see broker.SetupBase).
+	setup.Go(func() {
 		ch, err, full := openOn(subs)
 		if full {
 			sys.Root.Send(self, &subsFull{req: req, gen: gen, n: len(subs)})
 			return
 		}
 		sys.Root.Send(req.ReplyTo, &ChannelReply{Nonce: req.Nonce, Channel: ch, Err: err, Setup: setup})
-	}()
+	})
 }
 
 // full handles a channel request no consuming connection had room for.

@@ -5,9 +5,9 @@ import (
 	"sync/atomic"
 )
 
-// SetupBase is how many route set-ups (QoS, declarations, basic.consume) a
-// SetupPool runs at once when no consumer runs yet; every two consumers
-// running in the process add one. RabbitMQ sets up many routes faster with
+// SetupBase is how many consumer channel opens and route set-ups (QoS,
+// declarations, basic.consume) a SetupPool runs at once when no consumer
+// runs yet; every two consumers running in the process add one. RabbitMQ sets up many routes faster with
 // many set-ups in flight (more frames per socket read on both sides), and
 // the bound keeps the goroutines blocked in set-up round trips (about 2 KiB
 // of stack each) from outweighing the parked consumers (about 0.7 KiB):
