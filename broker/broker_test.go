@@ -192,20 +192,28 @@ func TestPublisherHandsBackWhatTheChannelTookWithIt(t *testing.T) {
 	}
 }
 
-func TestConsumerSettlesOnItsOwnChannelAndRequeuesOnClose(t *testing.T) {
-	conn := dial(t, "broker-test-consumer")
+// queueWith declares a fresh queue (deleted on cleanup) holding n messages,
+// bodies "0" … "n-1".
+func queueWith(t *testing.T, conn *amqp.Connection, n int) (string, Topology) {
+	t.Helper()
 	setup := channel(t, conn)
 	queue := "broker-test-" + RandomID()
 	topo := Topology{Queue: queue, BindingKey: queue, QueueTTL: time.Minute}
-	defer func() { _, _ = channel(t, conn).QueueDelete(queue, false, false, false) }()
+	t.Cleanup(func() { _, _ = channel(t, conn).QueueDelete(queue, false, false, false) })
 	if _, err := topo.Declare(setup); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 10; i++ {
+	for i := range n {
 		if err := setup.Publish("", queue, false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return queue, topo
+}
+
+func TestConsumerSettlesOnItsOwnChannelAndRequeuesOnClose(t *testing.T) {
+	conn := dial(t, "broker-test-consumer")
+	queue, topo := queueWith(t, conn, 10)
 	deliveries := make(chan *Delivery, 100)
 	ended := make(chan error, 1)
 	c, q, err := StartConsumer(channel(t, conn), ConsumerConfig{
@@ -268,19 +276,8 @@ func goroutinesIn(fn string) int {
 
 func TestConsumerAcksFromAnyGoroutineOnAFlusherThatDoesNotStay(t *testing.T) {
 	conn := dial(t, "broker-test-flusher")
-	setup := channel(t, conn)
-	queue := "broker-test-" + RandomID()
-	topo := Topology{Queue: queue, BindingKey: queue, QueueTTL: time.Minute}
-	defer func() { _, _ = channel(t, conn).QueueDelete(queue, false, false, false) }()
-	if _, err := topo.Declare(setup); err != nil {
-		t.Fatal(err)
-	}
 	const n = 200
-	for i := range n {
-		if err := setup.Publish("", queue, false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	queue, topo := queueWith(t, conn, n)
 	deliveries := make(chan *Delivery, n)
 	ended := make(chan error, 1)
 	before := liveConsumers.Load()
