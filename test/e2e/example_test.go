@@ -121,6 +121,16 @@ func (n *node) wait(t *testing.T, timeout time.Duration) int {
 	return -1
 }
 
+// terminate sends the node SIGTERM and fails the test unless it exits with
+// hato.ExitOK within 30 s.
+func (n *node) terminate(t *testing.T) {
+	t.Helper()
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	if code := n.wait(t, 30*time.Second); code != hato.ExitOK {
+		t.Fatalf("exit code after SIGTERM = %d, want %d", code, hato.ExitOK)
+	}
+}
+
 // jsonVector returns the payload of a tomodachi JSON envelope vector.
 func jsonVector(t *testing.T, name string) (payload string, data any) {
 	t.Helper()
@@ -216,10 +226,7 @@ func TestExampleNodeForwardsTomodachiMessages(t *testing.T) {
 		break
 	}
 
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	if code := n.wait(t, 30*time.Second); code != hato.ExitOK {
-		t.Fatalf("exit code after SIGTERM = %d, want %d", code, hato.ExitOK)
-	}
+	n.terminate(t)
 }
 
 func TestExampleNodeExitsWithStartFailedOnRefusedCredentials(t *testing.T) {

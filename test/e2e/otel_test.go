@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/test/brokertest"
 )
@@ -184,10 +182,7 @@ func TestExampleNodeExportsTrace(t *testing.T) {
 		t.Errorf("/metrics: %d, duration missing", code)
 	}
 
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	if code := n.wait(t, 30*time.Second); code != hato.ExitOK {
-		t.Fatalf("exit code %d", code)
-	}
+	n.terminate(t)
 	col.mu.Lock()
 	defer col.mu.Unlock()
 	byName := map[string]*tracepb.Span{}
@@ -228,10 +223,7 @@ func TestExampleNodeMetricsExporterNone(t *testing.T) {
 	if code, body := get(ops, "/metrics"); code != 200 || !strings.Contains(body, "hato_publish_buffered") {
 		t.Errorf("/metrics: %d, hato_publish_buffered missing", code)
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	if code := n.wait(t, 30*time.Second); code != hato.ExitOK {
-		t.Fatalf("exit code %d", code)
-	}
+	n.terminate(t)
 	col.mu.Lock()
 	defer col.mu.Unlock()
 	if col.metricsExports != 0 {
