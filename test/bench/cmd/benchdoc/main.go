@@ -8,6 +8,13 @@
 //	go run ./test/bench/cmd/benchdoc              # write both
 //	go run ./test/bench/cmd/benchdoc -check       # exit 1 if either is out of date
 //
+// With -gobench it converts the output of `go test -bench` (a file, or -
+// for stdin) into a results file instead, written to -o:
+//
+//	go test -run '^$' -bench Telemetry -benchmem -count 3 . | tee /tmp/tel.txt
+//	go run ./test/bench/cmd/benchdoc -gobench /tmp/tel.txt -title 'Tracing cost per message, no broker' \
+//	    -command "go test -run '^$' -bench Telemetry -benchmem -count 3 ." -o test/bench/results/telemetry.json
+//
 // Paths are relative to the module root, where make runs it.
 package main
 
@@ -41,11 +48,42 @@ func main() {
 	out := flag.String("out", "docs/benchmarks.md", "the page to write")
 	readme := flag.String("readme", "README.md", "the README whose headline figures to update")
 	check := flag.Bool("check", false, "write nothing; exit 1 if the page or the README is out of date")
+	gobench := flag.String("gobench", "", "convert this `go test -bench` output (- for stdin) into a results file written to -o, instead")
+	title := flag.String("title", "", "with -gobench: the results' title")
+	command := flag.String("command", "", "with -gobench: the command that produced the output")
+	to := flag.String("o", "", "with -gobench: the results file to write")
 	flag.Parse()
-	if err := run(*dir, *out, *readme, *check); err != nil {
+	var err error
+	if *gobench != "" {
+		err = convert(*gobench, *title, *command, *to)
+	} else {
+		err = run(*dir, *out, *readme, *check)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchdoc:", err)
 		os.Exit(1)
 	}
+}
+
+// convert writes the results of a `go test -bench` output file.
+func convert(in, title, command, to string) error {
+	if title == "" || command == "" || to == "" {
+		return errors.New("-gobench needs -title, -command and -o")
+	}
+	r := os.Stdin
+	if in != "-" {
+		f, err := os.Open(in)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = f.Close() }()
+		r = f
+	}
+	f, err := FromGoBench(r, title, command)
+	if err != nil {
+		return err
+	}
+	return results.Write(to, f)
 }
 
 func run(dir, out, readme string, check bool) error {

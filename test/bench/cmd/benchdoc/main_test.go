@@ -62,3 +62,40 @@ func TestHeadlineReplacesOnlyTheBlock(t *testing.T) {
 		t.Errorf("Headline without a block: %v", err)
 	}
 }
+
+func TestFromGoBenchTakesTheMedianPerBenchmarkAndUnit(t *testing.T) {
+	out := `goos: linux
+cpu: AMD EPYC 7B13
+BenchmarkTelemetryPath/off-2         	30000000	        38.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkTelemetryPath/off-2         	30000000	        40.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkTelemetryPath/off-2         	30000000	        39.0 ns/op	       0 B/op	       0 allocs/op
+BenchmarkForwardPipeline/hato-mailbox-2   20000   59000 ns/op   2.12 consumer-msgs/op   195 allocs/op
+PASS
+`
+	f, err := FromGoBench(strings.NewReader(out), "t", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Mode != "gobench" || f.Env.CPU != "AMD EPYC 7B13" {
+		t.Errorf("file %+v", f)
+	}
+	want := []results.Metric{
+		{Name: "BenchmarkTelemetryPath", Impl: "off", Value: 39, Unit: "ns/op"},
+		{Name: "BenchmarkTelemetryPath", Impl: "off", Value: 0, Unit: "B/op"},
+		{Name: "BenchmarkTelemetryPath", Impl: "off", Value: 0, Unit: "allocs/op"},
+		{Name: "BenchmarkForwardPipeline", Impl: "hato-mailbox", Value: 59000, Unit: "ns/op"},
+		{Name: "BenchmarkForwardPipeline", Impl: "hato-mailbox", Value: 2.12, Unit: "consumer-msgs/op"},
+		{Name: "BenchmarkForwardPipeline", Impl: "hato-mailbox", Value: 195, Unit: "allocs/op"},
+	}
+	if len(f.Metrics) != len(want) {
+		t.Fatalf("metrics %+v", f.Metrics)
+	}
+	for i, m := range want {
+		if f.Metrics[i] != m {
+			t.Errorf("metric %d = %+v, want %+v", i, f.Metrics[i], m)
+		}
+	}
+	if _, err := FromGoBench(strings.NewReader("PASS\n"), "t", "c"); err == nil {
+		t.Error("no results: no error")
+	}
+}
