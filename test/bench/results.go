@@ -48,7 +48,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // and the ratios print reports; Raw is the whole report.
 func (r *report) file() results.File {
 	r.summarize()
-	f := results.File{Title: "Forwarding, " + r.Options.mode}
+	f := results.File{Title: "Forwarding in one process"}
 	if r.Options.mode == "process" {
 		f.Title = "Forwarding across processes"
 	}
