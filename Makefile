@@ -65,6 +65,10 @@ bench-ceiling: broker ## Library ceiling: 64 goroutines publishing vs hand-writt
 bench-soak: broker ## Memory under load: the example node forwarding 2000 msg/s for SOAK (10m), RSS sampled every 10 s.
 	$(GO) run ./test/bench -mode soak -duration $(or $(SOAK),10m)
 
+.PHONY: bench-doc
+bench-doc: ## Render docs/benchmarks.md and the README's headline figures from test/bench/results/*.json (go run ./test/bench -json FILE writes one).
+	$(GO) run ./test/bench/cmd/benchdoc
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s).
 	@for pkg in ./envelope/ ./broker/; do \

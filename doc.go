@@ -50,7 +50,7 @@
 // returns once confirmed. A handler error is retried in process with backoff,
 // then the message is republished to the route's dead-letter queue
 // ("<queue>.dlq"; for a non-competing route, one shared by every instance,
-// see README) with headers saying why, and only then acked; [Requeue],
+// see docs/failure-handling.md) with headers saying why, and only then acked; [Requeue],
 // [Retry], [DeadLetter] and [Drop] override that per error. A message the
 // envelope cannot decode is dead-lettered at once, never requeued. A
 // panicking handler restarts its route's actor; the message goes back to the

@@ -214,3 +214,17 @@ func ExampleDedupe() {
 	// <nil>
 	// true
 }
+
+// The README's example, as it is there (TestReadmeExample checks they
+// match): a main function's body. It has no Output comment, so it is
+// compiled but not run.
+func Example_readme() {
+	svc, err := hato.New("amqp-example") // reads AMQP_URL
+	if err != nil {
+		log.Fatal(err)
+	}
+	hato.Subscribe(svc, "example.topic", func(ctx context.Context, msg *hato.Message[any]) error {
+		return svc.Publish(ctx, msg.Data, "example.response")
+	})
+	hato.Main(svc) // run until SIGINT/SIGTERM, drain, exit with a meaningful code
+}

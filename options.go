@@ -379,7 +379,7 @@ func WithChannelsPerConnection(n int) Option {
 // ErrMessageTooLarge for a larger one, before anything is sent. Default
 // DefaultMaxMessageSize, RabbitMQ's default max_message_size; set it to the
 // broker's limit if that is lower (the broker refuses a larger message by
-// closing the publish channel, see the README's Bad input table).
+// closing the publish channel, see docs/failure-handling.md, Bad input).
 func WithMaxMessageSize(n int) Option {
 	return serviceOption(func(c *config) error {
 		if n <= 0 {

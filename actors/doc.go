@@ -32,7 +32,7 @@
 // of package hato, subject to change without notice. Use the root package
 // instead: hato.FailurePolicy, hato.DeliveryEvent, hato.Requeue and its
 // siblings, hato.SubscribeActor; the dead-letter headers are described in
-// hato's README.
+// docs/failure-handling.md.
 //
 // # Implementation: the actors
 //

@@ -5,10 +5,24 @@
 //	go install github.com/hato-go/hato/cmd/hato@latest
 //	hato --help
 //
-// Every subcommand has --help with examples. Output is text for people, or
-// one JSON object per line with --json. Exit codes: 0 success, 1 failure
-// (broker unreachable, a publish nacked or unroutable, a queue missing,
-// interrupted), 2 usage error.
+// Subcommands:
+//
+//	hato publish KEY [DATA|-]   publish in the JSON, protobuf or raw envelope; waits for the confirm
+//	hato tail PATTERN           decode and print what is published on PATTERN (a temporary queue)
+//	hato names KEY              the queue, wire key and dead-letter queue a route on KEY uses
+//	hato dlq list|show|replay|purge
+//	                            dead-letter queues: counts and reasons, read unacked,
+//	                            republish (acked only once the copy is confirmed), purge
+//
+// It connects to --url, else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/
+// (several URLs are tried in order). Every subcommand has --help with
+// examples. Output is text for people, or one JSON object per line with
+// --json. Exit codes: 0 success, 1 failure (broker unreachable, a publish
+// nacked or unroutable, a queue missing, interrupted, a purge not
+// confirmed), 2 usage error.
+//
+// The manual, with every flag and what replay guarantees, is docs/cli.md in
+// the repository (https://github.com/hato-go/hato/blob/main/docs/cli.md).
 package main
 
 import (

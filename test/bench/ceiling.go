@@ -14,6 +14,7 @@ import (
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/test/bench/internal/results"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -47,6 +48,7 @@ func runCeiling(ctx context.Context, o options) int {
 		return 1
 	}
 	defer d.close()
+	env := results.CaptureEnv(d.brokerVersion, loadavg())
 	var rows []ceilingRow
 	for round := 1; round <= o.rounds; round++ {
 		logf("ceiling round %d/%d: publish, load %s", round, o.rounds, loadavg())
@@ -78,6 +80,10 @@ func runCeiling(ctx context.Context, o options) int {
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%.2f\t%s\t%s\n", r.what, r.rate, r.againstWhat, r.against, r.rate/r.against, target, r.load)
 	}
 	_ = tw.Flush()
+	if err := writeResults(o, env, ceilingFile(rows)); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
 	return 0
 }
 

@@ -25,7 +25,11 @@
 // after round, in one throw-away vhost with unique keys and queues per run.
 //
 // Flags: -n, -warmup, -rate, -duration, -rounds, -pad, -impl (a subset,
-// e.g. -impl baseline,hato), -json FILE, -cpuprofile FILE, -stall. In a CPU
+// e.g. -impl baseline,hato), -json FILE, -cpuprofile FILE, -stall. -json
+// writes the results of any mode, with the machine (cores, memory, CPU), Go
+// and RabbitMQ versions and load average, in the format of
+// test/bench/results/ (package internal/results), from which make
+// bench-doc renders docs/benchmarks.md. In a CPU
 // profile every goroutine carries a label role=driver or role=svc-<impl>,
 // so one implementation's cost can be isolated:
 //
@@ -82,6 +86,7 @@ import (
 	"time"
 
 	"github.com/hato-go/hato/test/bench/internal/baseline"
+	"github.com/hato-go/hato/test/bench/internal/results"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -153,7 +158,7 @@ func run() int {
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds: every implementation is measured once per round, interleaved")
 	flag.IntVar(&o.pad, "pad", 200, "bytes of padding in each message's data")
 	flag.StringVar(&impls, "impl", strings.Join(allImpls, ","), "comma-separated implementations to run: "+strings.Join(allImpls, ", "))
-	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file (every mode; the format of test/bench/results/, see package internal/results)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a measurement when no message arrives for this long")
 	flag.StringVar(&o.mode, "mode", "inprocess", "what to measure: "+strings.Join(modes, ", ")+" (see the package documentation)")
@@ -260,11 +265,10 @@ func reportRun(rep *report, err error) int {
 	o := rep.Options
 	if len(rep.Results) > 0 {
 		rep.print(os.Stdout)
-		if o.jsonPath != "" {
-			if werr := rep.writeJSON(o.jsonPath); werr != nil {
-				fmt.Fprintln(os.Stderr, "bench:", werr)
-				err = errors.Join(err, werr)
-			}
+		env := results.CaptureEnv(rep.Broker, rep.LoadStart)
+		if werr := writeResults(o, env, rep.file()); werr != nil {
+			fmt.Fprintln(os.Stderr, "bench:", werr)
+			err = errors.Join(err, werr)
 		}
 	}
 	if err != nil {

@@ -277,21 +277,17 @@ func (r *report) printTracing(w io.Writer) {
 	}
 }
 
-func (r *report) writeJSON(path string) error {
-	r.summarize()
-	out := struct {
-		*report
+// MarshalJSON adds the run's parameters to the report.
+func (r *report) MarshalJSON() ([]byte, error) {
+	type plain report
+	return json.Marshal(struct {
+		*plain
 		N        int     `json:"n"`
 		Warmup   int     `json:"warmup"`
 		Rate     int     `json:"rate"`
 		Duration float64 `json:"duration_s"`
 		Rounds   int     `json:"rounds"`
-	}{r, r.Options.n, r.Options.warmup, r.Options.rate, r.Options.duration.Seconds(), r.Options.rounds}
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	}{(*plain)(r), r.Options.n, r.Options.warmup, r.Options.rate, r.Options.duration.Seconds(), r.Options.rounds})
 }
 
 // fmtProcCPU is the process CPU column: one figure in process, "drv+svc"

@@ -55,6 +55,7 @@ func runRoutes(ctx context.Context, o options) int {
 		printFloor(nil, runFloor(ctx, o.routes, o.floorPar, o.floorNoWait))
 		return 0
 	}
+	env := runEnv()
 	logf("building the node binaries")
 	bins, err := buildBinaries()
 	if err != nil {
@@ -74,9 +75,16 @@ func runRoutes(ctx context.Context, o options) int {
 		}
 	}
 	printRoutes(out)
+	var fl *floorResult
 	if o.floor {
 		logf("broker floor for %d routes, load %s", o.routes, loadavg())
-		printFloor(out, runFloor(ctx, o.routes, o.floorPar, o.floorNoWait))
+		f := runFloor(ctx, o.routes, o.floorPar, o.floorNoWait)
+		printFloor(out, f)
+		fl = &f
+	}
+	if err := writeResults(o, env, routesFile(out, fl)); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
 	}
 	return 0
 }

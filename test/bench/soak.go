@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hato-go/hato/test/bench/internal/results"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -32,6 +33,7 @@ type rssSample struct {
 }
 
 func soak(ctx context.Context, o options) error {
+	load := loadavg()
 	logf("building the node binaries")
 	bins, err := buildBinaries()
 	if err != nil {
@@ -110,6 +112,9 @@ func soak(ctx context.Context, o options) error {
 	var l latencyStats
 	l.fill(lats)
 	printSoak(o, d.brokerVersion, samples, l, total, missing, dups)
+	if err := writeResults(o, results.CaptureEnv(d.brokerVersion, load), soakFile(o, samples, l, total, missing, dups)); err != nil {
+		return err
+	}
 	if missing > 0 || dups > 0 {
 		return fmt.Errorf("%w: %d missing, %d duplicated", errLost, missing, dups)
 	}
