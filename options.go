@@ -116,6 +116,8 @@ type config struct {
 	meterProvider             metric.MeterProvider
 	propagator                propagation.TextMapPropagator
 	opsAddr                   string
+	breaker                   *BreakerPolicy // outage: Breaker as a service option
+	pauses                    *pauseBook     // outage: the routes' breakers (breaker.go)
 }
 
 func defaultConfig() config {

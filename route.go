@@ -124,6 +124,7 @@ type routeConfig struct {
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
 	dedupe         *DedupeOption
+	breaker        *BreakerPolicy // outage: Breaker as a route option
 }
 
 type routeOption func(*routeConfig) error

@@ -90,6 +90,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			log:    log,
 			jobs:   map[uint64]*job{},
 			begin:  cfg.StartSession,
+			brk:    newBreaker(route.Breaker), // outage hook
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }
@@ -176,6 +177,8 @@ type consumer struct {
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
 	drained     bool // a drain completed: this incarnation never consumes again
+
+	brk *breaker // outage hook: the route's circuit breaker (breaker.go)
 }
 
 // ackGate lets a delivery be acked from off the mailbox (by the goroutine
@@ -342,6 +345,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.drainTimeout()
 	case *workersIdle:
 		c.workersIdle(msg)
+	case *breakerTrial: // outage hook
+		c.breakerTrial(ctx, msg)
 	}
 }
 
@@ -439,7 +444,7 @@ func (c *consumer) deadLetterRetry(ctx actor.Context, msg *deadLetterRetry) {
 // draining or drained: a reopen scheduled before the drain must not start
 // consuming again after it.
 func (c *consumer) reopen(ctx actor.Context) {
-	if c.session == nil && !c.opening && c.drain == nil && !c.drained {
+	if c.session == nil && !c.opening && c.drain == nil && !c.drained && c.brk.state != BreakerOpen { // outage hook: no reopen while paused
 		c.requestChannel(ctx)
 	}
 }
@@ -512,7 +517,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
 	cfg := broker.ConsumerConfig{
 		Topology:       c.route.Topology,
-		Prefetch:       c.route.Prefetch,
+		Prefetch:       c.sessionPrefetch(), // outage hook: the trial prefetch while half-open
 		GlobalPrefetch: c.route.GlobalPrefetch,
 		Deliver: func(d *broker.Delivery) {
 			j := &job{d: d}
@@ -590,6 +595,9 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 		c.drainDone()
 		return
 	}
+	if c.breakerSessionEnded(ctx) { // outage hook: the breaker closed it, or it is paused
+		return
+	}
 	// Only a drain or a restart closes a session on purpose, and a restart
 	// changes the incarnation: any other end means reopening.
 	if err == nil {
@@ -602,7 +610,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 
 func (c *consumer) arrived(ctx actor.Context, j *job) {
 	d := j.d
-	if c.drain != nil || c.drained {
+	if c.drain != nil || c.drained || c.breakerRefuses() { // outage hook: paused
 		d.Nack(true)
 		return
 	}
@@ -872,6 +880,9 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.release(j)
 		return
 	}
+	if !msg.panicked {
+		c.breakerOutcome(ctx, msg.err) // outage hook: may pause the route
+	}
 	if msg.panicked {
 		n := c.state.mark(j.keyOf())
 		p := &HandlerPanic{Route: c.route.Name, MessageID: j.d.MessageId, Value: msg.value, Stack: msg.stack}
@@ -912,6 +923,9 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		c.done(j)
 		c.event(j, Drop, err)
 	case Retry:
+		if c.breakerHolds(j, err) { // outage hook: paused, back to the queue uncounted
+			return
+		}
 		c.state.fail(j.keyOf())
 		if c.drain != nil {
 			c.log.Warn("handler failed while draining; message returned to the queue", c.fields(j, err)...)
@@ -1042,6 +1056,7 @@ func (c *consumer) checkDrained() {
 	if c.drain != nil && len(c.jobs) == 0 {
 		c.finishDrain()
 	}
+	c.breakerIdle() // outage hook: close a paused session once idle
 }
 
 // finishDrain closes the session (the broker requeues whatever is still

@@ -56,6 +56,13 @@ type Route struct {
 	// the publisher's goroutine. It must be safe for concurrent use and
 	// must not block.
 	Events func(DeliveryEvent)
+	// Breaker, when set, pauses the route while its handler keeps failing
+	// (see BreakerPolicy and breaker.go); without it only a handler's
+	// PauseDirective pauses the route. BreakerEvents, when set, receives
+	// every change of the breaker's state, from the consumer actor's
+	// goroutine: it must not block.
+	Breaker       *BreakerPolicy
+	BreakerEvents func(BreakerEvent)
 }
 
 // FailurePolicy says what happens to a delivery whose handler fails.
