@@ -277,9 +277,11 @@ func (s *Service) topology(r *route) broker.Topology {
 	if !rc.competing {
 		t.MaxConsumers = 1
 	}
-	if p := s.failurePolicy(r); p.DeadLetterQueue != "" {
+	p := s.failurePolicy(r)
+	if p.DeadLetterQueue != "" {
 		t.DeadLetterQueue = p.DeadLetterQueue
 	}
+	t.RetryDelays = p.RetryDelays // outage: the delay queues
 	return t
 }
 

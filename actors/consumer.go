@@ -103,6 +103,7 @@ const (
 	confirming
 	retryWait
 	deadLettering
+	retryDelaying // outage: its copy is being sent to a delay queue (retrydelay.go)
 )
 
 // job is one delivery the actor holds.
@@ -345,8 +346,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.drainTimeout()
 	case *workersIdle:
 		c.workersIdle(msg)
-	case *breakerTrial: // outage hook
-		c.breakerTrial(ctx, msg)
+	case outageMsg: // outage hook: breaker and delayed-retry results (breaker.go, retrydelay.go)
+		msg.handle(c, ctx)
 	}
 }
 
@@ -368,6 +369,7 @@ func (c *consumer) started(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
+	c.startRetryRedeclare() // outage hook
 	c.requestChannel(ctx)
 }
 
@@ -610,6 +612,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 
 func (c *consumer) arrived(ctx actor.Context, j *job) {
 	d := j.d
+	restoreRetried(d) // outage hook: back from a delay queue
 	if c.drain != nil || c.drained || c.breakerRefuses() { // outage hook: paused
 		d.Nack(true)
 		return
@@ -933,6 +936,9 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 			return
 		}
 		if j.attempts >= c.policy.MaxAttempts {
+			if c.delayRetry(ctx, j, err) { // outage hook: a delayed retry is left
+				return
+			}
 			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts: %w", j.attempts, err))
 			return
 		}
