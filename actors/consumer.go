@@ -612,7 +612,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 
 func (c *consumer) arrived(ctx actor.Context, j *job) {
 	d := j.d
-	restoreRetried(d) // outage hook: back from a delay queue
+	restoreRetried(d)                                      // outage hook: back from a delay queue
 	if c.drain != nil || c.drained || c.breakerRefuses() { // outage hook: paused
 		d.Nack(true)
 		return

@@ -83,8 +83,8 @@ type queue struct {
 	quorum    bool
 	ready     []*message // ordered by seq
 	consumers []*session
-	next      int  // round-robin position among consumers
-	consumed  bool // some session consumed from it (see WaitIdle)
+	next      int    // round-robin position among consumers
+	consumed  bool   // some session consumed from it (see WaitIdle)
 	delay     *delay // a delay queue of delayed retries (delay.go)
 }
 
