@@ -2,7 +2,11 @@ package hato_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,4 +104,44 @@ func TestPauseDirectivePausesTheRoute(t *testing.T) {
 
 type bpayload struct {
 	ID string `json:"id"`
+}
+
+// TestPausedRouteStopsAndReadyzNamesIt: /readyz stays 200 while a route is
+// paused and names it; a paused service stops at once (no session to
+// drain) and the message stays in its queue.
+func TestPausedRouteStopsAndReadyzNamesIt(t *testing.T) {
+	b := hatotest.NewBroker()
+	svc, err := hato.New("svc", hatotest.Transport(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = hato.Subscribe(svc, "in", func(ctx context.Context, m *hato.Message[bpayload]) error {
+		return hato.Pause(errors.New("payment API answers 503"), time.Hour)
+	})
+	hatotest.Start(t, svc)
+	_ = b.Publish(context.Background(), "in", bpayload{ID: "x"})
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return len(svc.PausedRoutes()) == 1 }, "the route to pause")
+	rec := httptest.NewRecorder()
+	svc.OpsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var body struct {
+		Status string `json:"status"`
+		Paused []struct {
+			Route, State, Cause string
+		} `json:"paused"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusOK || body.Status != "ok" ||
+		len(body.Paused) != 1 || body.Paused[0].State != "open" || !strings.Contains(body.Paused[0].Cause, "503") {
+		t.Errorf("/readyz %d %s (%v)", rec.Code, rec.Body, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := svc.Status(ctx); err != nil || len(st.Paused) != 1 {
+		t.Errorf("Status %+v, %v: want the paused route", st, err)
+	}
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatalf("stop while paused: %v", err)
+	}
+	if q := b.Queue(svc.Routes()[0].Queue); len(q) != 1 {
+		t.Errorf("queue holds %d messages after the stop, want the paused one", len(q))
+	}
 }
