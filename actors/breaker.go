@@ -273,7 +273,8 @@ func (c *consumer) breakerOutcome(ctx actor.Context, err error) {
 
 // trip pauses the route: basic.cancel on the session (handlers in flight
 // finish and settle on it), the deliveries waiting for a handler slot or
-// for an in-process retry go back to the queue uncounted, and a trial is
+// for an in-process retry go back to the queue with their failed attempts
+// forgotten (see clearFailures), and a trial is
 // scheduled after the cooldown. The session is closed once the route holds
 // nothing (see breakerIdle).
 func (c *consumer) trip(ctx actor.Context, cause error, d time.Duration) {
@@ -290,7 +291,7 @@ func (c *consumer) trip(ctx actor.Context, cause error, d time.Duration) {
 	for _, j := range c.jobs {
 		if j.stage == retryWait {
 			c.waiting--
-			c.state.unfail(j.keyOf())
+			c.state.clearFailures(j.keyOf())
 			c.release(j)
 		}
 	}
@@ -371,6 +372,7 @@ func (c *consumer) breakerHolds(j *job, err error) bool {
 		return false
 	}
 	c.log.Info("route paused: failed message returned to its queue", c.fields(j, err)...)
+	c.state.clearFailures(j.keyOf())
 	c.release(j)
 	return true
 }
@@ -395,15 +397,17 @@ func (c *consumer) breakerEvent(ctx actor.Context, ev BreakerEvent) {
 	}
 }
 
-// unfail takes back one failed attempt of the message: it failed because
-// the route's dependency was down, and goes back to its queue to wait.
-func (s *routeState) unfail(key msgKey) {
+// clearFailures forgets the message's failed attempts: it failed while
+// the route's dependency was down (the breaker tripped) and goes back to
+// its queue to wait, with its whole attempt budget when it comes back.
+// Its crashes and requeues (poison) are kept.
+func (s *routeState) clearFailures(key msgKey) {
 	if key.byContent {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if m := s.lookup(key); m != nil && m.failures > 0 {
-		m.failures--
+	if m := s.lookup(key); m != nil {
+		m.failures = 0
 	}
 }

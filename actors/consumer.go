@@ -631,7 +631,11 @@ func (c *consumer) arrived(ctx actor.Context, j *job) {
 		// Continue the attempt budget where the previous delivery left it.
 		j.attempts = c.state.failures(j.keyOf())
 		if j.attempts >= c.policy.MaxAttempts {
-			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts before this redelivery", j.attempts))
+			err := fmt.Errorf("failed %d attempts before this redelivery", j.attempts)
+			if c.delayRetry(ctx, j, err) { // outage hook: a delayed retry is left
+				return
+			}
+			c.deadLetter(ctx, j, err)
 			return
 		}
 	}
