@@ -116,3 +116,17 @@ func TestConsumerBreakerTripReturnsRetryWaitingUncounted(t *testing.T) {
 		t.Errorf("pause reported as a failure: %v", r.rep.failedReports())
 	}
 }
+
+func FuzzRetryOf(f *testing.F) {
+	f.Add(int64(0))
+	f.Add(int64(3))
+	f.Add(int64(-1))
+	f.Add(int64(1) << 40)
+	f.Fuzz(func(t *testing.T, n int64) {
+		for _, v := range []any{n, int32(n), int16(n), int8(n), uint8(n), "3", nil} {
+			if got := RetryOf(map[string]any{HeaderRetry: v}); got < 0 {
+				t.Errorf("RetryOf(%v %T) = %d", v, v, got)
+			}
+		}
+	})
+}

@@ -370,3 +370,29 @@ func TestDelayQueuesInNamesAndDLQList(t *testing.T) {
 		t.Errorf("text %q", got)
 	}
 }
+
+func FuzzDelayQueueNames(f *testing.F) {
+	for _, s := range []string{"q.retry.5s", "a.b.retry.1m30s", "q.retry.", "q.retry.-5s", ".retry.5s", "q.retry.x", "5s,1m", " 10s , 1h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if isDelayQueue(s) {
+			d, err := time.ParseDuration(s[strings.LastIndex(s, ".retry.")+len(".retry."):])
+			if err != nil || d <= 0 {
+				t.Errorf("%q accepted as a delay queue", s)
+			}
+		}
+		var l delayList
+		if err := l.Set(s); err == nil {
+			for _, d := range l {
+				if d <= 0 {
+					t.Errorf("%q gave delay %s", s, d)
+				}
+			}
+			var again delayList
+			if err := again.Set(l.String()); err != nil || !reflect.DeepEqual(again, l) {
+				t.Errorf("%q: %v does not round-trip: %v %v", s, l, again, err)
+			}
+		}
+	})
+}
