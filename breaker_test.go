@@ -18,11 +18,12 @@ import (
 
 // outageRun is what an outage scenario measured.
 type outageRun struct {
-	deadLettered int      // messages in the dead-letter queue at the end
-	dlqDuring    []int    // the dead-letter queue's depth, once a second from the first publish
-	missing      []string // neither forwarded nor dead-lettered
-	left         int      // messages left in the route's queue
-	pauses       int      // EventPaused
+	deadLettered int           // messages in the dead-letter queue at the end
+	dlqDuring    []int         // the dead-letter queue's depth, once a second from the first publish
+	missing      []string      // neither forwarded nor dead-lettered
+	left         int           // messages left in the route's queue
+	pauses       int           // EventPaused
+	doneAfter    time.Duration // from the end of the outage until every message was forwarded or dead-lettered
 }
 
 // runOutage is the forwarder of examples/amqp-example under an outage:
@@ -101,6 +102,7 @@ func runOutage(t *testing.T, opts ...hato.RouteOption) outageRun {
 		t.Fatal(err)
 	}
 	brokertest.WaitFor(t, time.Until(deadline)+time.Second, settled, "every message forwarded or dead-lettered")
+	run.doneAfter = time.Since(outageEnd)
 	run.deadLettered, _ = brokertest.Inspect(t, conn, route.DeadLetterQueue)
 	run.left, _ = brokertest.Inspect(t, conn, route.Queue)
 	mu.Lock()
@@ -123,8 +125,8 @@ func (r outageRun) String() string {
 	for i, n := range r.dlqDuring {
 		parts[i] = fmt.Sprint(n)
 	}
-	return fmt.Sprintf("dead-lettered %d, left in queue %d, lost %d, pauses %d; dead-letter queue depth each second: %s",
-		r.deadLettered, r.left, len(r.missing), r.pauses, strings.Join(parts, " "))
+	return fmt.Sprintf("dead-lettered %d, left in queue %d, lost %d, pauses %d, all settled %s after the outage; dead-letter queue depth each second: %s",
+		r.deadLettered, r.left, len(r.missing), r.pauses, r.doneAfter.Round(100*time.Millisecond), strings.Join(parts, " "))
 }
 
 // TestBreakerOutageCheck is issue 20's check: with Breaker(BreakerPolicy{})
