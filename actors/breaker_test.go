@@ -1,7 +1,10 @@
 package actors
 
 import (
+	"context"
+
 	"errors"
+	"github.com/hato-go/hato/broker"
 	"testing"
 	"time"
 )
@@ -81,5 +84,39 @@ func TestBreakerDefaultCounts(t *testing.T) {
 		if got := p.Counts(c.err); got != c.want {
 			t.Errorf("Counts(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// A handler in flight when the breaker trips finishes and is acked on the
+// cancelled session; the session is closed only after that.
+func TestConsumerBreakerLetsInFlightFinish(t *testing.T) {
+	conn := &fakeConn{}
+	slow := newGate(t)
+	started := make(chan struct{})
+	fail := func(context.Context, *broker.Delivery) error { return errors.New("down") }
+	r := newConsumer(t, &Route{
+		Handle: handlers{"a": fail, "b": fail, "c": fail, "slow": func(context.Context, *broker.Delivery) error {
+			close(started)
+			slow.wait()
+			return nil
+		}}.handle,
+		Concurrency: 4,
+		Failure:     FailurePolicy{MaxAttempts: 5, DeadLetterQueue: "q.dlq", Backoff: fastRetry}.WithDefaults(),
+		Breaker:     &BreakerPolicy{MinRuns: 3, FailureRatio: 1, Cooldown: time.Hour},
+	}, conn)
+	s := r.sessions.await(t, 0)
+	s.deliver(1, "slow", false)
+	<-started
+	s.deliver(2, "a", false)
+	s.deliver(3, "b", false)
+	s.deliver(4, "c", false)
+	waitFor(t, "the trip", func() bool { return s.has("cancel") })
+	if s.isEnded() {
+		t.Fatal("session closed while a handler was in flight")
+	}
+	slow.open()
+	waitFor(t, "the in-flight delivery acked, then the session closed", func() bool { return s.isEnded() })
+	if !s.has("ack 1") || s.index("ack 1") > s.index("close") {
+		t.Errorf("log %v: want ack 1 before close", s.log)
 	}
 }
