@@ -2,11 +2,11 @@ package actors
 
 import (
 	"context"
-
 	"errors"
-	"github.com/hato-go/hato/broker"
 	"testing"
 	"time"
+
+	"github.com/hato-go/hato/broker"
 )
 
 func TestBreakerStateMachine(t *testing.T) {
