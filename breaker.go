@@ -1,11 +1,9 @@
 package hato
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
-
-	"context"
-	"github.com/hato-go/hato/broker"
 	"slices"
 	"sync"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
 )
 
 // BreakerPolicy says when a route's circuit breaker pauses the route (see

@@ -1,10 +1,9 @@
 package hato
 
 import (
-	"time"
-
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
