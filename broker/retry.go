@@ -50,7 +50,3 @@ func (t Topology) DeclareRetryQueues(ch *amqp.Channel) error {
 	}
 	return nil
 }
-
-// RetryQueueArgs are the declaration arguments of the delay queue of t's
-// queue for delay (for transports that model them).
-func (t Topology) RetryQueueArgs(delay time.Duration) amqp.Table { return t.retryArgs(delay) }
