@@ -3,6 +3,7 @@ package hato
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
@@ -91,6 +92,16 @@ type FailurePolicy struct {
 	// "<queue>.dlq" (or none with NoDeadLetterQueue: failed messages are
 	// then rejected without requeue).
 	DeadLetterQueue string
+	// RetryDelays, when set, retries a failed message through the broker
+	// instead of in process: it waits RetryDelays[i] in a delay queue of
+	// hato's ("<queue>.retry.<delay>") and comes back to the route's queue
+	// (Message.Retry counts the delayed retries); after the last delay it
+	// is dead-lettered, its headers holding the retry history. A waiting
+	// message holds no handler slot and no unacked delivery, and survives
+	// restarts. MaxAttempts zero then means 1; a MaxAttempts set runs that
+	// many in-process attempts before each delay. Order is not kept across
+	// a delayed retry. See docs/outage-handling.md.
+	RetryDelays []time.Duration
 }
 
 // actorsPolicy converts p for the consumer actor, filling the defaults.
@@ -100,6 +111,7 @@ func actorsPolicy(p FailurePolicy) actors.FailurePolicy {
 		Backoff:         supervisorBackoff(p.Backoff),
 		MaxRedeliveries: p.MaxRedeliveries,
 		DeadLetterQueue: p.DeadLetterQueue,
+		RetryDelays:     p.RetryDelays,
 	}.WithDefaults()
 }
 

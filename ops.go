@@ -149,7 +149,7 @@ func (s *Service) opsMux() http.Handler {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.ops.registry, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeProbe(w, s.Healthy()) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { writeProbe(w, s.Ready()) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { writeReady(w, s.Ready(), s.PausedRoutes()) }) // outage: names paused routes
 	return mux
 }
 

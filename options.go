@@ -116,6 +116,8 @@ type config struct {
 	meterProvider             metric.MeterProvider
 	propagator                propagation.TextMapPropagator
 	opsAddr                   string
+	breaker                   *BreakerPolicy // outage: Breaker as a service option
+	pauses                    *pauseBook     // outage: the routes' breakers (breaker.go)
 }
 
 func defaultConfig() config {
@@ -572,8 +574,17 @@ type FailureHandlingOption struct{ p FailurePolicy }
 // queue, for the service's routes or one route.
 func FailureHandling(p FailurePolicy) FailureHandlingOption { return FailureHandlingOption{p} }
 
-func (o FailureHandlingOption) applyService(c *config) error { c.failure = o.p; return nil }
+func (o FailureHandlingOption) applyService(c *config) error {
+	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
+		return err
+	}
+	c.failure = o.p
+	return nil
+}
 func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
+	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
+		return err
+	}
 	p := o.p
 	r.failure = &p
 	return nil

@@ -52,6 +52,9 @@ type Message[T any] struct {
 	// DeliveryCount is the broker's delivery count (quorum queues); 0 when
 	// the queue does not count.
 	DeliveryCount int
+	// Retry is how many delayed retries (FailurePolicy.RetryDelays) the
+	// message has been through: 0 on its first delivery.
+	Retry int
 	// Body is the raw message body.
 	Body []byte
 
@@ -124,6 +127,7 @@ type routeConfig struct {
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
 	dedupe         *DedupeOption
+	breaker        *BreakerPolicy // outage: Breaker as a route option
 }
 
 type routeOption func(*routeConfig) error
@@ -377,6 +381,7 @@ func decode[T any](s *Service, rc *routeConfig, d *broker.Delivery) (*Message[T]
 	if n, ok := d.Headers["x-delivery-count"].(int64); ok {
 		msg.DeliveryCount = int(n)
 	}
+	msg.Retry = actors.RetryOf(d.Headers) // outage
 	env := rc.envelope
 	if env == nil {
 		env = s.cfg.envelope
@@ -396,7 +401,7 @@ func untyped[T any](m *Message[T]) *Message[any] {
 	return &Message[any]{
 		Data: m.Data, Service: m.Service, Metadata: m.Metadata, RoutingKey: m.RoutingKey,
 		DeliveredRoutingKey: m.DeliveredRoutingKey, Exchange: m.Exchange, Queue: m.Queue,
-		Properties: m.Properties, Redelivered: m.Redelivered, DeliveryCount: m.DeliveryCount,
+		Properties: m.Properties, Redelivered: m.Redelivered, DeliveryCount: m.DeliveryCount, Retry: m.Retry,
 		Body: m.Body, ctx: m.ctx, typed: m, log: m.log,
 	}
 }

@@ -107,6 +107,7 @@ func New(name string, opts ...Option) (*Service, error) {
 	if cfg.uuid == "" {
 		cfg.uuid = envelope.NewUUID4()
 	}
+	cfg.pauses = newPauseBook() // outage
 	if err := cfg.resolveURL(); err != nil {
 		return nil, err
 	}
@@ -276,9 +277,11 @@ func (s *Service) topology(r *route) broker.Topology {
 	if !rc.competing {
 		t.MaxConsumers = 1
 	}
-	if p := s.failurePolicy(r); p.DeadLetterQueue != "" {
+	p := s.failurePolicy(r)
+	if p.DeadLetterQueue != "" {
 		t.DeadLetterQueue = p.DeadLetterQueue
 	}
+	t.RetryDelays = p.RetryDelays // outage: the delay queues
 	return t
 }
 
@@ -497,6 +500,8 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Service:        s.name,
 		Reopen:         supervisorBackoff(s.cfg.reconnect),
 		Events:         s.deliveryEvents(),
+		Breaker:        s.breakerOf(r),     // outage
+		BreakerEvents:  s.cfg.pauses.event, // outage
 	}
 	return supervisor.ChildSpec{
 		Name:   r.name,
@@ -577,6 +582,9 @@ type ConnectionStatus struct {
 	// the URL dialed) the publishing and consuming connections are on;
 	// empty while disconnected.
 	PublishNode, ConsumeNode string
+	// Paused lists the routes paused by their circuit breaker (see
+	// Service.PausedRoutes).
+	Paused []PausedRoute
 }
 
 // Status asks the connection actor for its state: connected, blocked by
@@ -609,6 +617,7 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 		LastError:      st.LastError,
 		PublishNode:    st.PublishNode,
 		ConsumeNode:    st.ConsumeNode,
+		Paused:         s.PausedRoutes(), // outage
 	}, nil
 }
 

@@ -90,6 +90,13 @@ const (
 	// or channel and is recovering by itself (an EventReady follows when it
 	// has).
 	EventUnavailable
+	// EventPaused: a route's circuit breaker opened (see Breaker, Pause):
+	// it takes no deliveries until a trial after SupervisorEvent.Delay;
+	// Reason is the failure that tripped it. The route stays ready.
+	EventPaused
+	// EventResumed: a paused route's trials succeeded and it consumes
+	// again; SupervisorEvent.Delay is how long it was paused.
+	EventResumed
 )
 
 func (k EventKind) String() string {
@@ -108,6 +115,10 @@ func (k EventKind) String() string {
 		return "gave-up"
 	case EventUnavailable:
 		return "unavailable"
+	case EventPaused:
+		return "paused"
+	case EventResumed:
+		return "resumed"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -129,6 +140,10 @@ func eventKind(k supervisor.EventKind) EventKind {
 		return EventGaveUp
 	case supervisor.EventUnavailable:
 		return EventUnavailable
+	case supervisor.EventPaused:
+		return EventPaused
+	case supervisor.EventResumed:
+		return EventResumed
 	}
 	return 0
 }

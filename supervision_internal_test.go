@@ -18,8 +18,8 @@ func TestEventKindMirrorsSupervisor(t *testing.T) {
 		}
 		n++
 	}
-	if n != 7 {
-		t.Errorf("%d supervisor event kinds, the root mirrors 7", n)
+	if n != 9 {
+		t.Errorf("%d supervisor event kinds, the root mirrors 9", n)
 	}
 }
 

@@ -101,6 +101,7 @@ type telemetry struct {
 	exchange string
 	pubAttrs []metric.AddOption
 	status   func(context.Context) (ConnectionStatus, error)
+	pauses   *pauseBook // outage: the routes' breakers, for their gauges
 
 	pubKeys cache[publishKey, *publishTelemetry] // see publishKey
 	events  cache[[2]string, []metric.AddOption] // by route and dead-letter reason ("": none)
@@ -131,7 +132,7 @@ func newTelemetry(c *config, log *zap.Logger, status func(context.Context) (Conn
 		mp = otel.GetMeterProvider()
 	}
 	t := &telemetry{tracer: tp.Tracer(InstrumentationName), prop: prop, never: neverRecords(tp),
-		log: log, exchange: orDefaultExchange(c.exchange), status: status}
+		log: log, exchange: orDefaultExchange(c.exchange), status: status, pauses: c.pauses}
 	_, t.w3c = prop.(propagation.TraceContext)
 	if isGlobalPlaceholder(tp) {
 		t.global = tp
@@ -150,6 +151,9 @@ func (t *telemetry) addMeter(mp metric.MeterProvider) {
 	}
 	if err == nil && t.status != nil {
 		err = in.observe(m, t.status)
+	}
+	if err == nil && t.pauses != nil {
+		err = t.pauses.observe(m) // outage: breaker gauges
 	}
 	if err != nil {
 		t.log.Warn("some metric instruments could not be created", zap.Error(err))

@@ -90,6 +90,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			log:    log,
 			jobs:   map[uint64]*job{},
 			begin:  cfg.StartSession,
+			brk:    newBreaker(route.Breaker), // outage hook
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }
@@ -102,6 +103,7 @@ const (
 	confirming
 	retryWait
 	deadLettering
+	retryDelaying // outage: its copy is being sent to a delay queue (retrydelay.go)
 )
 
 // job is one delivery the actor holds.
@@ -176,6 +178,8 @@ type consumer struct {
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
 	drained     bool // a drain completed: this incarnation never consumes again
+
+	brk *breaker // outage hook: the route's circuit breaker (breaker.go)
 }
 
 // ackGate lets a delivery be acked from off the mailbox (by the goroutine
@@ -342,6 +346,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.drainTimeout()
 	case *workersIdle:
 		c.workersIdle(msg)
+	case outageMsg: // outage hook: breaker and delayed-retry results (breaker.go, retrydelay.go)
+		msg.handle(c, ctx)
 	}
 }
 
@@ -363,6 +369,7 @@ func (c *consumer) started(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
+	c.startRetryRedeclare() // outage hook
 	c.requestChannel(ctx)
 }
 
@@ -439,7 +446,7 @@ func (c *consumer) deadLetterRetry(ctx actor.Context, msg *deadLetterRetry) {
 // draining or drained: a reopen scheduled before the drain must not start
 // consuming again after it.
 func (c *consumer) reopen(ctx actor.Context) {
-	if c.session == nil && !c.opening && c.drain == nil && !c.drained {
+	if c.session == nil && !c.opening && c.drain == nil && !c.drained && c.brk.state != BreakerOpen { // outage hook: no reopen while paused
 		c.requestChannel(ctx)
 	}
 }
@@ -512,7 +519,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
 	cfg := broker.ConsumerConfig{
 		Topology:       c.route.Topology,
-		Prefetch:       c.route.Prefetch,
+		Prefetch:       c.sessionPrefetch(), // outage hook: the trial prefetch while half-open
 		GlobalPrefetch: c.route.GlobalPrefetch,
 		Deliver: func(d *broker.Delivery) {
 			j := &job{d: d}
@@ -590,6 +597,9 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 		c.drainDone()
 		return
 	}
+	if c.breakerSessionEnded(ctx) { // outage hook: the breaker closed it, or it is paused
+		return
+	}
 	// Only a drain or a restart closes a session on purpose, and a restart
 	// changes the incarnation: any other end means reopening.
 	if err == nil {
@@ -602,7 +612,8 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 
 func (c *consumer) arrived(ctx actor.Context, j *job) {
 	d := j.d
-	if c.drain != nil || c.drained {
+	restoreRetried(d)                                      // outage hook: back from a delay queue
+	if c.drain != nil || c.drained || c.breakerRefuses() { // outage hook: paused
 		d.Nack(true)
 		return
 	}
@@ -620,7 +631,11 @@ func (c *consumer) arrived(ctx actor.Context, j *job) {
 		// Continue the attempt budget where the previous delivery left it.
 		j.attempts = c.state.failures(j.keyOf())
 		if j.attempts >= c.policy.MaxAttempts {
-			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts before this redelivery", j.attempts))
+			err := fmt.Errorf("failed %d attempts before this redelivery", j.attempts)
+			if c.delayRetry(ctx, j, err) { // outage hook: a delayed retry is left
+				return
+			}
+			c.deadLetter(ctx, j, err)
 			return
 		}
 	}
@@ -872,6 +887,9 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.release(j)
 		return
 	}
+	if !msg.panicked {
+		c.breakerOutcome(ctx, msg.err) // outage hook: may pause the route
+	}
 	if msg.panicked {
 		n := c.state.mark(j.keyOf())
 		p := &HandlerPanic{Route: c.route.Name, MessageID: j.d.MessageId, Value: msg.value, Stack: msg.stack}
@@ -912,6 +930,9 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 		c.done(j)
 		c.event(j, Drop, err)
 	case Retry:
+		if c.breakerHolds(j, err) { // outage hook: paused, back to the queue uncounted
+			return
+		}
 		c.state.fail(j.keyOf())
 		if c.drain != nil {
 			c.log.Warn("handler failed while draining; message returned to the queue", c.fields(j, err)...)
@@ -919,6 +940,9 @@ func (c *consumer) settle(ctx actor.Context, j *job, action Action, err error) {
 			return
 		}
 		if j.attempts >= c.policy.MaxAttempts {
+			if c.delayRetry(ctx, j, err) { // outage hook: a delayed retry is left
+				return
+			}
 			c.deadLetter(ctx, j, fmt.Errorf("failed %d attempts: %w", j.attempts, err))
 			return
 		}
@@ -1042,6 +1066,7 @@ func (c *consumer) checkDrained() {
 	if c.drain != nil && len(c.jobs) == 0 {
 		c.finishDrain()
 	}
+	c.breakerIdle() // outage hook: close a paused session once idle
 }
 
 // finishDrain closes the session (the broker requeues whatever is still

@@ -56,6 +56,13 @@ type Route struct {
 	// the publisher's goroutine. It must be safe for concurrent use and
 	// must not block.
 	Events func(DeliveryEvent)
+	// Breaker, when set, pauses the route while its handler keeps failing
+	// (see BreakerPolicy and breaker.go); without it only a handler's
+	// PauseDirective pauses the route. BreakerEvents, when set, receives
+	// every change of the breaker's state, from the consumer actor's
+	// goroutine: it must not block.
+	Breaker       *BreakerPolicy
+	BreakerEvents func(BreakerEvent)
 }
 
 // FailurePolicy says what happens to a delivery whose handler fails.
@@ -79,10 +86,19 @@ type FailurePolicy struct {
 	// (the broker drops them, or routes them to a dead-letter exchange a
 	// broker policy configured).
 	DeadLetterQueue string
+	// RetryDelays, when set, are delayed retries through the broker: once
+	// a delivery failed its MaxAttempts in-process attempts, a copy waits
+	// RetryDelays[i] in the delay queue broker.RetryQueueName(queue, d)
+	// and comes back to the queue (HeaderRetry counts them); after the
+	// last one the message is dead-lettered. See retrydelay.go.
+	RetryDelays []time.Duration
 }
 
 // WithDefaults fills zero fields.
 func (p FailurePolicy) WithDefaults() FailurePolicy {
+	if p.MaxAttempts <= 0 && len(p.RetryDelays) > 0 {
+		p.MaxAttempts = 1 // the delayed retries replace the in-process ones
+	}
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = 3
 	}

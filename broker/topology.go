@@ -43,6 +43,9 @@ type Topology struct {
 	// DeadLetterQueue, when set, is declared too (durable, same queue type,
 	// no expiry) so failed messages can be republished there.
 	DeadLetterQueue string
+	// RetryDelays, when set, are the delays of the route's delayed retries:
+	// one delay queue each is declared too (see RetryQueueName, retry.go).
+	RetryDelays []time.Duration
 }
 
 // ExchangeName is Exchange with the default applied.
@@ -100,6 +103,10 @@ func (t Topology) Declare(ch *amqp.Channel) (amqp.Queue, error) {
 		if err := t.DeclareDeadLetterQueue(ch); err != nil {
 			return q, err
 		}
+	}
+	// outage: the delay queues of delayed retries (retry.go)
+	if err := t.DeclareRetryQueues(ch); err != nil {
+		return q, err
 	}
 	return q, nil
 }

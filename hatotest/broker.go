@@ -36,6 +36,10 @@ import (
 //     copy itself.
 //   - Queues never expire (x-expires is ignored) and nothing is lost on a
 //     "restart": there is none.
+//   - The delay queues of delayed retries (hato's FailurePolicy.RetryDelays)
+//     are modelled: each message waits the queue's delay, then goes back
+//     to the route's queue with an x-death header, as RabbitMQ's message
+//     TTL and dead-lettering do. WaitIdle waits for them.
 //
 // A Broker is safe for concurrent use. The zero value is not usable: call
 // NewBroker.
@@ -48,6 +52,7 @@ type Broker struct {
 	published []Message
 	outcomes  []Outcome
 	changed   chan struct{} // closed and replaced on every change (see WaitIdle)
+	delayed   int           // messages waiting in delay queues (delay.go)
 }
 
 type binding struct{ key, queue string }
@@ -78,8 +83,9 @@ type queue struct {
 	quorum    bool
 	ready     []*message // ordered by seq
 	consumers []*session
-	next      int  // round-robin position among consumers
-	consumed  bool // some session consumed from it (see WaitIdle)
+	next      int    // round-robin position among consumers
+	consumed  bool   // some session consumed from it (see WaitIdle)
+	delay     *delay // a delay queue of delayed retries (delay.go)
 }
 
 // notify wakes WaitIdle callers. Called with b.mu held.
@@ -107,6 +113,9 @@ func (b *Broker) declare(t broker.Topology) (*queue, error) {
 		if _, err := b.declareQueue(t.DeadLetterQueue, t.QueueType); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.declareRetryQueues(t); err != nil { // delay queues (delay.go)
+		return nil, err
 	}
 	return q, nil
 }
@@ -148,7 +157,11 @@ func (b *Broker) route(exchange, routingKey string, pub amqp.Publishing) (int, e
 	}
 	for _, q := range targets {
 		b.seq++
-		q.ready = append(q.ready, &message{seq: b.seq, exchange: exchange, routingKey: routingKey, pub: pub})
+		m := &message{seq: b.seq, exchange: exchange, routingKey: routingKey, pub: pub}
+		q.ready = append(q.ready, m)
+		if q.delay != nil {
+			b.expireLater(q, m) // delay.go
+		}
 		b.dispatch(q)
 	}
 	if len(targets) > 0 {
@@ -227,6 +240,9 @@ func cmpUint(a, b uint64) int {
 // message waiting in a queue some session consumed from. Called with b.mu
 // held.
 func (b *Broker) idle() bool {
+	if b.delayed > 0 {
+		return false // delayed retries wait (delay.go)
+	}
 	for _, q := range b.queues {
 		if q.consumed && len(q.ready) > 0 {
 			return false

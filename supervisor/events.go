@@ -29,6 +29,12 @@ const (
 	// EventUnavailable: the child lost its connection or channel and is
 	// recovering by itself (an EventReady follows when it has).
 	EventUnavailable
+	// EventPaused: a route's circuit breaker opened: it consumes nothing
+	// until a trial after Event.Delay (Reason says why). It stays ready.
+	EventPaused
+	// EventResumed: a paused route consumes again; Event.Delay is how long
+	// it was paused.
+	EventResumed
 )
 
 func (k EventKind) String() string {
@@ -47,6 +53,10 @@ func (k EventKind) String() string {
 		return "gave-up"
 	case EventUnavailable:
 		return "unavailable"
+	case EventPaused:
+		return "paused"
+	case EventResumed:
+		return "resumed"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }

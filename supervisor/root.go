@@ -92,6 +92,8 @@ func (r *root) Receive(ctx actor.Context) {
 		r.childReady(msg)
 	case *ChildFailed:
 		r.childFailed(ctx, msg)
+	case *ChildPaused:
+		r.childPaused(msg)
 	case *actor.Terminated:
 		r.terminated(msg.Who)
 	case *restartDue:

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
@@ -331,4 +333,30 @@ func TestPurgeAsksFirst(t *testing.T) {
 	if r := hatoRun(t, url, "", "dlq", "show", "no-such-queue.dlq"); r.code != exitFailure || !strings.Contains(r.stderr, "NOT_FOUND") {
 		t.Errorf("show of a missing queue: %v", r)
 	}
+}
+
+// TestStatusShowsNoConsumerAndDelayQueues: hato status tells a queue
+// nothing consumes (a paused route) and counts its delay queue.
+func TestStatusShowsNoConsumerAndDelayQueues(t *testing.T) {
+	url := pkgVhost.URL(t)
+	conn := brokertest.Dial(t, url, "cli-status")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := "status-" + testutil.Key(t, "q")
+	if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(q+".retry.5s", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(context.Background(), "", q+".retry.5s", false, false, amqp.Publishing{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		r := hatoRun(t, url, "", "status", "--retry-delays", "5s", q)
+		return r.code == 0 && strings.Contains(r.stdout, "0 consumers  (no consumer") &&
+			strings.Contains(r.stdout, q+".retry.5s  1 messages waiting")
+	}, "status to show the idle queue and its waiting retry")
 }

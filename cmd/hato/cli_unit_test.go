@@ -352,3 +352,47 @@ func TestShortReasonGroupsMessages(t *testing.T) {
 		t.Errorf("reasons %v origins %v", reasons, origins)
 	}
 }
+
+func TestDelayQueuesInNamesAndDLQList(t *testing.T) {
+	r := runIn("", nil, "names", "--retry-delays", "5s,1m", "test.topic")
+	q := "540e8e5bc604e4ea618f7e0517a04f030ad1dcbff2e121e9466ddd1c811450bf"
+	if r.code != 0 || !strings.Contains(r.stdout, "delay queue        "+q+".retry.5s") || !strings.Contains(r.stdout, q+".retry.1m0s") {
+		t.Errorf("%v", r)
+	}
+	if r := runIn("", nil, "names", "--retry-delays", "soon", "test.topic"); r.code == 0 {
+		t.Errorf("bad delay accepted: %v", r)
+	}
+	got, err := parseQueueList([]byte(`[{"name":"a.retry.5s"},{"name":"a"},{"name":"a.dlq"},{"name":"a.retry.x"}]`))
+	if err != nil || !reflect.DeepEqual(got, []string{"a.dlq", "a.retry.5s"}) {
+		t.Errorf("%q %v", got, err)
+	}
+	if got := (dlqInfo{Queue: "a.retry.5s", Messages: 3, Delay: true}).text(); got != "a.retry.5s  3 messages waiting for a delayed retry" {
+		t.Errorf("text %q", got)
+	}
+}
+
+func FuzzDelayQueueNames(f *testing.F) {
+	for _, s := range []string{"q.retry.5s", "a.b.retry.1m30s", "q.retry.", "q.retry.-5s", ".retry.5s", "q.retry.x", "5s,1m", " 10s , 1h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if isDelayQueue(s) {
+			d, err := time.ParseDuration(s[strings.LastIndex(s, ".retry.")+len(".retry."):])
+			if err != nil || d <= 0 {
+				t.Errorf("%q accepted as a delay queue", s)
+			}
+		}
+		var l delayList
+		if err := l.Set(s); err == nil {
+			for _, d := range l {
+				if d <= 0 {
+					t.Errorf("%q gave delay %s", s, d)
+				}
+			}
+			var again delayList
+			if err := again.Set(l.String()); err != nil || !reflect.DeepEqual(again, l) {
+				t.Errorf("%q: %v does not round-trip: %v %v", s, l, again, err)
+			}
+		}
+	})
+}

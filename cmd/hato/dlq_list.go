@@ -23,7 +23,8 @@ messages were dead-lettered (read from up to --peek messages each, which are
 returned to the queue untouched; reasons are grouped without the message
 uuid they name). AMQP cannot list queues: without QUEUE
 arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
-keeps the queues named *.dlq, which works on the broker's machine (as a user
+keeps the queues named *.dlq, and the delay queues of delayed retries
+(*.retry.<delay>, listed with the messages waiting in them, not peeked), which works on the broker's machine (as a user
 rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).`,
 	examples: `  hato dlq list
   hato dlq list --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
@@ -59,6 +60,9 @@ type dlqInfo struct {
 	Reasons        []reasonCount `json:"reasons"`
 	OriginalQueues []string      `json:"original_queues,omitempty"`
 	Error          string        `json:"error,omitempty"`
+	// Delay: a delay queue of delayed retries; its messages are waiting
+	// to go back to their route's queue, not dead.
+	Delay bool `json:"delay_queue,omitempty"`
 }
 
 func (d dlqInfo) text() string {
@@ -68,6 +72,9 @@ func (d dlqInfo) text() string {
 	reasons := make([]string, 0, len(d.Reasons))
 	for _, r := range d.Reasons {
 		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, clip(r.Reason, 60)))
+	}
+	if d.Delay {
+		return fmt.Sprintf("%s  %d messages waiting for a delayed retry", d.Queue, d.Messages)
 	}
 	s := fmt.Sprintf("%s  %d messages", d.Queue, d.Messages)
 	if len(reasons) > 0 {
@@ -133,7 +140,7 @@ func parseQueueList(out []byte) ([]string, error) {
 	}
 	var names []string
 	for _, r := range rows {
-		if strings.HasSuffix(r.Name, ".dlq") {
+		if strings.HasSuffix(r.Name, ".dlq") || isDelayQueue(r.Name) {
 			names = append(names, r.Name)
 		}
 	}
@@ -150,6 +157,9 @@ func inspectDLQ(s *session, queue string, limit int) dlqInfo {
 		return info
 	}
 	info.Messages = n
+	if info.Delay = isDelayQueue(queue); info.Delay {
+		return info // not peeked: a get and requeue would disturb the waits
+	}
 	ch, err := s.channel()
 	if err != nil {
 		info.Error = err.Error()

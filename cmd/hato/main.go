@@ -76,6 +76,7 @@ func commands() []command {
 		{"tail", "print the messages published on a routing-key pattern", runTail},
 		{"dlq", "list, show, replay or purge dead-letter queues", runDLQ},
 		{"names", "print the queue names and routing key a tomodachi/hato route uses", runNames},
+		{"status", "print a route queue's messages and consumers (none: paused, stopped or down) and its delay queues", runStatus},
 	}
 }
 

@@ -31,6 +31,7 @@ type namesOpts struct {
 	queueName    string
 	queuePrefix  string
 	keyPrefix    string
+	retryDelays  delayList
 }
 
 func (o *namesOpts) register(fs *flag.FlagSet) {
@@ -42,15 +43,17 @@ func (o *namesOpts) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.queueName, "queue-name", "", "explicit queue name of the route (no hashing)")
 	fs.StringVar(&o.queuePrefix, "queue-name-prefix", "", "tomodachi's queue_name_prefix")
 	fs.StringVar(&o.keyPrefix, "routing-key-prefix", "", "tomodachi's routing_key_prefix")
+	fs.Var(&o.retryDelays, "retry-delays", "the route's FailurePolicy.RetryDelays, comma-separated (e.g. 10s,1m): names its delay queues")
 }
 
 // namesResult is the record names prints.
 type namesResult struct {
-	RoutingKey      string `json:"routing_key"`
-	WireRoutingKey  string `json:"wire_routing_key"`
-	Queue           string `json:"queue"`
-	DeadLetterQueue string `json:"dead_letter_queue,omitempty"`
-	Competing       bool   `json:"competing"`
+	RoutingKey      string   `json:"routing_key"`
+	WireRoutingKey  string   `json:"wire_routing_key"`
+	Queue           string   `json:"queue"`
+	DeadLetterQueue string   `json:"dead_letter_queue,omitempty"`
+	RetryQueues     []string `json:"retry_queues,omitempty"`
+	Competing       bool     `json:"competing"`
 }
 
 func (r namesResult) text() string {
@@ -62,7 +65,7 @@ func (r namesResult) text() string {
 		"queue              " + r.Queue,
 		"wire routing key   " + r.WireRoutingKey,
 		"dead-letter queue  " + dlq,
-	}, "\n")
+	}, "\n") + retryText(r.RetryQueues)
 }
 
 func runNames(e *env, args []string) error {
@@ -98,6 +101,9 @@ func (o *namesOpts) names(key string) (namesResult, error) {
 	perInstance := o.notCompeting && o.queueName == ""
 	if !perInstance || o.service != "" {
 		res.DeadLetterQueue = broker.DeadLetterQueueName(res.Queue, key, o.handler, o.service, perInstance, o.queuePrefix)
+	}
+	for _, d := range o.retryDelays {
+		res.RetryQueues = append(res.RetryQueues, broker.RetryQueueName(res.Queue, d))
 	}
 	return res, nil
 }

@@ -61,6 +61,8 @@ func Run(t *testing.T, env Env) {
 		{"DecodeErrorDeadLetteredAtOnce", decodeError},
 		{"PanicRestartsRoute", panicRestart},
 		{"PublishFromHandler", publishFromHandler},
+		{"BreakerPauses", breakerPauses},
+		{"RetryDelays", retryDelays},
 	} {
 		t.Run(s.name, func(t *testing.T) {
 			s.run(t, &suite{env: env, prefix: "conf-" + broker.RandomID()[:8] + "."})
