@@ -33,7 +33,30 @@ type ConsumerConfig struct {
 	// it for another transport (hatotest's in-memory broker), unit tests
 	// set a fake.
 	StartSession sessionStarter
+
+	// effects routes the actor's timers and set-up jobs; nil means the real
+	// ones (time.AfterFunc, the connection's set-up pool). The simulation
+	// (sim_test.go) sets it to run them on its own schedule.
+	effects effects
 }
+
+// effects are the consumer actor's side effects that do not go through its
+// actor.Context: the simulation replaces them to decide when they happen.
+type effects interface {
+	// after sends msg to self once d passed.
+	after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any)
+	// setup runs job (a session start) on pool.
+	setup(pool *broker.SetupPool, job func())
+}
+
+// realEffects are the production effects.
+type realEffects struct{}
+
+func (realEffects) after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any) {
+	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+}
+
+func (realEffects) setup(pool *broker.SetupPool, job func()) { pool.Go(job) }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
 // when a handler panics. The actor is restarted; the delivery in hand goes
@@ -60,6 +83,12 @@ func (p *HandlerPanic) Error() string {
 // dead-lettering report back as messages. On restart or stop it closes its
 // channel, so every delivery it held goes back to the queue.
 func ConsumerProps(cfg ConsumerConfig) *actor.Props {
+	return actor.PropsFromProducer(consumerProducer(cfg), actor.WithDispatcher(newWarmDispatcher()))
+}
+
+// consumerProducer makes the incarnations of one consumer actor: what they
+// share (the route's state, the handler slots) is made once here.
+func consumerProducer(cfg ConsumerConfig) actor.Producer {
 	if cfg.state == nil {
 		cfg.state = newRouteState(0)
 	}
@@ -80,7 +109,10 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	if cfg.StartSession == nil {
 		cfg.StartSession = startBrokerSession
 	}
-	return actor.PropsFromProducer(func() actor.Actor {
+	if cfg.effects == nil {
+		cfg.effects = realEffects{}
+	}
+	return func() actor.Actor {
 		return &consumer{
 			route:  route,
 			policy: policy,
@@ -90,8 +122,9 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			log:    log,
 			jobs:   map[uint64]*job{},
 			begin:  cfg.StartSession,
+			fx:     cfg.effects,
 		}
-	}, actor.WithDispatcher(newWarmDispatcher()))
+	}
 }
 
 type stage int
@@ -155,6 +188,7 @@ type consumer struct {
 	cancel context.CancelFunc
 
 	begin       sessionStarter
+	fx          effects
 	session     consumerSession
 	gate        *ackGate // the session's: acks from off the mailbox go through it
 	gen         uint64   // session generation: deliveries of older ones are void
@@ -524,7 +558,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		},
 	}
 	ch, op, start := msg.Channel, c.op, c.begin
-	msg.Setup.Go(func() {
+	c.fx.setup(msg.Setup, func() {
 		s, q, err := start(ch, cfg)
 		if err == nil && !op.holdSession(s) {
 			return // the actor is gone: the session is closed, its deliveries go back
@@ -1091,8 +1125,7 @@ func (c *consumer) abandon() {
 }
 
 func (c *consumer) after(d time.Duration, msg any) {
-	self, sys := c.self, c.sys
-	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+	c.fx.after(d, c.self, c.sys, msg)
 }
 
 func (c *consumer) fields(j *job, err error) []zap.Field {
