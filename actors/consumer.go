@@ -612,7 +612,18 @@ func (c *consumer) scheduleReopen(err error) {
 	c.after(delay, &reopen{inc: c.inc})
 }
 
+// sessionEnded handles the end of the current session. It may come before
+// the session's sessionStarted (the channel died while StartConsumer
+// returned: a lost pool connection, a broker-side cancel): then the open
+// is over too, and moving the session generation on makes that
+// sessionStarted stale, so it closes the dead session instead of
+// installing it and reporting ready (issue 17-3a).
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
+	if c.session == nil && c.opening {
+		c.opening = false
+		c.dropOpening()
+	}
+	c.gen++
 	c.session = nil
 	c.gate.close()
 	// Everything held came from that channel: the broker requeued it.

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -185,6 +186,10 @@ type sessions struct {
 	list     []*fakeSession
 	failures []error // the next starts fail with these, in order
 	attempts int
+	// endOnStart: the next sessions started end (as the broker closing
+	// their channel) before start returns, so their sessionEnded reaches
+	// the actor before their sessionStarted.
+	endOnStart int
 }
 
 func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
@@ -198,6 +203,10 @@ func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerS
 	}
 	s := &fakeSession{cfg: cfg}
 	ss.list = append(ss.list, s)
+	if ss.endOnStart > 0 {
+		ss.endOnStart--
+		s.end(errors.New("channel closed by the broker"))
+	}
 	return s, amqp.Queue{Name: cfg.Topology.Queue}, nil
 }
 
@@ -383,6 +392,12 @@ func newConsumer(t *testing.T, route *Route, conn *fakeConn) *consumerRig {
 // with failures.
 func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error) *consumerRig {
 	t.Helper()
+	return startConsumerWith(t, route, conn, &sessions{failures: failures})
+}
+
+// startConsumerWith starts a consumer actor whose sessions ss starts.
+func startConsumerWith(t *testing.T, route *Route, conn *fakeConn, ss *sessions) *consumerRig {
+	t.Helper()
 	if route.Name == "" {
 		route.Name = "route"
 	}
@@ -397,7 +412,6 @@ func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error)
 	sys := newSystem(t)
 	connPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(connPID).Wait() })
-	ss := &sessions{failures: failures}
 	state := newRouteState(0)
 	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
 		Route: route, state: state, Connection: connPID, StartSession: ss.start,

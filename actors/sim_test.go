@@ -35,7 +35,8 @@ var errSimLost = errors.New("sim: channel closed by the broker")
 // simSession is one consuming session (channel) of the simulated broker.
 type simSession struct {
 	sim      *sim
-	gen      int // the sim's session number
+	gen      int    // the sim's session number
+	cgen     uint64 // the consumer's session generation it started in
 	cfg      broker.ConsumerConfig
 	nextTag  uint64
 	ended    bool // Closed was called
@@ -353,7 +354,7 @@ func (m *sim) sent(pid *actor.PID, msg any) {
 
 // start is the simulated broker.StartConsumer.
 func (m *sim) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
-	s := &simSession{sim: m, gen: len(m.sessions) + 1, cfg: cfg, unacked: map[uint64]*simDelivery{}}
+	s := &simSession{sim: m, gen: len(m.sessions) + 1, cgen: m.c.gen, cfg: cfg, unacked: map[uint64]*simDelivery{}}
 	m.sessions = append(m.sessions, s)
 	m.tracef("session %d started", s.gen)
 	return s, amqp.Queue{Name: cfg.Topology.Queue}, nil
@@ -464,9 +465,13 @@ func (m *sim) receive(msg any) {
 		msg = f.msg
 	}
 	m.tracef("receive %s", describe(msg))
-	if e, ok := msg.(*sessionEnded); ok && e.gen <= uint64(len(m.sessions)) && e.gen > 0 {
+	if e, ok := msg.(*sessionEnded); ok {
 		m.mu.Lock()
-		m.sessions[e.gen-1].endSeen = true
+		for _, s := range m.sessions {
+			if s.cgen == e.gen {
+				s.endSeen = true
+			}
+		}
 		m.mu.Unlock()
 	}
 	if _, ok := msg.(*drainTimeout); ok {
@@ -506,7 +511,7 @@ func (m *sim) check() {
 
 // endPending reports whether s's sessionEnded is still on its way.
 func (m *sim) endPending(s *simSession) bool {
-	for _, msg := range m.lanes[fmt.Sprintf("session %08d", s.gen)] {
+	for _, msg := range m.lanes[fmt.Sprintf("session %08d", s.cgen)] {
 		if _, ok := msg.(*sessionEnded); ok {
 			return true
 		}
