@@ -252,10 +252,10 @@ type simConfig struct {
 }
 
 type sim struct {
-	seed  uint64
-	rng   *rand.Rand
-	cfg   simConfig
-	sys *actor.ActorSystem
+	seed uint64
+	rng  *rand.Rand
+	cfg  simConfig
+	sys  *actor.ActorSystem
 
 	tmu        sync.Mutex // guards trace and violations
 	trace      []string
