@@ -209,6 +209,7 @@ type consumer struct {
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
+	drainLate   bool // the drain's deadline passed
 	drained     bool // a drain completed: this incarnation never consumes again
 }
 
@@ -489,6 +490,7 @@ func (c *consumer) drainTimeout() {
 	if c.drain.Unfinished != nil && len(c.jobs) > 0 {
 		c.drain.Unfinished(len(c.jobs))
 	}
+	c.drainLate = true
 	c.cancel()
 	c.finishDrain()
 }
@@ -592,7 +594,7 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 	c.session = msg.s
 	c.openAttempt = 0
 	if c.drain != nil {
-		c.finishDrain()
+		c.drainStarted()
 		return
 	}
 	// Written with the route's fields by the service's logger: the route's
@@ -602,6 +604,19 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 		zap.String("exchange", c.route.Topology.ExchangeName()), zap.String("binding_key", c.route.Topology.BindingKey))
 	c.route.Logger.Info("consuming", fields...)
 	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.route.Name})
+}
+
+// drainStarted finishes the drain with a session that started after the
+// drain began (issue 17-3e): its deliveries may already be handled, so it
+// is cancelled as startDrain would have, and closed once nothing is held
+// (at once if the drain deadline passed meanwhile).
+func (c *consumer) drainStarted() {
+	c.session.Cancel()
+	if c.drainLate {
+		c.finishDrain()
+		return
+	}
+	c.checkDrained()
 }
 
 func (c *consumer) scheduleReopen(err error) {

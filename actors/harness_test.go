@@ -190,9 +190,20 @@ type sessions struct {
 	// their channel) before start returns, so their sessionEnded reaches
 	// the actor before their sessionStarted.
 	endOnStart int
+	// hold, when set, keeps each start from returning until it is closed
+	// (the session delivers meanwhile).
+	hold chan struct{}
 }
 
-func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+	s, q, err := ss.startNow(ch, cfg)
+	if ss.hold != nil {
+		<-ss.hold
+	}
+	return s, q, err
+}
+
+func (ss *sessions) startNow(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.attempts++
