@@ -38,6 +38,8 @@ type ConsumerConfig struct {
 	// ones (time.AfterFunc, the connection's set-up pool). The simulation
 	// (sim_test.go) sets it to run them on its own schedule.
 	effects effects
+	// replyTimeout is channelReplyTimeout unless a test sets it.
+	replyTimeout time.Duration
 }
 
 // effects are the consumer actor's side effects that do not go through its
@@ -112,17 +114,21 @@ func consumerProducer(cfg ConsumerConfig) actor.Producer {
 	if cfg.effects == nil {
 		cfg.effects = realEffects{}
 	}
+	if cfg.replyTimeout <= 0 {
+		cfg.replyTimeout = channelReplyTimeout
+	}
 	return func() actor.Actor {
 		return &consumer{
-			route:  route,
-			policy: policy,
-			state:  cfg.state,
-			slots:  slots,
-			conn:   cfg.Connection,
-			log:    log,
-			jobs:   map[uint64]*job{},
-			begin:  cfg.StartSession,
-			fx:     cfg.effects,
+			route:        route,
+			policy:       policy,
+			state:        cfg.state,
+			slots:        slots,
+			conn:         cfg.Connection,
+			log:          log,
+			jobs:         map[uint64]*job{},
+			begin:        cfg.StartSession,
+			fx:           cfg.effects,
+			replyTimeout: cfg.replyTimeout,
 		}
 	}
 }
@@ -187,15 +193,17 @@ type consumer struct {
 	ctx    context.Context // handlers' context, cancelled on stop / drain timeout
 	cancel context.CancelFunc
 
-	begin       sessionStarter
-	fx          effects
-	session     consumerSession
-	gate        *ackGate // the session's: acks from off the mailbox go through it
-	gen         uint64   // session generation: deliveries of older ones are void
-	opening     bool
-	op          *opening // the open in progress: owns its channel and session until sessionStarted
-	nonce       uint64
-	openAttempt int
+	begin        sessionStarter
+	fx           effects
+	replyTimeout time.Duration
+	session      consumerSession
+	gate         *ackGate // the session's: acks from off the mailbox go through it
+	gen          uint64   // session generation: deliveries of older ones are void
+	opening      bool
+	replied      bool     // the open in progress got its ChannelReply
+	op           *opening // the open in progress: owns its channel and session until sessionStarted
+	nonce        uint64
+	openAttempt  int
 
 	box     *settledBox // this incarnation's settled runs
 	settled []*run      // reused by settledRuns
@@ -292,7 +300,10 @@ type (
 	}
 	deadLetterRetry struct{ inc, id uint64 }
 	reopen          struct{ inc uint64 }
-	drainTimeout    struct{ inc uint64 }
+	// openTimeout ends a channel request the connection actor did not
+	// answer in channelReplyTimeout (see requestChannel).
+	openTimeout  struct{ inc, nonce uint64 }
+	drainTimeout struct{ inc uint64 }
 	// workersIdle checks whether the route started no handler since starts
 	// was counted (see Route.WorkerIdle).
 	workersIdle struct{ inc, starts uint64 }
@@ -315,6 +326,7 @@ func (m *retryDue) incarnation() uint64        { return m.inc }
 func (m *deadLettered) incarnation() uint64    { return m.inc }
 func (m *deadLetterRetry) incarnation() uint64 { return m.inc }
 func (m *reopen) incarnation() uint64          { return m.inc }
+func (m *openTimeout) incarnation() uint64     { return m.inc }
 func (m *drainTimeout) incarnation() uint64    { return m.inc }
 func (m *workersIdle) incarnation() uint64     { return m.inc }
 
@@ -373,6 +385,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.deadLetterQueueDeclared(ctx, msg)
 	case *reopen:
 		c.reopen(ctx)
+	case *openTimeout:
+		c.openTimedOut(msg)
 	case *drainTimeout:
 		c.drainTimeout()
 	case *workersIdle:
@@ -492,15 +506,37 @@ func (c *consumer) drainTimeout() {
 	}
 	c.drainLate = true
 	c.cancel()
+	if c.session == nil && c.opening {
+		c.abandonOpen() // a session still starting is closed when it does
+	}
 	c.finishDrain()
 }
 
+// abandonOpen gives the open in progress up: what it holds or gets later
+// is closed, and its sessionStarted, if on its way, is stale.
+func (c *consumer) abandonOpen() {
+	c.opening = false
+	c.dropOpening()
+	c.gen++
+}
+
+// channelReplyTimeout bounds the wait for the connection actor's reply to
+// OpenChannel. A request sent while the connection actor is stopped (being
+// respawned by the root supervisor) goes to dead letters and is never
+// answered (issue 17-3b). While the connection is down a request waits in
+// the connection actor, so this is long: a timed-out request is abandoned
+// and a new one sent after the reopen backoff.
+const channelReplyTimeout = 30 * time.Second
+
 // requestChannel asks the connection actor for a channel. The reply goes to
 // an inbox of the request, which forwards it while the request is live and
-// closes the channel once it is not (the actor stopped or restarted).
+// closes the channel once it is not (the actor stopped or restarted, or
+// the request timed out: see openTimedOut).
 func (c *consumer) requestChannel(ctx actor.Context) {
 	c.opening = true
+	c.replied = false
 	c.nonce = rand.Uint64()
+	c.after(c.replyTimeout, &openTimeout{inc: c.inc, nonce: c.nonce})
 	op, self, sys := &opening{}, c.self, c.sys
 	c.op = op
 	inbox := newReplyInbox(sys, func(msg any) {
@@ -511,6 +547,24 @@ func (c *consumer) requestChannel(ctx actor.Context) {
 	})
 	ctx.Send(c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
 }
+
+// openTimedOut abandons a channel request still unanswered: its inbox
+// stays registered, so a reply that comes later still has its channel
+// closed (opening.holdChannel). Then the route asks again after the reopen
+// backoff, or, draining, finishes the drain.
+func (c *consumer) openTimedOut(msg *openTimeout) {
+	if !c.opening || c.replied || msg.nonce != c.nonce {
+		return
+	}
+	c.abandonOpen()
+	if c.drain != nil {
+		c.finishDrain()
+		return
+	}
+	c.scheduleReopen(errChannelReplyTimeout)
+}
+
+var errChannelReplyTimeout = errors.New("hato: no reply to a channel request")
 
 // dropOpening ends the open in progress, closing what it holds.
 func (c *consumer) dropOpening() {
@@ -528,6 +582,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		}
 		return
 	}
+	c.replied = true
 	if c.drain != nil {
 		c.opening = false
 		c.dropOpening()
@@ -635,10 +690,10 @@ func (c *consumer) scheduleReopen(err error) {
 // installing it and reporting ready (issue 17-3a).
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	if c.session == nil && c.opening {
-		c.opening = false
-		c.dropOpening()
+		c.abandonOpen()
+	} else {
+		c.gen++
 	}
-	c.gen++
 	c.session = nil
 	c.gate.close()
 	// Everything held came from that channel: the broker requeued it.

@@ -250,6 +250,7 @@ type fakeConn struct {
 	mu          sync.Mutex
 	autoConfirm bool
 	opens       int
+	dropOpens   int // the next OpenChannel requests are lost (sent to a dead PID)
 	published   []*broker.Request
 }
 
@@ -258,8 +259,14 @@ func (f *fakeConn) Receive(ctx actor.Context) {
 	case *OpenChannel:
 		f.mu.Lock()
 		f.opens++
+		drop := f.dropOpens > 0
+		if drop {
+			f.dropOpens--
+		}
 		f.mu.Unlock()
-		ctx.Send(msg.ReplyTo, &ChannelReply{Nonce: msg.Nonce})
+		if !drop {
+			ctx.Send(msg.ReplyTo, &ChannelReply{Nonce: msg.Nonce})
+		}
 	case *Publish:
 		f.mu.Lock()
 		f.published = append(f.published, msg.Req)
@@ -407,7 +414,7 @@ func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error)
 }
 
 // startConsumerWith starts a consumer actor whose sessions ss starts.
-func startConsumerWith(t *testing.T, route *Route, conn *fakeConn, ss *sessions) *consumerRig {
+func startConsumerWith(t *testing.T, route *Route, conn *fakeConn, ss *sessions, opts ...func(*ConsumerConfig)) *consumerRig {
 	t.Helper()
 	if route.Name == "" {
 		route.Name = "route"
@@ -424,9 +431,11 @@ func startConsumerWith(t *testing.T, route *Route, conn *fakeConn, ss *sessions)
 	connPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(connPID).Wait() })
 	state := newRouteState(0)
-	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
-		Route: route, state: state, Connection: connPID, StartSession: ss.start,
-	}))
+	cfg := ConsumerConfig{Route: route, state: state, Connection: connPID, StartSession: ss.start}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	pid, rep := spawnUnder(t, sys, ConsumerProps(cfg))
 	return &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
 }
 

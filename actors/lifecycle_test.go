@@ -62,3 +62,55 @@ func TestDrainBeforeSessionStartedWaitsForHandlers(t *testing.T) {
 		t.Fatalf("settled after the session closed: %v", late)
 	}
 }
+
+// Issue 17-3b: an OpenChannel sent while the connection actor is being
+// respawned goes to dead letters. The route must ask again once its request
+// timed out instead of waiting for ever.
+func TestChannelRequestLostIsRepeated(t *testing.T) {
+	route := &Route{Handle: func(context.Context, *broker.Delivery) error { return nil }}
+	conn := &fakeConn{dropOpens: 1}
+	r := startConsumerWith(t, route, conn, &sessions{}, func(cfg *ConsumerConfig) {
+		cfg.replyTimeout = 20 * time.Millisecond
+	})
+	r.sessions.await(t, 0) // the old code never asked again
+	waitFor(t, "ChildReady", func() bool { return r.rep.readyCount() == 1 })
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.opens != 2 {
+		t.Fatalf("%d channel requests, want 2 (the lost one, then one more)", conn.opens)
+	}
+}
+
+// Issue 17-3b: a connection actor spawned again after a stop (the root
+// supervisor respawns a child stopped from outside) must hand publishes a
+// closed channel returns back for resending, as before the stop, instead
+// of failing them with ErrClosed.
+func TestConnectionRespawnedResendsHandedBack(t *testing.T) {
+	sys := newSystem(t)
+	props, shared := connectionProps(ConnectionConfig{
+		Name:      "connection",
+		Publish:   broker.Config{URL: unreachable, ConnectionName: "pub", DialTimeout: time.Second},
+		Consume:   broker.Config{URL: unreachable, ConnectionName: "sub", DialTimeout: time.Second},
+		Reconnect: supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
+	})
+	pid, err := sys.Root.SpawnNamed(props, "connection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status(t, sys, pid)
+	if err := sys.Root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if pid, err = sys.Root.SpawnNamed(props, "connection"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	status(t, sys, pid) // started
+	req, done := outcome("k")
+	if !shared.handBack([]*broker.Request{req}) {
+		t.Fatal("the respawned actor does not take publishes back: they fail with ErrClosed")
+	}
+	if !pending(done) {
+		t.Fatalf("publish finished: %v", <-done)
+	}
+}
