@@ -127,7 +127,7 @@ func (s *simSession) Close() {
 	m := s.sim
 	m.mu.Lock()
 	m.tracef("session %d: closed by the actor", s.gen)
-	if !s.ended && !m.stopping && !m.drainExpired {
+	if !s.ended && !m.stopping && !m.drainExpired && !m.restarting {
 		for _, d := range s.unacked {
 			if m.runningOn(d) || d.success {
 				m.violatef("session %d closed by the actor while delivery %d (message %d) is handled or awaits its ack: "+
@@ -180,7 +180,13 @@ type simMsg struct {
 type simRun struct {
 	ctx context.Context
 	d   *simDelivery
-	out chan error
+	out chan simOutcome
+}
+
+// simOutcome is how a held handler run ends.
+type simOutcome struct {
+	err    error
+	panics bool
 }
 
 // simPublish is a publish a handler run made, awaiting its confirm.
@@ -263,6 +269,8 @@ type sim struct {
 
 	self, parent, conn *actor.PID
 	c                  *consumer
+	produce            actor.Producer
+	priorStarts        uint64 // handler runs started by earlier incarnations
 
 	// Guarded by mu: touched by handler goroutines and callbacks too.
 	mu         sync.Mutex
@@ -278,6 +286,7 @@ type sim struct {
 	// drainExpired: the drain deadline passed, so closing a session with
 	// handlers running is what the actor must do.
 	drainExpired bool
+	restarting   bool // the actor crashed and closes its session to restart
 
 	// Owned by the simulation's goroutine.
 	lanes      map[string][]any
@@ -366,7 +375,7 @@ func (m *sim) handle(ctx context.Context, d *broker.Delivery) error {
 	s := d.Acknowledger.(*simSession)
 	m.mu.Lock()
 	sd := m.deliveries[simKey{s.gen, d.DeliveryTag}]
-	r := &simRun{ctx: ctx, d: sd, out: make(chan error, 1)}
+	r := &simRun{ctx: ctx, d: sd, out: make(chan simOutcome, 1)}
 	live := 0
 	for _, o := range m.running {
 		if o.ctx.Err() == nil {
@@ -385,8 +394,11 @@ func (m *sim) handle(ctx context.Context, d *broker.Delivery) error {
 	m.running = append(m.running, r)
 	m.mu.Unlock()
 	select {
-	case err := <-r.out:
-		return err
+	case o := <-r.out:
+		if o.panics {
+			panic("sim: handler panicked")
+		}
+		return o.err
 	case <-ctx.Done():
 		m.mu.Lock()
 		m.running = slices.DeleteFunc(m.running, func(o *simRun) bool { return o == r })
@@ -408,7 +420,7 @@ func (m *sim) quiesce() {
 				held++
 			}
 		}
-		ok := uint64(held+m.dones) == m.c.starts
+		ok := uint64(held+m.dones) == m.priorStarts+m.c.starts
 		if ok {
 			m.sortInbox()
 		}
@@ -417,7 +429,7 @@ func (m *sim) quiesce() {
 			return
 		}
 		if time.Now().After(deadline) {
-			panic(fmt.Sprintf("sim seed %d: handler runs never settled (held %d, done %d, started %d)", m.seed, held, m.dones, m.c.starts))
+			panic(fmt.Sprintf("sim seed %d: handler runs never settled (held %d, done %d, started %d)", m.seed, held, m.dones, m.priorStarts+m.c.starts))
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
@@ -479,9 +491,48 @@ func (m *sim) receive(msg any) {
 		m.drainExpired = true
 		m.mu.Unlock()
 	}
-	m.c.Receive(&simContext{sim: m, msg: msg})
+	if d, ok := msg.(*handlerDone); ok && d.panicked {
+		m.mu.Lock()
+		m.restarting = true // the actor closes its session on purpose
+		m.mu.Unlock()
+	}
+	if crashed := m.receiveOrCrash(msg); crashed != nil {
+		m.restart(crashed)
+	}
 	m.quiesce()
 	m.check()
+}
+
+// receiveOrCrash runs Receive; a HandlerPanic is what the actor reports to
+// its supervisor, returned here.
+func (m *sim) receiveOrCrash(msg any) (crashed *HandlerPanic) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, ok := v.(*HandlerPanic)
+			if !ok {
+				panic(v)
+			}
+			crashed = p
+		}
+	}()
+	m.c.Receive(&simContext{sim: m, msg: msg})
+	return nil
+}
+
+// restart does what the supervisor does with a crashed consumer: the old
+// instance gets Restarting, a new one from the same producer Started. The
+// mailbox (the lanes) is kept.
+func (m *sim) restart(p *HandlerPanic) {
+	m.tracef("actor crashed (%v): restarting", p.Value)
+	m.c.Receive(&simContext{sim: m, msg: &actor.Restarting{}})
+	m.quiesce()
+	m.priorStarts += m.c.starts
+	m.c = m.produce().(*consumer)
+	m.mu.Lock()
+	m.restarting = false
+	m.mu.Unlock()
+	m.tracef("receive *actor.Started (new incarnation)")
+	m.c.Receive(&simContext{sim: m, msg: &actor.Started{}})
 }
 
 func describe(msg any) string {
@@ -639,17 +690,22 @@ func (m *sim) handlerActions(heal bool) []simAction {
 			continue
 		}
 		acts = append(acts, simAction{fmt.Sprintf("handler of message %d returns", r.d.msg), func() {
-			var err error
+			var o simOutcome
 			publish := false
 			if !heal {
-				switch m.rng.IntN(6) {
+				switch m.rng.IntN(8) {
 				case 0:
-					err = errors.New("sim: handler failed")
+					o.err = errors.New("sim: handler failed")
 				case 1, 2:
 					publish = true
+				case 3:
+					if m.faults < m.cfg.faults {
+						m.faults++
+						o.panics = true
+					}
 				}
 			}
-			m.finishRun(r, err, publish)
+			m.finishRun(r, o, publish)
 		}})
 	}
 	for i, p := range m.publishes {
@@ -672,10 +728,11 @@ func (m *sim) handlerActions(heal bool) []simAction {
 
 // finishRun lets r's handler return err, with one publish pending if
 // publish is set.
-func (m *sim) finishRun(r *simRun, err error, publish bool) {
+func (m *sim) finishRun(r *simRun, o simOutcome, publish bool) {
+	err := o.err
 	m.mu.Lock()
 	m.running = slices.DeleteFunc(m.running, func(o *simRun) bool { return o == r })
-	if err == nil {
+	if err == nil && !o.panics {
 		r.d.success = true
 	}
 	m.mu.Unlock()
@@ -684,8 +741,8 @@ func (m *sim) finishRun(r *simRun, err error, publish bool) {
 			m.publishes = append(m.publishes, simPublish{tr: tr, d: r.d})
 		}
 	}
-	m.tracef("handler of message %d (session %d tag %d) returns %v (publish %v)", r.d.msg, r.d.s.gen, r.d.tag, err, publish)
-	r.out <- err
+	m.tracef("handler of message %d (session %d tag %d) returns %v (publish %v, panics %v)", r.d.msg, r.d.s.gen, r.d.tag, err, publish, o.panics)
+	r.out <- o
 	m.quiesce()
 }
 
@@ -838,10 +895,10 @@ func newSim(sys *actor.ActorSystem, seed uint64) *sim {
 		WorkerIdle: time.Second, Logger: zap.NewNop(),
 		Failure: FailurePolicy{MaxAttempts: 3, Backoff: supervisor.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1}},
 	}
-	produce := consumerProducer(ConsumerConfig{
+	m.produce = consumerProducer(ConsumerConfig{
 		Route: route, Connection: m.conn, StartSession: m.start, effects: simEffects{sim: m},
 	})
-	m.c = produce().(*consumer)
+	m.c = m.produce().(*consumer)
 	m.tracef("seed %d: %+v", seed, cfg)
 	return m
 }
@@ -887,8 +944,10 @@ func TestSimulation(t *testing.T) {
 	failed := 0
 	start := time.Now()
 	sys := newSystem(t)
+	covered := map[string]int{}
 	for seed := from; seed <= to; seed++ {
 		violations, trace := simulate(sys, seed)
+		cover(covered, trace)
 		if len(violations) == 0 {
 			if from == to {
 				t.Logf("seed %d passes; trace:\n%s", seed, strings.Join(trace, "\n"))
@@ -903,5 +962,34 @@ func TestSimulation(t *testing.T) {
 			t.Errorf("seed %d: %s", seed, violations[0])
 		}
 	}
-	t.Logf("%d seeds (%d..%d) in %s, %d failed", to-from+1, from, to, time.Since(start).Round(time.Millisecond), failed)
+	t.Logf("%d seeds (%d..%d) in %s, %d failed; seeds that reached: %v",
+		to-from+1, from, to, time.Since(start).Round(time.Millisecond), failed, covered)
+}
+
+// simMarks are trace lines that show a seed reached a part of the
+// lifecycle; TestSimulation counts the seeds that reached each.
+var simMarks = map[string]string{
+	"OpenChannel lost":             "request lost in a respawn",
+	"receive *actors.openTimeout":  "open timeout fired",
+	"channel open failed":          "failed open",
+	"closed by the broker)":        "session lost",
+	"sessionEnded gen":             "session end",
+	": restarting":                 "restart after a panic",
+	"*supervisor.Drain":            "drain",
+	"receive *actors.drainTimeout": "drain deadline fired",
+	"receive *actors.retryDue":     "retry",
+	"publish settled: sim":         "publish nacked",
+	"step: stop":                   "stop",
+}
+
+func cover(covered map[string]int, trace []string) {
+	seen := map[string]bool{}
+	for _, line := range trace {
+		for mark, name := range simMarks {
+			if !seen[name] && strings.Contains(line, mark) {
+				seen[name] = true
+				covered[name]++
+			}
+		}
+	}
 }
