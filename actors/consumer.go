@@ -349,7 +349,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.started(ctx)
 	case *actor.Restarting:
-		c.abandon()
+		c.restarting()
 	case *actor.Stopping:
 		c.stopping()
 	case *ChannelReply:
@@ -412,6 +412,11 @@ func (c *consumer) started(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
+	if c.state.drained.Load() {
+		// An earlier incarnation was drained: this one stays idle.
+		c.drained = true
+		return
+	}
 	c.requestChannel(ctx)
 }
 
@@ -420,6 +425,17 @@ func (c *consumer) stopping() {
 	if c.drain != nil {
 		close(c.drain.Done)
 		c.drain = nil
+	}
+}
+
+// restarting lets everything go before the supervisor makes a new
+// incarnation. A drain in progress is complete now (the broker gets back
+// all the actor held), and the next incarnation must not consume again:
+// the drain was the last thing asked of the route.
+func (c *consumer) restarting() {
+	c.abandon()
+	if c.drain != nil {
+		c.drainDone()
 	}
 }
 
@@ -1182,6 +1198,7 @@ func (c *consumer) drainDone() {
 	close(c.drain.Done)
 	c.drain = nil
 	c.drained = true
+	c.state.drained.Store(true)
 }
 
 // abandon cancels handlers and closes the channel: the broker redelivers

@@ -114,3 +114,32 @@ func TestConnectionRespawnedResendsHandedBack(t *testing.T) {
 		t.Fatalf("publish finished: %v", <-done)
 	}
 }
+
+// Found by the simulation (seed 3547 of 30000): a handler panic while the
+// route drains restarts the actor. The drain must complete (the restart
+// hands everything back to the broker) and the new incarnation must stay
+// idle; the old code left the drain waiting for its deadline and the new
+// incarnation consumed again.
+func TestCrashWhileDrainingCompletesTheDrain(t *testing.T) {
+	entered, release := make(chan struct{}), newGate(t)
+	route := &Route{Handle: func(context.Context, *broker.Delivery) error {
+		close(entered)
+		release.wait()
+		panic("handler bug")
+	}}
+	r := newConsumer(t, route, &fakeConn{})
+	s := r.sessions.await(t, 0)
+	s.deliver(1, "m", false)
+	recv(t, entered)
+	drain := &supervisor.Drain{Deadline: time.Now().Add(time.Minute), Done: make(chan struct{})}
+	r.sys.Root.Send(r.pid, drain)
+	waitFor(t, "basic.cancel", func() bool { return s.has("cancel") })
+	release.open()
+	waitClosed(t, drain.Done, "the drain") // the old code: only at its deadline
+	again := &supervisor.Drain{Deadline: time.Now().Add(time.Minute), Done: make(chan struct{})}
+	r.sys.Root.Send(r.pid, again)
+	waitClosed(t, again.Done, "a drain of the new incarnation")
+	if n := r.sessions.starts(); n != 1 {
+		t.Fatalf("%d sessions started, want 1: the drained route consumed again", n)
+	}
+}
