@@ -30,7 +30,13 @@ import (
 //	HATO_SIM_SEEDS=n   seeds 1..n (default 3000; make sim sets more)
 //	HATO_SIM_SEED=s    replay seed s only, printing its trace
 
-var errSimLost = errors.New("sim: channel closed by the broker")
+// simLosses are the ways a session ends that the actor did not ask for:
+// the consumer sees each as its session's Closed with that error.
+var simLosses = []error{
+	errors.New("sim: channel closed by the broker (connection lost)"),
+	errors.New("sim: consumer cancelled by the broker (queue deleted, node down)"),
+	&amqp.Error{Code: amqp.PreconditionFailed, Reason: "sim: delivery acknowledgement timed out (consumer_timeout)"},
+}
 
 // simSession is one consuming session (channel) of the simulated broker.
 type simSession struct {
@@ -651,7 +657,9 @@ func (m *sim) brokerActions(heal bool) []simAction {
 		if !heal && m.faults < m.cfg.faults {
 			acts = append(acts, simAction{fmt.Sprintf("session %d lost", s.gen), func() {
 				m.faults++
-				s.end(errSimLost)
+				err := simLosses[m.faults%len(simLosses)] // no draw: seeds keep their runs
+				m.tracef("session %d lost: %v", s.gen, err)
+				s.end(err)
 				m.quiesce()
 			}})
 		}
@@ -972,7 +980,7 @@ var simMarks = map[string]string{
 	"OpenChannel lost":             "request lost in a respawn",
 	"receive *actors.openTimeout":  "open timeout fired",
 	"channel open failed":          "failed open",
-	"closed by the broker)":        "session lost",
+	"lost: ":                       "session lost",
 	"sessionEnded gen":             "session end",
 	": restarting":                 "restart after a panic",
 	"*supervisor.Drain":            "drain",
