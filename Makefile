@@ -37,6 +37,13 @@ test: test-unit broker ## Unit layer, then every test with -race against the rea
 test-unit: vet ## Tests that need no broker (-tags unit), with -race and the broker unreachable.
 	$(UNIT_ENV) $(GO) test -race -count=1 -tags unit -timeout 10m ./...
 
+# Seeds for `make sim` (the unit layer runs 3000; see DESIGN.md, Simulation).
+SEEDS ?= 30000
+
+.PHONY: sim
+sim: ## Run the consumer lifecycle simulation over SEEDS seeds (default 30000), with -race; replay one with HATO_SIM_SEED=n.
+	$(UNIT_ENV) HATO_SIM_SEEDS=$(SEEDS) $(GO) test -race -count=1 -tags unit -timeout 60m -run '^TestSimulation$$' -v ./actors/ 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|sim_test.go' ; exit $${PIPESTATUS[0]}
+
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.
 	$(GO) test -race -count=1 -tags faults -timeout 20m -run 'TestFaults' -v ./test/faults/ 2>&1 | tee /tmp/hato-faults.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\||panic|    faults_test)' ; exit $${PIPESTATUS[0]}

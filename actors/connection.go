@@ -68,6 +68,12 @@ type ConnectionConfig struct {
 // open and close runs on a goroutine that reports back as a message.
 // amqp091-go's own recovery stays off.
 func ConnectionProps(cfg ConnectionConfig) *actor.Props {
+	props, _ := connectionProps(cfg)
+	return props
+}
+
+// connectionProps is ConnectionProps with what its incarnations share.
+func connectionProps(cfg ConnectionConfig) (*actor.Props, *connShared) {
 	if cfg.PublishBuffer <= 0 {
 		cfg.PublishBuffer = 10000
 	}
@@ -80,7 +86,7 @@ func ConnectionProps(cfg ConnectionConfig) *actor.Props {
 	shared := &connShared{setup: broker.NewSetupPool(broker.SetupBase)}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &connection{cfg: cfg, shared: shared, log: cfg.Logger}
-	}, actor.WithDispatcher(newWarmDispatcher()))
+	}, actor.WithDispatcher(newWarmDispatcher())), shared
 }
 
 // connShared is what outlives a restart of the connection actor: publish
@@ -101,6 +107,23 @@ type connShared struct {
 	inc     uint64
 	gen     uint64
 	next    int // index in ConnectionConfig.URLs of the next dial's node
+}
+
+// handBack takes the requests a closed publisher did not finish, to be
+// resent, and reports true; once the actor stopped (and until it is
+// spawned again) it finishes them with ErrClosed and reports false.
+func (s *connShared) handBack(unfinished []*broker.Request) bool {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		for _, r := range unfinished {
+			r.Finish(ErrClosed)
+		}
+		return false
+	}
+	s.handback = append(s.handback, unfinished...)
+	s.mu.Unlock()
+	return true
 }
 
 type connection struct {
@@ -269,6 +292,12 @@ func (c *connection) started(ctx actor.Context) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.shared.inc++
 	c.inc, c.gen = c.shared.inc, c.shared.gen
+	// Spawned again after a stop (the root supervisor respawns a child
+	// stopped from outside): publishes are resent again, not failed
+	// (issue 17-3b).
+	c.shared.mu.Lock()
+	c.shared.stopped = false
+	c.shared.mu.Unlock()
 	// What an earlier incarnation took in is served by this one: requests
 	// it handed back, buffered ones and routes waiting for a channel.
 	c.takeHandback()
@@ -414,17 +443,9 @@ func (c *connection) openPublisher() {
 		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
 			MaxInFlight: maxInFlight,
 			Closed: func(p *broker.Publisher, err error, unfinished []*broker.Request) {
-				shared.mu.Lock()
-				if shared.stopped {
-					shared.mu.Unlock()
-					for _, r := range unfinished {
-						r.Finish(ErrClosed)
-					}
-					return
+				if shared.handBack(unfinished) {
+					sys.Root.Send(self, &publisherClosed{gen: st.gen, p: p, err: err})
 				}
-				shared.handback = append(shared.handback, unfinished...)
-				shared.mu.Unlock()
-				sys.Root.Send(self, &publisherClosed{gen: st.gen, p: p, err: err})
 			},
 		})
 		sys.Root.Send(self, &publisherResult{stamp: st, p: p, err: err})

@@ -33,7 +33,32 @@ type ConsumerConfig struct {
 	// it for another transport (hatotest's in-memory broker), unit tests
 	// set a fake.
 	StartSession sessionStarter
+
+	// effects routes the actor's timers and set-up jobs; nil means the real
+	// ones (time.AfterFunc, the connection's set-up pool). The simulation
+	// (sim_test.go) sets it to run them on its own schedule.
+	effects effects
+	// replyTimeout is channelReplyTimeout unless a test sets it.
+	replyTimeout time.Duration
 }
+
+// effects are the consumer actor's side effects that do not go through its
+// actor.Context: the simulation replaces them to decide when they happen.
+type effects interface {
+	// after sends msg to self once d passed.
+	after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any)
+	// setup runs job (a session start) on pool.
+	setup(pool *broker.SetupPool, job func())
+}
+
+// realEffects are the production effects.
+type realEffects struct{}
+
+func (realEffects) after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any) {
+	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+}
+
+func (realEffects) setup(pool *broker.SetupPool, job func()) { pool.Go(job) }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
 // when a handler panics. The actor is restarted; the delivery in hand goes
@@ -60,6 +85,12 @@ func (p *HandlerPanic) Error() string {
 // dead-lettering report back as messages. On restart or stop it closes its
 // channel, so every delivery it held goes back to the queue.
 func ConsumerProps(cfg ConsumerConfig) *actor.Props {
+	return actor.PropsFromProducer(consumerProducer(cfg), actor.WithDispatcher(newWarmDispatcher()))
+}
+
+// consumerProducer makes the incarnations of one consumer actor: what they
+// share (the route's state, the handler slots) is made once here.
+func consumerProducer(cfg ConsumerConfig) actor.Producer {
 	if cfg.state == nil {
 		cfg.state = newRouteState(0)
 	}
@@ -80,19 +111,27 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	if cfg.StartSession == nil {
 		cfg.StartSession = startBrokerSession
 	}
-	return actor.PropsFromProducer(func() actor.Actor {
+	if cfg.effects == nil {
+		cfg.effects = realEffects{}
+	}
+	if cfg.replyTimeout <= 0 {
+		cfg.replyTimeout = channelReplyTimeout
+	}
+	return func() actor.Actor {
 		return &consumer{
-			route:  route,
-			policy: policy,
-			state:  cfg.state,
-			slots:  slots,
-			conn:   cfg.Connection,
-			log:    log,
-			jobs:   map[uint64]*job{},
-			begin:  cfg.StartSession,
-			brk:    newBreaker(route.Breaker), // outage hook
+			route:        route,
+			policy:       policy,
+			state:        cfg.state,
+			slots:        slots,
+			conn:         cfg.Connection,
+			log:          log,
+			jobs:         map[uint64]*job{},
+			begin:        cfg.StartSession,
+			fx:           cfg.effects,
+			replyTimeout: cfg.replyTimeout,
+			brk:          newBreaker(route.Breaker), // outage hook
 		}
-	}, actor.WithDispatcher(newWarmDispatcher()))
+	}
 }
 
 type stage int
@@ -156,14 +195,17 @@ type consumer struct {
 	ctx    context.Context // handlers' context, cancelled on stop / drain timeout
 	cancel context.CancelFunc
 
-	begin       sessionStarter
-	session     consumerSession
-	gate        *ackGate // the session's: acks from off the mailbox go through it
-	gen         uint64   // session generation: deliveries of older ones are void
-	opening     bool
-	op          *opening // the open in progress: owns its channel and session until sessionStarted
-	nonce       uint64
-	openAttempt int
+	begin        sessionStarter
+	fx           effects
+	replyTimeout time.Duration
+	session      consumerSession
+	gate         *ackGate // the session's: acks from off the mailbox go through it
+	gen          uint64   // session generation: deliveries of older ones are void
+	opening      bool
+	replied      bool     // the open in progress got its ChannelReply
+	op           *opening // the open in progress: owns its channel and session until sessionStarted
+	nonce        uint64
+	openAttempt  int
 
 	box     *settledBox // this incarnation's settled runs
 	settled []*run      // reused by settledRuns
@@ -177,6 +219,7 @@ type consumer struct {
 
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
+	drainLate   bool // the drain's deadline passed
 	drained     bool // a drain completed: this incarnation never consumes again
 
 	brk *breaker // outage hook: the route's circuit breaker (breaker.go)
@@ -261,7 +304,10 @@ type (
 	}
 	deadLetterRetry struct{ inc, id uint64 }
 	reopen          struct{ inc uint64 }
-	drainTimeout    struct{ inc uint64 }
+	// openTimeout ends a channel request the connection actor did not
+	// answer in channelReplyTimeout (see requestChannel).
+	openTimeout  struct{ inc, nonce uint64 }
+	drainTimeout struct{ inc uint64 }
 	// workersIdle checks whether the route started no handler since starts
 	// was counted (see Route.WorkerIdle).
 	workersIdle struct{ inc, starts uint64 }
@@ -284,6 +330,7 @@ func (m *retryDue) incarnation() uint64        { return m.inc }
 func (m *deadLettered) incarnation() uint64    { return m.inc }
 func (m *deadLetterRetry) incarnation() uint64 { return m.inc }
 func (m *reopen) incarnation() uint64          { return m.inc }
+func (m *openTimeout) incarnation() uint64     { return m.inc }
 func (m *drainTimeout) incarnation() uint64    { return m.inc }
 func (m *workersIdle) incarnation() uint64     { return m.inc }
 
@@ -306,7 +353,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.started(ctx)
 	case *actor.Restarting:
-		c.abandon()
+		c.restarting()
 	case *actor.Stopping:
 		c.stopping()
 	case *ChannelReply:
@@ -342,6 +389,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.deadLetterQueueDeclared(ctx, msg)
 	case *reopen:
 		c.reopen(ctx)
+	case *openTimeout:
+		c.openTimedOut(msg)
 	case *drainTimeout:
 		c.drainTimeout()
 	case *workersIdle:
@@ -369,6 +418,11 @@ func (c *consumer) started(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
+	if c.state.drained.Load() {
+		// An earlier incarnation was drained: this one stays idle.
+		c.drained = true
+		return
+	}
 	c.startRetryRedeclare() // outage hook
 	c.requestChannel(ctx)
 }
@@ -378,6 +432,17 @@ func (c *consumer) stopping() {
 	if c.drain != nil {
 		close(c.drain.Done)
 		c.drain = nil
+	}
+}
+
+// restarting lets everything go before the supervisor makes a new
+// incarnation. A drain in progress is complete now (the broker gets back
+// all the actor held), and the next incarnation must not consume again:
+// the drain was the last thing asked of the route.
+func (c *consumer) restarting() {
+	c.abandon()
+	if c.drain != nil {
+		c.drainDone()
 	}
 }
 
@@ -462,16 +527,39 @@ func (c *consumer) drainTimeout() {
 	if c.drain.Unfinished != nil && len(c.jobs) > 0 {
 		c.drain.Unfinished(len(c.jobs))
 	}
+	c.drainLate = true
 	c.cancel()
+	if c.session == nil && c.opening {
+		c.abandonOpen() // a session still starting is closed when it does
+	}
 	c.finishDrain()
 }
 
+// abandonOpen gives the open in progress up: what it holds or gets later
+// is closed, and its sessionStarted, if on its way, is stale.
+func (c *consumer) abandonOpen() {
+	c.opening = false
+	c.dropOpening()
+	c.gen++
+}
+
+// channelReplyTimeout bounds the wait for the connection actor's reply to
+// OpenChannel. A request sent while the connection actor is stopped (being
+// respawned by the root supervisor) goes to dead letters and is never
+// answered (issue 17-3b). While the connection is down a request waits in
+// the connection actor, so this is long: a timed-out request is abandoned
+// and a new one sent after the reopen backoff.
+const channelReplyTimeout = 30 * time.Second
+
 // requestChannel asks the connection actor for a channel. The reply goes to
 // an inbox of the request, which forwards it while the request is live and
-// closes the channel once it is not (the actor stopped or restarted).
+// closes the channel once it is not (the actor stopped or restarted, or
+// the request timed out: see openTimedOut).
 func (c *consumer) requestChannel(ctx actor.Context) {
 	c.opening = true
+	c.replied = false
 	c.nonce = rand.Uint64()
+	c.after(c.replyTimeout, &openTimeout{inc: c.inc, nonce: c.nonce})
 	op, self, sys := &opening{}, c.self, c.sys
 	c.op = op
 	inbox := newReplyInbox(sys, func(msg any) {
@@ -482,6 +570,24 @@ func (c *consumer) requestChannel(ctx actor.Context) {
 	})
 	ctx.Send(c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
 }
+
+// openTimedOut abandons a channel request still unanswered: its inbox
+// stays registered, so a reply that comes later still has its channel
+// closed (opening.holdChannel). Then the route asks again after the reopen
+// backoff, or, draining, finishes the drain.
+func (c *consumer) openTimedOut(msg *openTimeout) {
+	if !c.opening || c.replied || msg.nonce != c.nonce {
+		return
+	}
+	c.abandonOpen()
+	if c.drain != nil {
+		c.finishDrain()
+		return
+	}
+	c.scheduleReopen(errChannelReplyTimeout)
+}
+
+var errChannelReplyTimeout = errors.New("hato: no reply to a channel request")
 
 // dropOpening ends the open in progress, closing what it holds.
 func (c *consumer) dropOpening() {
@@ -499,6 +605,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		}
 		return
 	}
+	c.replied = true
 	if c.drain != nil {
 		c.opening = false
 		c.dropOpening()
@@ -531,7 +638,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 		},
 	}
 	ch, op, start := msg.Channel, c.op, c.begin
-	msg.Setup.Go(func() {
+	c.fx.setup(msg.Setup, func() {
 		s, q, err := start(ch, cfg)
 		if err == nil && !op.holdSession(s) {
 			return // the actor is gone: the session is closed, its deliveries go back
@@ -565,7 +672,7 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 	c.session = msg.s
 	c.openAttempt = 0
 	if c.drain != nil {
-		c.finishDrain()
+		c.drainStarted()
 		return
 	}
 	// Written with the route's fields by the service's logger: the route's
@@ -577,6 +684,19 @@ func (c *consumer) sessionStarted(ctx actor.Context, msg *sessionStarted) {
 	ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.route.Name})
 }
 
+// drainStarted finishes the drain with a session that started after the
+// drain began (issue 17-3e): its deliveries may already be handled, so it
+// is cancelled as startDrain would have, and closed once nothing is held
+// (at once if the drain deadline passed meanwhile).
+func (c *consumer) drainStarted() {
+	c.session.Cancel()
+	if c.drainLate {
+		c.finishDrain()
+		return
+	}
+	c.checkDrained()
+}
+
 func (c *consumer) scheduleReopen(err error) {
 	c.openAttempt++
 	delay := c.route.Reopen.Delay(c.openAttempt)
@@ -585,7 +705,18 @@ func (c *consumer) scheduleReopen(err error) {
 	c.after(delay, &reopen{inc: c.inc})
 }
 
+// sessionEnded handles the end of the current session. It may come before
+// the session's sessionStarted (the channel died while StartConsumer
+// returned: a lost pool connection, a broker-side cancel): then the open
+// is over too, and moving the session generation on makes that
+// sessionStarted stale, so it closes the dead session instead of
+// installing it and reporting ready (issue 17-3a).
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
+	if c.session == nil && c.opening {
+		c.abandonOpen()
+	} else {
+		c.gen++
+	}
 	c.session = nil
 	c.gate.close()
 	// Everything held came from that channel: the broker requeued it.
@@ -1092,6 +1223,7 @@ func (c *consumer) drainDone() {
 	close(c.drain.Done)
 	c.drain = nil
 	c.drained = true
+	c.state.drained.Store(true)
 }
 
 // abandon cancels handlers and closes the channel: the broker redelivers
@@ -1116,8 +1248,7 @@ func (c *consumer) abandon() {
 }
 
 func (c *consumer) after(d time.Duration, msg any) {
-	self, sys := c.self, c.sys
-	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+	c.fx.after(d, c.self, c.sys, msg)
 }
 
 func (c *consumer) fields(j *job, err error) []zap.Field {

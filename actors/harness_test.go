@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -185,9 +186,24 @@ type sessions struct {
 	list     []*fakeSession
 	failures []error // the next starts fail with these, in order
 	attempts int
+	// endOnStart: the next sessions started end (as the broker closing
+	// their channel) before start returns, so their sessionEnded reaches
+	// the actor before their sessionStarted.
+	endOnStart int
+	// hold, when set, keeps each start from returning until it is closed
+	// (the session delivers meanwhile).
+	hold chan struct{}
 }
 
-func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+	s, q, err := ss.startNow(ch, cfg)
+	if ss.hold != nil {
+		<-ss.hold
+	}
+	return s, q, err
+}
+
+func (ss *sessions) startNow(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.attempts++
@@ -198,6 +214,10 @@ func (ss *sessions) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerS
 	}
 	s := &fakeSession{cfg: cfg}
 	ss.list = append(ss.list, s)
+	if ss.endOnStart > 0 {
+		ss.endOnStart--
+		s.end(errors.New("channel closed by the broker"))
+	}
 	return s, amqp.Queue{Name: cfg.Topology.Queue}, nil
 }
 
@@ -230,6 +250,7 @@ type fakeConn struct {
 	mu          sync.Mutex
 	autoConfirm bool
 	opens       int
+	dropOpens   int // the next OpenChannel requests are lost (sent to a dead PID)
 	published   []*broker.Request
 }
 
@@ -238,8 +259,14 @@ func (f *fakeConn) Receive(ctx actor.Context) {
 	case *OpenChannel:
 		f.mu.Lock()
 		f.opens++
+		drop := f.dropOpens > 0
+		if drop {
+			f.dropOpens--
+		}
 		f.mu.Unlock()
-		ctx.Send(msg.ReplyTo, &ChannelReply{Nonce: msg.Nonce})
+		if !drop {
+			ctx.Send(msg.ReplyTo, &ChannelReply{Nonce: msg.Nonce})
+		}
 	case *Publish:
 		f.mu.Lock()
 		f.published = append(f.published, msg.Req)
@@ -383,6 +410,12 @@ func newConsumer(t *testing.T, route *Route, conn *fakeConn) *consumerRig {
 // with failures.
 func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error) *consumerRig {
 	t.Helper()
+	return startConsumerWith(t, route, conn, &sessions{failures: failures})
+}
+
+// startConsumerWith starts a consumer actor whose sessions ss starts.
+func startConsumerWith(t *testing.T, route *Route, conn *fakeConn, ss *sessions, opts ...func(*ConsumerConfig)) *consumerRig {
+	t.Helper()
 	if route.Name == "" {
 		route.Name = "route"
 	}
@@ -397,11 +430,12 @@ func startConsumer(t *testing.T, route *Route, conn *fakeConn, failures []error)
 	sys := newSystem(t)
 	connPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return conn }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(connPID).Wait() })
-	ss := &sessions{failures: failures}
 	state := newRouteState(0)
-	pid, rep := spawnUnder(t, sys, ConsumerProps(ConsumerConfig{
-		Route: route, state: state, Connection: connPID, StartSession: ss.start,
-	}))
+	cfg := ConsumerConfig{Route: route, state: state, Connection: connPID, StartSession: ss.start}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	pid, rep := spawnUnder(t, sys, ConsumerProps(cfg))
 	return &consumerRig{sys: sys, conn: conn, connPID: connPID, sessions: ss, pid: pid, rep: rep, state: state, events: events}
 }
 

@@ -218,6 +218,9 @@ type routeState struct {
 	// not redelivered is hashed (to clear its mark) only while there are any.
 	deadMarks atomic.Int64
 	lost      int // channels lost (connection or node loss), see lostChannel
+	// drained: a drain of the route completed (or its incarnation crashed
+	// while draining). Every later incarnation stays idle.
+	drained atomic.Bool
 }
 
 // lostChannel records that the route lost a channel it did not close: the
