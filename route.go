@@ -123,6 +123,7 @@ type routeConfig struct {
 	deadLetter     *bool
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
+	handlerTimeout *time.Duration // nil: the service's
 	dedupe         *DedupeOption
 }
 

@@ -490,6 +490,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Prefetch:       prefetch,
 		GlobalPrefetch: global,
 		Concurrency:    r.cfg.concurrency,
+		HandlerTimeout: s.cfg.handlerTimeout,
 		Handle:         s.routeHandler(r),
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log,
@@ -497,6 +498,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Service:        s.name,
 		Reopen:         supervisorBackoff(s.cfg.reconnect),
 		Events:         s.deliveryEvents(),
+	}
+	if r.cfg.handlerTimeout != nil {
+		ar.HandlerTimeout = *r.cfg.handlerTimeout
 	}
 	return supervisor.ChildSpec{
 		Name:   r.name,

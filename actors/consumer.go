@@ -581,6 +581,7 @@ func (c *consumer) scheduleReopen(err error) {
 func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	c.session = nil
 	c.gate.close()
+	c.blameRunning(err)
 	// Everything held came from that channel: the broker requeued it.
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
@@ -746,7 +747,7 @@ func (c *consumer) runWorkers() {
 	}
 	c.work = make(chan *run, c.route.Concurrency)
 	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
-		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
+		timeout: c.route.HandlerTimeout, slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 	for range c.route.Concurrency {
 		go w.run()
 	}
@@ -770,14 +771,15 @@ func (c *consumer) workersIdle(msg *workersIdle) {
 
 // workers is what an incarnation's handler goroutines share.
 type workers struct {
-	work   <-chan *run
-	ctx    context.Context
-	inc    uint64
-	handle func(context.Context, *broker.Delivery) error
-	slots  *handlerSlots
-	log    *zap.Logger
-	self   *actor.PID
-	sys    *actor.ActorSystem
+	work    <-chan *run
+	ctx     context.Context
+	inc     uint64
+	handle  func(context.Context, *broker.Delivery) error
+	timeout time.Duration // Route.HandlerTimeout
+	slots   *handlerSlots
+	log     *zap.Logger
+	self    *actor.PID
+	sys     *actor.ActorSystem
 }
 
 // run takes a route-wide slot for each item (waiting for handlers of an
@@ -791,7 +793,7 @@ func (w *workers) run() {
 			w.report(r)
 			continue
 		}
-		runHandler(r, w.handle)
+		runHandler(r, w.handle, w.timeout)
 		w.slots.release(w.inc)
 		w.report(r)
 	}
@@ -827,16 +829,16 @@ func (w *workers) waiting(others int, waited time.Duration) {
 		zap.Int("still_running", others), zap.Duration("waited", waited))
 }
 
-// runHandler runs one handler; a panic is recovered and reported in the
-// result (the actor crashes on it).
-func runHandler(r *run, handle func(context.Context, *broker.Delivery) error) {
+// runHandler runs one handler within timeout (see handleWithin); a panic
+// is recovered and reported in the result (the actor crashes on it).
+func runHandler(r *run, handle func(context.Context, *broker.Delivery) error, timeout time.Duration) {
 	done := &r.done
 	defer func() {
 		if v := recover(); v != nil {
 			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	done.err = handle(r, r.d)
+	done.err = handleWithin(r, handle, timeout)
 }
 
 // start hands j to a worker. pump calls it only while running <

@@ -32,6 +32,10 @@ type Route struct {
 	// handler runs (they go after one to two such periods; the next
 	// delivery starts them again). Zero means DefaultWorkerIdle.
 	WorkerIdle time.Duration
+	// HandlerTimeout is the deadline of one handler run: its context is
+	// cancelled then, and an error it returns after that is a
+	// *HandlerTimeoutError, a failed attempt. Zero means no deadline.
+	HandlerTimeout time.Duration
 	// Handle processes one delivery: decoding, middleware, the user's
 	// handler. It runs on its own goroutine. Its error decides the
 	// delivery's fate through Directive / ActionOf: nil acks.
