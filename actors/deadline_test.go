@@ -123,3 +123,26 @@ func TestConsumerConnectionLossBlamesNoOne(t *testing.T) {
 		t.Errorf("a connection loss counted %d times against the running message", n)
 	}
 }
+
+// Issue 17 (3f): a dead-lettered mark does not live for the route's
+// lifetime: once it expired, deliveries are no longer hashed to look it up
+// and its record is gone.
+func TestRouteStateDeadLetterMarksExpire(t *testing.T) {
+	s := newRouteState(0)
+	s.deadTTL = 20 * time.Millisecond
+	key := messageKey(&broker.Delivery{Delivery: amqp.Delivery{MessageId: "m", Body: []byte("m")}})
+	s.setDeadLettered(key, "stamp")
+	if !s.hasDeadLettered() || !s.isDeadLettered(key, "") {
+		t.Fatal("a fresh mark is not seen")
+	}
+	waitFor(t, "the mark to expire", func() bool { return !s.hasDeadLettered() })
+	if s.isDeadLettered(key, "") {
+		t.Error("an expired mark still suppresses the redelivery")
+	}
+	s.mu.Lock()
+	n := len(s.marks)
+	s.mu.Unlock()
+	if n != 0 || s.deadMarks.Load() != 0 {
+		t.Errorf("%d records and %d marks left after expiry", n, s.deadMarks.Load())
+	}
+}
