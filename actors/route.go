@@ -25,8 +25,9 @@ type Route struct {
 	// Prefetch and GlobalPrefetch are the QoS of the route's channel.
 	Prefetch, GlobalPrefetch int
 	// Concurrency is how many handlers run at once, across the actor's
-	// incarnations; a job waiting for its retry keeps its slot. 1 keeps
-	// order. See handlerSlots.
+	// incarnations; a job keeps its slot while its handler's publishes
+	// await their confirms and while it waits for its retry. 1 keeps order.
+	// See handlerSlots and consumer.pump.
 	Concurrency int
 	// WorkerIdle is how long the route's handler goroutines stay once no
 	// handler runs (they go after one to two such periods; the next
