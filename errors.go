@@ -22,6 +22,9 @@ var (
 	ErrStopped = errors.New("hato: service stopped")
 	// ErrBufferFull: too many publishes are waiting for the broker.
 	ErrBufferFull = actors.ErrBufferFull
+	// ErrHandlerTimeout matches a *HandlerTimeoutError: a handler returned
+	// an error after its deadline (see HandlerTimeout).
+	ErrHandlerTimeout = actors.ErrHandlerTimeout
 	// ErrConnectionClosed: the connection closed before a publish had an
 	// outcome.
 	ErrConnectionClosed = actors.ErrClosed
@@ -255,3 +258,9 @@ func messageError(uuid string, err error) error {
 }
 
 func redactURL(u string) string { return broker.Redact(u) }
+
+// HandlerTimeoutError is a handler's error returned after its deadline
+// passed (see HandlerTimeout): a failed attempt. It matches
+// ErrHandlerTimeout, and context.DeadlineExceeded when the handler returned
+// its context's error.
+type HandlerTimeoutError = actors.HandlerTimeoutError

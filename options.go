@@ -67,6 +67,11 @@ const (
 	DefaultStartTimeout   = 60 * time.Second
 	DefaultPublishBuffer  = 10000
 	DefaultActorTimeout   = 30 * time.Second
+	// DefaultHandlerTimeout is the handler deadline (see HandlerTimeout):
+	// with the default three attempts and their backoff, a delivery stays
+	// unacked about 15 minutes at most, half of RabbitMQ's default
+	// consumer_timeout (30 minutes).
+	DefaultHandlerTimeout = 5 * time.Minute
 	// DefaultMaxMessageSize is RabbitMQ's default max_message_size
 	// (128 MiB, since 3.8).
 	DefaultMaxMessageSize = 128 << 20
@@ -105,6 +110,7 @@ type config struct {
 	maxMessageSize            int
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
+	handlerTimeout            time.Duration
 	onSupervisorEvent         func(SupervisorEvent)
 	onDeliveryEvent           func(DeliveryEvent)
 	deadLetter                bool
@@ -138,6 +144,7 @@ func defaultConfig() config {
 		maxMessageSize: DefaultMaxMessageSize,
 		drainTimeout:   DefaultDrainTimeout,
 		startTimeout:   DefaultStartTimeout,
+		handlerTimeout: DefaultHandlerTimeout,
 		deadLetter:     true,
 	}
 }
@@ -565,6 +572,42 @@ func (o PrefetchOption) applyRoute(r *routeConfig) error {
 	return nil
 }
 
+// HandlerTimeoutOption is the option HandlerTimeout returns. It implements
+// Option and RouteOption.
+type HandlerTimeoutOption time.Duration
+
+// HandlerTimeout is the deadline of one handler run (default
+// DefaultHandlerTimeout, 5 minutes), for the service's routes or one route:
+// the handler's context is cancelled then, and an error the handler returns
+// after it (usually ctx.Err()) is a *HandlerTimeoutError, a failed attempt:
+// retried up to FailurePolicy.MaxAttempts, then dead-lettered. Zero means no
+// deadline; a negative value is invalid.
+//
+// Keep it well below RabbitMQ's consumer_timeout (30 minutes by default):
+// the broker closes the channel of a delivery unacked that long, and every
+// delivery the channel held comes back. A handler must honour its context
+// for the deadline to end it; one that ignores it keeps its slot until it
+// returns, and each such channel close counts against its message
+// (FailurePolicy.MaxRedeliveries).
+func HandlerTimeout(d time.Duration) HandlerTimeoutOption { return HandlerTimeoutOption(d) }
+
+func (o HandlerTimeoutOption) applyService(c *config) error {
+	if o < 0 {
+		return invalid("handler timeout %s", time.Duration(o))
+	}
+	c.handlerTimeout = time.Duration(o)
+	return nil
+}
+
+func (o HandlerTimeoutOption) applyRoute(r *routeConfig) error {
+	if o < 0 {
+		return invalid("handler timeout %s", time.Duration(o))
+	}
+	d := time.Duration(o)
+	r.handlerTimeout = &d
+	return nil
+}
+
 // FailureHandlingOption is the option FailureHandling returns. It
 // implements Option and RouteOption.
 type FailureHandlingOption struct{ p FailurePolicy }
@@ -660,4 +703,8 @@ var (
 		Option
 		RouteOption
 	} = DedupeOption{}
+	_ interface {
+		Option
+		RouteOption
+	} = HandlerTimeoutOption(0)
 )

@@ -28,6 +28,7 @@ func TestInvalidOptionsAreRejectedAtConstruction(t *testing.T) {
 		"max message size 0": {hato.WithMaxMessageSize(0)},
 		"channels per conn":  {hato.WithChannelsPerConnection(-1)},
 		"channels > 65535":   {hato.WithChannelsPerConnection(65536)},
+		"handler timeout":    {hato.HandlerTimeout(-time.Second)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := hato.New("svc", opts...); !errorsIs(err, hato.ErrInvalidOption) {

@@ -206,9 +206,6 @@ func (s *Service) hand(req *broker.Request) error {
 		return ErrNotStarted
 	}
 	s.outstanding.Store(req, struct{}{})
-	if s.direct.Submit(req) {
-		return nil
-	}
-	s.system.Root.Send(conn, &actors.Publish{Req: req})
+	s.direct.Send(s.system.Root, conn, req)
 	return nil
 }

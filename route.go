@@ -126,6 +126,7 @@ type routeConfig struct {
 	deadLetter     *bool
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
+	handlerTimeout *time.Duration // nil: the service's
 	dedupe         *DedupeOption
 	breaker        *BreakerPolicy // outage: Breaker as a route option
 }
@@ -170,9 +171,12 @@ func HandlerName(name string) RouteOption {
 // Concurrency sets how many messages the route handles at once (default 1,
 // which keeps order). The prefetch bounds how many it holds.
 //
-// The bound holds always. A message waiting for an in-process retry keeps
-// its slot, so with 1 the next message waits for it: order holds across
-// retries. A restarted route (after a handler panic, a respawn) cancels
+// The bound holds always. A message keeps its slot until it is settled:
+// while the publishes its handler made await their broker confirms, and
+// while it waits for an in-process retry. So with 1 the next message waits
+// for it: order holds across retries, those after a failed publish too,
+// at the cost of one confirm round trip per message (raise Concurrency to
+// pipeline, giving up order). A restarted route (after a handler panic, a respawn) cancels
 // the context of its handlers still running and runs no new handler until
 // every one of them returned: a handler that ignores its context is waited
 // for, never overlapped, and hato logs a warning every 5 s while it waits.

@@ -493,6 +493,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Prefetch:       prefetch,
 		GlobalPrefetch: global,
 		Concurrency:    r.cfg.concurrency,
+		HandlerTimeout: s.cfg.handlerTimeout,
 		Handle:         s.routeHandler(r),
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log,
@@ -502,6 +503,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Events:         s.deliveryEvents(),
 		Breaker:        s.breakerOf(r),     // outage
 		BreakerEvents:  s.cfg.pauses.event, // outage
+	}
+	if r.cfg.handlerTimeout != nil {
+		ar.HandlerTimeout = *r.cfg.handlerTimeout
 	}
 	return supervisor.ChildSpec{
 		Name:   r.name,

@@ -236,6 +236,7 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.publisherGone(msg)
 	case *Publish:
 		c.publish(msg.Req)
+		msg.counted.taken()
 	case *OpenChannel:
 		c.openChannel(msg)
 	case *subsFull:

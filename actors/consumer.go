@@ -212,7 +212,7 @@ type consumer struct {
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
-	waiting int    // jobs in retryWait: each keeps its slot until it runs again
+	waiting int    // jobs in retryWait or confirming: each keeps its slot (see pump)
 	nextID  uint64
 	work    chan *run // to this incarnation's Route.Concurrency workers; nil: none run
 	starts  uint64    // handler runs started, for workersIdle
@@ -459,7 +459,9 @@ func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
 		// Its handlerDone is still in the mailbox.
 		j.early, j.earlyErr = true, msg.err
 	case confirming:
+		c.waiting--
 		c.published(ctx, j, msg.err)
+		c.pump()
 	}
 }
 
@@ -719,6 +721,7 @@ func (c *consumer) sessionEnded(ctx actor.Context, err error) {
 	}
 	c.session = nil
 	c.gate.close()
+	c.blameRunning(err)
 	// Everything held came from that channel: the broker requeued it.
 	// Handlers still running finish on their own; their results are void.
 	c.jobs = map[uint64]*job{}
@@ -796,8 +799,11 @@ func (c *consumer) poisoned(j *job) error {
 	return nil
 }
 
-// pump starts queued jobs while a slot is free. A job waiting for its retry
-// keeps its slot, so Concurrency 1 keeps order across retries.
+// pump starts queued jobs while a slot is free. A job keeps its slot until
+// it is settled: while its handler runs, while its handler's publishes wait
+// for their confirms (a publish that fails makes it run again) and while it
+// waits for its retry. So Concurrency 1 keeps order across retries, those
+// after a failed publish included.
 func (c *consumer) pump() {
 	for c.running+c.waiting < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
 		j := c.queue[0]
@@ -892,7 +898,7 @@ func (c *consumer) runWorkers() {
 	}
 	c.work = make(chan *run, c.route.Concurrency)
 	w := &workers{work: c.work, ctx: c.ctx, inc: c.inc, handle: c.route.Handle,
-		slots: c.slots, log: c.log, self: c.self, sys: c.sys}
+		timeout: c.route.HandlerTimeout, slots: c.slots, log: c.log, self: c.self, sys: c.sys}
 	for range c.route.Concurrency {
 		go w.run()
 	}
@@ -916,14 +922,15 @@ func (c *consumer) workersIdle(msg *workersIdle) {
 
 // workers is what an incarnation's handler goroutines share.
 type workers struct {
-	work   <-chan *run
-	ctx    context.Context
-	inc    uint64
-	handle func(context.Context, *broker.Delivery) error
-	slots  *handlerSlots
-	log    *zap.Logger
-	self   *actor.PID
-	sys    *actor.ActorSystem
+	work    <-chan *run
+	ctx     context.Context
+	inc     uint64
+	handle  func(context.Context, *broker.Delivery) error
+	timeout time.Duration // Route.HandlerTimeout
+	slots   *handlerSlots
+	log     *zap.Logger
+	self    *actor.PID
+	sys     *actor.ActorSystem
 }
 
 // run takes a route-wide slot for each item (waiting for handlers of an
@@ -937,7 +944,7 @@ func (w *workers) run() {
 			w.report(r)
 			continue
 		}
-		runHandler(r, w.handle)
+		runHandler(r, w.handle, w.timeout)
 		w.slots.release(w.inc)
 		w.report(r)
 	}
@@ -973,16 +980,16 @@ func (w *workers) waiting(others int, waited time.Duration) {
 		zap.Int("still_running", others), zap.Duration("waited", waited))
 }
 
-// runHandler runs one handler; a panic is recovered and reported in the
-// result (the actor crashes on it).
-func runHandler(r *run, handle func(context.Context, *broker.Delivery) error) {
+// runHandler runs one handler within timeout (see handleWithin); a panic
+// is recovered and reported in the result (the actor crashes on it).
+func runHandler(r *run, handle func(context.Context, *broker.Delivery) error, timeout time.Duration) {
 	done := &r.done
 	defer func() {
 		if v := recover(); v != nil {
 			done.panicked, done.value, done.stack = true, v, debug.Stack()
 		}
 	}()
-	done.err = handle(r, r.d)
+	done.err = handleWithin(r, handle, timeout)
 }
 
 // start hands j to a worker. pump calls it only while running <
@@ -1043,8 +1050,9 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.published(ctx, j, j.earlyErr)
 	default:
 		// Acked once every publish the handler made is confirmed: the
-		// tracker reports.
+		// tracker reports. It keeps its slot until then.
 		j.stage = confirming
+		c.waiting++
 	}
 	c.pump()
 }

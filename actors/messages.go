@@ -15,6 +15,9 @@ import (
 // it) and is sent after reconnecting.
 type Publish struct {
 	Req *broker.Request
+	// counted: sent by DirectPublish.Send, which counts it until the actor
+	// took it.
+	counted *DirectPublish
 }
 
 // OpenChannel asks the connection actor for a channel on the consuming

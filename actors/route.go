@@ -25,13 +25,18 @@ type Route struct {
 	// Prefetch and GlobalPrefetch are the QoS of the route's channel.
 	Prefetch, GlobalPrefetch int
 	// Concurrency is how many handlers run at once, across the actor's
-	// incarnations; a job waiting for its retry keeps its slot. 1 keeps
-	// order. See handlerSlots.
+	// incarnations; a job keeps its slot while its handler's publishes
+	// await their confirms and while it waits for its retry. 1 keeps order.
+	// See handlerSlots and consumer.pump.
 	Concurrency int
 	// WorkerIdle is how long the route's handler goroutines stay once no
 	// handler runs (they go after one to two such periods; the next
 	// delivery starts them again). Zero means DefaultWorkerIdle.
 	WorkerIdle time.Duration
+	// HandlerTimeout is the deadline of one handler run: its context is
+	// cancelled then, and an error it returns after that is a
+	// *HandlerTimeoutError, a failed attempt. Zero means no deadline.
+	HandlerTimeout time.Duration
 	// Handle processes one delivery: decoding, middleware, the user's
 	// handler. It runs on its own goroutine. Its error decides the
 	// delivery's fate through Directive / ActionOf: nil acks.
@@ -217,11 +222,21 @@ type routeState struct {
 	// deadMarks counts records marked dead-lettered, so a delivery that is
 	// not redelivered is hashed (to clear its mark) only while there are any.
 	deadMarks atomic.Int64
-	lost      int // channels lost (connection or node loss), see lostChannel
+	// deadUntil is when the last dead-lettered mark expires (unix nanos):
+	// past it every mark is expired (see hasDeadLettered).
+	deadUntil atomic.Int64
+	deadTTL   time.Duration // deadLetterMarkTTL; shorter in tests
+	lost      int           // channels lost (connection or node loss), see lostChannel
 	// drained: a drain of the route completed (or its incarnation crashed
 	// while draining). Every later incarnation stays idle.
 	drained atomic.Bool
 }
+
+// deadLetterMarkTTL bounds how long a dead-lettered mark lives (see
+// setDeadLettered). The redelivery it is for comes as soon as a channel
+// consumes the queue again: within the reopen backoff, or once the broker
+// is back.
+const deadLetterMarkTTL = 5 * time.Minute
 
 // lostChannel records that the route lost a channel it did not close: the
 // broker returned whatever it held, and a quorum queue counted each of
@@ -245,6 +260,7 @@ type marks struct {
 	redeliveries int    // crashes and requeues
 	failures     int    // failed handler attempts
 	deadLettered string // stamp of the confirmed dead-letter copy; "" when none
+	deadUntil    int64  // when that mark expires (unix nanos)
 }
 
 // newRouteState returns an empty state remembering up to limit messages
@@ -253,7 +269,7 @@ func newRouteState(limit int) *routeState {
 	if limit <= 0 {
 		limit = 10000
 	}
-	return &routeState{marks: map[msgKey]*list.Element{}, order: list.New(), limit: limit}
+	return &routeState{marks: map[msgKey]*list.Element{}, order: list.New(), limit: limit, deadTTL: deadLetterMarkTTL}
 }
 
 // entry returns the message's record, creating it, and makes it the most
@@ -332,7 +348,10 @@ func (s *routeState) failures(key msgKey) int {
 // when the redelivery is settled (see consumer.dead), when the message
 // arrives again not redelivered (a new publish or a replay from the
 // dead-letter queue: see clearDeadLettered), and it never matches the copy
-// itself (which carries stamp).
+// itself (which carries stamp). It expires after deadTTL: then the
+// record goes (see hasDeadLettered), so a route that dead-lettered a message
+// once does not hash every later delivery, nor keep the record, for its
+// lifetime.
 func (s *routeState) setDeadLettered(key msgKey, stamp string) {
 	if key.byContent {
 		return
@@ -344,6 +363,8 @@ func (s *routeState) setDeadLettered(key msgKey, stamp string) {
 		s.deadMarks.Add(1)
 	}
 	m.deadLettered = stamp
+	m.deadUntil = time.Now().Add(s.deadTTL).UnixNano()
+	s.deadUntil.Store(m.deadUntil)
 }
 
 // isDeadLettered reports whether a redelivery of the message carrying
@@ -356,12 +377,37 @@ func (s *routeState) isDeadLettered(key msgKey, stamp string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.lookup(key)
-	return m != nil && m.deadLettered != "" && m.deadLettered != stamp
+	return m != nil && m.deadLettered != "" && m.deadLettered != stamp && time.Now().UnixNano() < m.deadUntil
 }
 
-// hasDeadLettered reports whether any message is marked dead-lettered; a
-// cheap check before hashing a delivery that is not redelivered.
-func (s *routeState) hasDeadLettered() bool { return s.deadMarks.Load() > 0 }
+// hasDeadLettered reports whether any message is marked dead-lettered and
+// the mark has not expired; a cheap check before hashing a delivery that is
+// not redelivered. Once every mark expired it drops their records.
+func (s *routeState) hasDeadLettered() bool {
+	if s.deadMarks.Load() == 0 {
+		return false
+	}
+	if time.Now().UnixNano() < s.deadUntil.Load() {
+		return true
+	}
+	s.sweepDead()
+	return false
+}
+
+// sweepDead drops the records of expired dead-lettered marks: the message
+// was dead-lettered, so nothing else in the record is needed any more.
+func (s *routeState) sweepDead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UnixNano()
+	for e := s.order.Front(); e != nil && s.deadMarks.Load() > 0; {
+		next := e.Next()
+		if m := e.Value.(*marks); m.deadLettered != "" && m.deadUntil <= now {
+			s.drop(e)
+		}
+		e = next
+	}
+}
 
 // clearDeadLettered drops the message's dead-lettered mark: it arrived
 // again as a new delivery, so the one redelivery the mark was for is past.

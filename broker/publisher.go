@@ -144,7 +144,8 @@ type Publisher struct {
 	maxNacks  int        // the most nacks of one of them
 	closed    bool
 	paused    bool
-	recycling bool // closing the channel after a nack: send nothing more
+	recycling bool // a nack came: send nothing more, close once nothing is in flight
+	closing   bool // recycling and the channel close was asked for
 
 	signal     chan struct{} // wakes the writer
 	slots      chan struct{} // one token per written, unconfirmed request
@@ -282,6 +283,15 @@ func (p *Publisher) send(r *Request) bool {
 	// Only this goroutine publishes, so the next sequence number is this
 	// request's delivery tag; record it before the confirm can arrive.
 	p.mu.Lock()
+	if p.recycling {
+		// A nack came since the writer took r: r stays unwritten, first in
+		// the queue, to be handed back with it.
+		r.state.Store(reqPending)
+		p.queue = append([]*Request{r}, p.queue...)
+		p.mu.Unlock()
+		<-p.slots
+		return true
+	}
 	tag := p.ch.GetNextPublishSeqNo()
 	p.inflight[tag] = r
 	p.mu.Unlock()
@@ -418,6 +428,7 @@ func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 		return
 	}
 	<-p.slots
+	defer p.closeWhenQuiet()
 	if !c.Ack && p.resendNacked(r) {
 		return
 	}
@@ -433,8 +444,9 @@ func (p *Publisher) confirm(c amqp.Confirmation, rets returned) {
 }
 
 // resendNacked keeps a nacked request, unless it was nacked MaxNacks times,
-// to hand it back once the channel is closed (see MaxNacks); the first one
-// closes the channel. It reports whether it kept r.
+// to hand it back once the channel is closed (see MaxNacks), and stops the
+// writer: the channel is closed once nothing is in flight any more (see
+// closeWhenQuiet). It reports whether it kept r.
 func (p *Publisher) resendNacked(r *Request) bool {
 	r.nacks++
 	if r.nacks >= MaxNacks {
@@ -443,13 +455,28 @@ func (p *Publisher) resendNacked(r *Request) bool {
 	p.mu.Lock()
 	p.nacked = append(p.nacked, r)
 	p.maxNacks = max(p.maxNacks, r.nacks)
-	first := !p.recycling
 	p.recycling = true
 	p.mu.Unlock()
-	if first {
+	return true
+}
+
+// closeWhenQuiet closes the channel of a recycling publisher once every
+// publish written on it has its confirm (ack or nack), so none of them is
+// handed back and sent again although the broker routed it: only the nacked
+// ones and those never written are. The writer writes nothing once
+// recycling is set (send checks it under p.mu, where it records a written
+// request in inflight), so inflight only shrinks from then on; the reader
+// calls this after each confirm.
+func (p *Publisher) closeWhenQuiet() {
+	p.mu.Lock()
+	quiet := p.recycling && !p.closing && len(p.inflight) == 0
+	if quiet {
+		p.closing = true
+	}
+	p.mu.Unlock()
+	if quiet {
 		p.Close()
 	}
-	return true
 }
 
 // finish runs once, after the writer stopped.
