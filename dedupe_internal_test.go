@@ -153,7 +153,7 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 
 func testDeduper(store DedupStore) (*deduper, *dedupeCounters) {
 	c := &dedupeCounters{}
-	return &deduper{store: store, window: time.Minute, queue: "q", route: "r", log: zap.NewNop(),
+	return &deduper{store: store, window: time.Minute, lease: DefaultDedupeLease, queue: "q", route: "r", log: zap.NewNop(),
 		counters: c, inflight: map[string]chan struct{}{}}, c
 }
 

@@ -116,6 +116,7 @@ type config struct {
 	meterProvider             metric.MeterProvider
 	propagator                propagation.TextMapPropagator
 	opsAddr                   string
+	components                []Component // see WithComponent
 }
 
 func defaultConfig() config {
