@@ -248,13 +248,34 @@ func (dd *deduper) key(uuid string, d *broker.Delivery) string {
 	return dd.queue + "/" + uuid
 }
 
-// run runs handle for a decoded delivery unless its key was handled within
+type dedupeKeyCtx struct{}
+
+type dedupeKey struct {
+	key    string
+	window time.Duration
+}
+
+// DedupeKey returns, inside a handler of a route with Dedupe, the
+// message's key in the DedupStore and the Dedupe window; ok is false
+// elsewhere or for a message without id. A handler whose effect lives in
+// the store's database records the key in the same transaction as its
+// effect (pgstore.Store.RecordTx, redisstore.Store.RecordTx): then a node
+// that dies after committing leaves the message recorded, and no other
+// node repeats the effect.
+func DedupeKey(ctx context.Context) (key string, window time.Duration, ok bool) {
+	k, ok := ctx.Value(dedupeKeyCtx{}).(dedupeKey)
+	return k.key, k.window, ok
+}
+
+// run runs handler for a decoded delivery unless its key was handled within
 // the window; a duplicate is acked (nil) without running it.
-func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, handle func() error) error {
+func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, handler func(context.Context) error) error {
 	key := dd.key(uuid, d)
 	if key == "" {
-		return handle()
+		return handler(ctx)
 	}
+	hctx := context.WithValue(ctx, dedupeKeyCtx{}, dedupeKey{key, dd.window})
+	handle := func() error { return handler(hctx) }
 	release, err := dd.claim(ctx, key)
 	if err != nil {
 		return err

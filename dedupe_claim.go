@@ -163,7 +163,7 @@ func (dd *deduper) keepClaim(c DedupClaimer, key, owner string) (stop func()) {
 		switch {
 		case err != nil:
 			dd.storeFailed("dedupe claim renewal failed; another node may handle the message too", key, err)
-		case st != ClaimTaken:
+		case st == ClaimHeld: // ClaimDone: the handler recorded it (RecordTx)
 			dd.log.Warn("dedupe claim lost while handling; another node may handle the message too",
 				zap.String("dedupe_key", key))
 		}

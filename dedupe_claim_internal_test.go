@@ -93,13 +93,13 @@ func TestDeduperClaimAcrossNodes(t *testing.T) {
 	entered, finish := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- a.run(context.Background(), "u", &broker.Delivery{}, func() error { close(entered); <-finish; return nil })
+		first <- a.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { close(entered); <-finish; return nil })
 	}()
 	<-entered
 	second := make(chan error, 1)
 	var ranB atomic.Bool
 	go func() {
-		second <- b.run(context.Background(), "u", &broker.Delivery{}, func() error { ranB.Store(true); return nil })
+		second <- b.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { ranB.Store(true); return nil })
 	}()
 	// B polls the held claim.
 	waitUntil(t, func() bool { return store.claims.Load() >= 3 }, "B to poll the claim")
@@ -121,14 +121,14 @@ func TestDeduperClaimReleasedOnFailure(t *testing.T) {
 	store := newClaimStore()
 	a, _ := testDeduper(store)
 	b, _ := testDeduper(store)
-	if err := a.run(context.Background(), "u", &broker.Delivery{}, func() error { return errors.New("boom") }); err == nil {
+	if err := a.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { return errors.New("boom") }); err == nil {
 		t.Fatal("failure swallowed")
 	}
 	if _, ok := store.state("q/u"); ok {
 		t.Fatal("claim kept after the handler failed")
 	}
 	ran := false
-	if err := b.run(context.Background(), "u", &broker.Delivery{}, func() error { ran = true; return nil }); err != nil || !ran {
+	if err := b.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { ran = true; return nil }); err != nil || !ran {
 		t.Fatalf("redelivery: ran %v err %v", ran, err)
 	}
 	waitUntil(t, func() bool { e, ok := store.state("q/u"); return ok && e.owner == "" }, "the done mark")
@@ -146,7 +146,7 @@ func TestDeduperClaimLeaseExpires(t *testing.T) {
 	done := make(chan error, 1)
 	var ran atomic.Bool
 	go func() {
-		done <- b.run(context.Background(), "u", &broker.Delivery{}, func() error { ran.Store(true); return nil })
+		done <- b.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { ran.Store(true); return nil })
 	}()
 	waitUntil(t, func() bool { return store.claims.Load() >= 3 }, "B to poll the held claim")
 	if ran.Load() {
@@ -167,7 +167,7 @@ func TestDeduperClaimRenewed(t *testing.T) {
 	finish := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- a.run(context.Background(), "u", &broker.Delivery{}, func() error { <-finish; return nil })
+		done <- a.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { <-finish; return nil })
 	}()
 	// Each renewal is a Claim by the same owner; the fake clock does not
 	// move, so only the count shows them.
@@ -188,7 +188,7 @@ func TestDeduperClaimRenewed(t *testing.T) {
 func TestDeduperClaimFailsOpen(t *testing.T) {
 	dd, counters := testDeduper(failingClaimer{&errStore{}})
 	ran := false
-	if err := dd.run(context.Background(), "u", &broker.Delivery{}, func() error { ran = true; return nil }); err != nil || !ran {
+	if err := dd.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { ran = true; return nil }); err != nil || !ran {
 		t.Fatalf("ran %v err %v", ran, err)
 	}
 	waitUntil(t, func() bool { return counters.storeErrors.Load() == 2 }, "claim and record errors")
