@@ -257,3 +257,19 @@ func (s *Store) Close() {
 	s.once.Do(func() { close(s.stop) })
 	s.wg.Wait()
 }
+
+// Execer is what RecordTx needs of a transaction; pgx.Tx has it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// RecordTx records key in tx, the transaction the handler writes its
+// effect in: the effect and the done mark commit together, so a node that
+// dies after the commit leaves the message recorded. key and ttl come from
+// hato.DedupeKey; the table must be in tx's database.
+func (s *Store) RecordTx(ctx context.Context, tx Execer, key string, ttl time.Duration) error {
+	if _, err := tx.Exec(ctx, s.q.record, key, ttl.Milliseconds()); err != nil {
+		return fmt.Errorf("pgstore: record: %w", err)
+	}
+	return nil
+}
