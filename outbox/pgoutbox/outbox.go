@@ -187,7 +187,7 @@ func (o *Outbox) prepare() {
 	o.q = queries{
 		insert: `INSERT INTO ` + t + ` (` + columns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		notify: `SELECT pg_notify($1, '')`,
-		pick: `SELECT id, ` + columns + ` FROM ` + t + ` ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+		pick:   `SELECT id, ` + columns + ` FROM ` + t + ` ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
 		// Ordered: one relay at a time (lock below), no row skipped.
 		pickOrdered: `SELECT id, ` + columns + ` FROM ` + t + ` ORDER BY id LIMIT $1 FOR UPDATE`,
 		del:         `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
