@@ -26,7 +26,7 @@ func dbURL() string {
 // schema returns a pool and a schema unique to t, dropped at cleanup. A
 // missing PostgreSQL fails the test (scripts/postgres.sh ensure sets one
 // up).
-func schema(t *testing.T) (*pgxpool.Pool, string) {
+func schema(t testing.TB) (*pgxpool.Pool, string) {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, dbURL())
 	if err == nil {
@@ -46,7 +46,7 @@ func schema(t *testing.T) (*pgxpool.Pool, string) {
 	return pool, name
 }
 
-func newStore(t *testing.T, opts ...pgstore.Option) (*pgstore.Store, *pgxpool.Pool, string) {
+func newStore(t testing.TB, opts ...pgstore.Option) (*pgstore.Store, *pgxpool.Pool, string) {
 	pool, sch := schema(t)
 	s, err := pgstore.New(pool, append([]pgstore.Option{pgstore.WithTable(sch + ".dedupe")}, opts...)...)
 	if err != nil {

@@ -25,7 +25,7 @@ func addr() string {
 // client returns a client and a key prefix unique to t; the prefix's keys
 // are deleted at cleanup. A missing Redis fails the test (scripts/redis.sh
 // ensure starts one).
-func client(t *testing.T) (*redis.Client, string) {
+func client(t testing.TB) (*redis.Client, string) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr()})
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("redis at %s: %v (run scripts/redis.sh ensure)", addr(), err)

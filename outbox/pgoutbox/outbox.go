@@ -81,6 +81,7 @@ type Outbox struct {
 	log      *zap.Logger
 	meter    metric.MeterProvider
 	relay    atomic.Pointer[relay]
+	onPub    func(messageID string)
 	q        queries
 	tableRaw string
 }
@@ -156,6 +157,13 @@ func WithLogger(l *zap.Logger) Option {
 // hato.outbox.published and hato.outbox.publish.failures.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(o *Outbox) error { o.meter = mp; return nil }
+}
+
+// WithOnPublished calls fn with each message's uuid once the broker
+// confirmed it (before its row's delete commits). fn runs on a relay
+// goroutine and must not block.
+func WithOnPublished(fn func(messageID string)) Option {
+	return func(o *Outbox) error { o.onPub = fn; return nil }
 }
 
 // New returns the outbox on pool's database; the caller owns pool and

@@ -308,6 +308,9 @@ func (o *Outbox) publishAll(ctx context.Context, r *relay, rows []row) []int64 {
 					}
 					return
 				}
+				if o.onPub != nil {
+					o.onPub(x.msg.Publishing.MessageId)
+				}
 				mu.Lock()
 				done = append(done, x.id)
 				mu.Unlock()
