@@ -35,7 +35,14 @@ const CrashLease = 2 * time.Second
 // with one competing route on $HATO_CRASH_ROUTE, Dedupe over store, whose
 // handler runs effect with the message's dedupe key (hato.DedupeKey). It
 // prints "ready" once consuming and stops on SIGTERM. It exits the process.
+//
+// With $HATO_CRASH_PLAIN set, the store is used as a plain DedupStore (no
+// claim step), as hato did before DedupClaimer: the crash test then shows
+// double effects.
 func RunNode(store hato.DedupStore, effect func(ctx context.Context, key string, window time.Duration) error) {
+	if os.Getenv("HATO_CRASH_PLAIN") != "" {
+		store = plainStore{store}
+	}
 	svc, err := hato.New(CrashService, hato.WithURL(os.Getenv(EnvAMQPURL)),
 		hato.Dedupe(time.Hour, store).Lease(CrashLease), hato.Prefetch(8, 0))
 	if err == nil {
@@ -67,6 +74,8 @@ func RunNode(store hato.DedupStore, effect func(ctx context.Context, key string,
 	}
 	os.Exit(0)
 }
+
+type plainStore struct{ hato.DedupStore }
 
 // CrashConfig is one crash test.
 type CrashConfig struct {
