@@ -22,9 +22,11 @@ import (
 // or leaves it unrecorded (Record), logs a warning and counts the error in
 // Service.DedupeStats.
 //
-// NewMemoryDedupStore is hato's in-process implementation. A store shared by
-// several nodes (on Redis, Postgres, ...) is the user's: it implements this
-// interface, typically Seen as a key lookup and Record as a set with expiry.
+// NewMemoryDedupStore is hato's in-process implementation. Stores shared by
+// several nodes are in their own modules, github.com/hato-go/hato/dedupe/
+// redisstore and .../dedupe/pgstore; they also implement DedupClaimer, which
+// a store of your own should too: a plain DedupStore leaves two nodes free
+// to handle copies at the same moment.
 type DedupStore interface {
 	// Seen reports whether key was recorded and its ttl has not passed.
 	Seen(ctx context.Context, key string) (bool, error)

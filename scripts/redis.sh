@@ -67,7 +67,7 @@ install_redis() {
 }
 
 start_redis() {
-	if [[ -d /run/systemd/system ]] && have systemctl && systemctl cat redis-server.service >/dev/null 2>&1; then
+	if [[ $PORT == 6379 && -d /run/systemd/system ]] && have systemctl && systemctl cat redis-server.service >/dev/null 2>&1; then
 		log "starting redis-server via systemd"
 		"${SUDO[@]}" systemctl start redis-server && wait_ready && return 0
 	fi
