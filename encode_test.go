@@ -37,3 +37,9 @@ func TestEncode(t *testing.T) {
 		t.Fatalf("bad payload: %v", err)
 	}
 }
+
+func TestWithComponentNil(t *testing.T) {
+	if _, err := hato.New("x", hato.WithComponent(nil)); !errors.Is(err, hato.ErrInvalidOption) {
+		t.Fatalf("nil component: %v", err)
+	}
+}
