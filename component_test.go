@@ -18,8 +18,11 @@ type fakeComponent struct {
 	notReady atomic.Pointer[error]
 }
 
-func (c *fakeComponent) Start(_ context.Context, s *hato.Service) error { c.started.Store(s); return nil }
-func (c *fakeComponent) Stop(context.Context) error                     { c.stopped.Store(true); return nil }
+func (c *fakeComponent) Start(_ context.Context, s *hato.Service) error {
+	c.started.Store(s)
+	return nil
+}
+func (c *fakeComponent) Stop(context.Context) error { c.stopped.Store(true); return nil }
 func (c *fakeComponent) Ready() error {
 	if p := c.notReady.Load(); p != nil {
 		return *p
