@@ -110,8 +110,15 @@ func Crash(t *testing.T, cfg CrashConfig) {
 	for i := range nodes {
 		nodes[i] = startNode(t, bin, env, i)
 	}
-	ids := make(chan []string, 1)
-	go func() { ids <- publishTwice(t, url, route, cfg.Messages) }()
+	type published struct {
+		ids []string
+		err error
+	}
+	pubDone := make(chan published, 1)
+	go func() { // while the nodes consume
+		ids, err := publishTwice(url, route, cfg.Messages)
+		pubDone <- published{ids, err}
+	}()
 
 	count := func() map[string]int {
 		m, err := cfg.Effects(context.Background())
@@ -133,7 +140,11 @@ func Crash(t *testing.T, cfg CrashConfig) {
 			t.Errorf("node stop: %v", err)
 		}
 	}
-	checkOnce(t, <-ids, count())
+	p := <-pubDone
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	checkOnce(t, p.ids, count())
 }
 
 func checkOnce(t *testing.T, ids []string, effects map[string]int) {
@@ -206,15 +217,15 @@ func startNode(t *testing.T, bin string, env []string, i int) *exec.Cmd {
 
 // publishTwice publishes n messages to route, each twice with the same
 // uuid (8 publishers at once), and returns the uuids.
-func publishTwice(t *testing.T, url, route string, n int) []string {
+func publishTwice(url, route string, n int) ([]string, error) {
 	pub, err := hato.New("dedupe-crash-publisher", hato.WithURL(url))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := pub.Start(ctx); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer func() { _ = pub.Stop(context.Background()) }()
 	ids := make([]string, n)
@@ -222,7 +233,7 @@ func publishTwice(t *testing.T, url, route string, n int) []string {
 	for i := range n {
 		m, err := pub.Encode(map[string]int{"i": i}, route, hato.Mandatory())
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		ids[i], msgs[i] = m.Publishing.MessageId, m
 	}
@@ -240,10 +251,11 @@ func publishTwice(t *testing.T, url, route string, n int) []string {
 			errs <- nil
 		}()
 	}
+	var first error
 	for range 8 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return ids
+	return ids, first
 }
