@@ -32,6 +32,31 @@ test: test-unit broker ## Unit layer, then every test with -race against the rea
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-faults
 	$(MAKE) --no-print-directory test-cluster
+	$(MAKE) --no-print-directory test-fleet
+
+# Modules with their own go.mod (drivers the core module must not require);
+# `go test ./...` at the root does not descend into them.
+FLEET_MODULES := dedupe/redisstore dedupe/pgstore outbox/pgoutbox examples/outbox
+
+.PHONY: redis
+redis: ## Make sure Redis runs (start it, or install it with apt-get).
+	@bash scripts/redis.sh ensure
+
+.PHONY: postgres
+postgres: ## Make sure PostgreSQL runs with the test role and database (start/install it, create them).
+	@bash scripts/postgres.sh ensure
+
+.PHONY: test-fleet
+test-fleet: broker redis postgres ## Dedupe stores (Redis, PostgreSQL) and the outbox against the real servers, with the crash tests.
+	@for m in $(FLEET_MODULES); do \
+	  echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; \
+	done
+
+.PHONY: bench-outbox
+bench-outbox: broker postgres redis ## Outbox relay throughput and commit-to-confirm latency vs Service.Publish; dedupe stores' cost per message vs in-memory.
+	cd outbox/pgoutbox && $(GO) test -run '^$$' -bench Outbox -benchtime 2000x -timeout 10m .
+	cd dedupe/redisstore && $(GO) test -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
+	cd dedupe/pgstore && $(GO) test -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
 
 .PHONY: test-unit
 test-unit: vet ## Tests that need no broker (-tags unit), with -race and the broker unreachable.

@@ -22,9 +22,11 @@ import (
 // or leaves it unrecorded (Record), logs a warning and counts the error in
 // Service.DedupeStats.
 //
-// NewMemoryDedupStore is hato's in-process implementation. A store shared by
-// several nodes (on Redis, Postgres, ...) is the user's: it implements this
-// interface, typically Seen as a key lookup and Record as a set with expiry.
+// NewMemoryDedupStore is hato's in-process implementation. Stores shared by
+// several nodes are in their own modules, github.com/hato-go/hato/dedupe/
+// redisstore and .../dedupe/pgstore; they also implement DedupClaimer, which
+// a store of your own should too: a plain DedupStore leaves two nodes free
+// to handle copies at the same moment.
 type DedupStore interface {
 	// Seen reports whether key was recorded and its ttl has not passed.
 	Seen(ctx context.Context, key string) (bool, error)
@@ -119,6 +121,7 @@ func (m *MemoryDedupStore) remove(e *list.Element) {
 type DedupeOption struct {
 	store  DedupStore
 	window time.Duration
+	lease  time.Duration
 }
 
 // Dedupe skips a message whose uuid the route already handled within
@@ -140,11 +143,15 @@ type DedupeOption struct {
 // the later copy waits, holding its handler slot, until the earlier one is
 // recorded or failed, then is skipped as a duplicate or handled. Across
 // processes only the store decides: two nodes may handle copies at the
-// same moment.
+// same moment, unless the store is a DedupClaimer (see its doc): then a
+// claim with a lease, taken before the handler runs, lets one node handle a
+// message while a copy on another node waits for it to be recorded, or
+// released when it failed, or for the lease to expire when its node died.
 //
 // store nil means a NewMemoryDedupStore(DefaultDedupeEntries) per route,
-// which forgets on restart and sees only its own process's messages; a
-// store shared by nodes implements DedupStore (see its doc). A store given
+// which forgets on restart and sees only its own process's messages; for
+// a store shared by nodes use github.com/hato-go/hato/dedupe/redisstore or
+// .../dedupe/pgstore, or implement DedupClaimer. A store given
 // to the service is shared by its routes. Store errors fail open (see
 // DedupStore).
 func Dedupe(window time.Duration, store DedupStore) DedupeOption {
@@ -197,6 +204,7 @@ func (s *Service) DedupeStats() DedupeStats {
 type deduper struct {
 	store    DedupStore
 	window   time.Duration
+	lease    time.Duration // of a DedupClaimer's claims
 	queue    string
 	route    string
 	log      *zap.Logger
@@ -220,8 +228,12 @@ func (s *Service) deduper(r *route) *deduper {
 	if store == nil {
 		store = NewMemoryDedupStore(DefaultDedupeEntries)
 	}
+	lease := o.lease
+	if lease <= 0 {
+		lease = DefaultDedupeLease
+	}
 	return &deduper{
-		store: store, window: o.window, queue: r.cfg.queue, route: r.name,
+		store: store, window: o.window, lease: lease, queue: r.cfg.queue, route: r.name,
 		log: s.log.With(zap.String("route", r.name)), counters: &s.dedupe, events: s.cfg.onDeliveryEvent,
 		inflight: map[string]chan struct{}{},
 	}
@@ -238,16 +250,40 @@ func (dd *deduper) key(uuid string, d *broker.Delivery) string {
 	return dd.queue + "/" + uuid
 }
 
-// run runs handle for a decoded delivery unless its key was handled within
+type dedupeKeyCtx struct{}
+
+type dedupeKey struct {
+	key    string
+	window time.Duration
+}
+
+// DedupeKey returns, inside a handler of a route with Dedupe, the
+// message's key in the DedupStore and the Dedupe window; ok is false
+// elsewhere or for a message without id. A handler whose effect lives in
+// the store's database records the key in the same transaction as its
+// effect (pgstore.Store.RecordTx, redisstore.Store.RecordTx): then a node
+// that dies after committing leaves the message recorded, and no other
+// node repeats the effect.
+func DedupeKey(ctx context.Context) (key string, window time.Duration, ok bool) {
+	k, ok := ctx.Value(dedupeKeyCtx{}).(dedupeKey)
+	return k.key, k.window, ok
+}
+
+// run runs handler for a decoded delivery unless its key was handled within
 // the window; a duplicate is acked (nil) without running it.
-func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, handle func() error) error {
+func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, handler func(context.Context) error) error {
 	key := dd.key(uuid, d)
 	if key == "" {
-		return handle()
+		return handler(ctx)
 	}
+	hctx := context.WithValue(ctx, dedupeKeyCtx{}, dedupeKey{key, dd.window})
+	handle := func() error { return handler(hctx) }
 	release, err := dd.claim(ctx, key)
 	if err != nil {
 		return err
+	}
+	if c, ok := dd.store.(DedupClaimer); ok {
+		return dd.runClaimed(ctx, c, key, d, handle, release)
 	}
 	if dd.seen(ctx, key) {
 		release()
@@ -264,7 +300,7 @@ func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, han
 		return err
 	}
 	handled = true
-	dd.recordWhenSettled(ctx, key, release)
+	dd.settle(ctx, key, nil, release)
 	return nil
 }
 
@@ -305,18 +341,36 @@ func (dd *deduper) seen(ctx context.Context, key string) bool {
 	return seen
 }
 
-// recordWhenSettled records key once every publish the handler made is
-// confirmed (the delivery is then acked), then releases it; a failed
-// publish fails the delivery, which records nothing.
-func (dd *deduper) recordWhenSettled(ctx context.Context, key string, release func()) {
+// heldClaim is a DedupClaimer claim held while a message is handled: stop
+// ends its renewals, unclaim stops them and releases the claim (blocks on
+// the store).
+type heldClaim struct {
+	stop, unclaim func()
+}
+
+// settle records key once every publish the handler made is confirmed (the
+// delivery is then acked), then releases it; a failed publish fails the
+// delivery, which records nothing and gives up claim (nil for a plain
+// DedupStore).
+func (dd *deduper) settle(ctx context.Context, key string, claim *heldClaim, release func()) {
 	settled := func(err error) {
+		// The store may block: not on the settling goroutine.
 		if err != nil {
-			release()
+			if claim == nil {
+				release()
+				return
+			}
+			go func() {
+				defer release()
+				claim.unclaim()
+			}()
 			return
 		}
-		// The store may block: not on the settling goroutine.
 		go func() {
 			defer release()
+			if claim != nil {
+				claim.stop() // no renewal after the done mark
+			}
 			dd.record(key)
 		}()
 	}

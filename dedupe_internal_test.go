@@ -153,7 +153,7 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 
 func testDeduper(store DedupStore) (*deduper, *dedupeCounters) {
 	c := &dedupeCounters{}
-	return &deduper{store: store, window: time.Minute, queue: "q", route: "r", log: zap.NewNop(),
+	return &deduper{store: store, window: time.Minute, lease: DefaultDedupeLease, queue: "q", route: "r", log: zap.NewNop(),
 		counters: c, inflight: map[string]chan struct{}{}}, c
 }
 
@@ -164,8 +164,8 @@ func TestDeduperRun(t *testing.T) {
 	store := NewMemoryDedupStore(10)
 	dd, counters := testDeduper(store)
 	var runs int
-	handle := func() error { runs++; return nil }
-	fail := func() error { runs++; return errors.New("boom") }
+	handle := func(context.Context) error { runs++; return nil }
+	fail := func(context.Context) error { runs++; return errors.New("boom") }
 
 	if err := dd.run(ctx, "u1", d, fail); err == nil {
 		t.Fatal("failure swallowed")
@@ -201,7 +201,7 @@ func TestDeduperFailsOpen(t *testing.T) {
 	dd, counters := testDeduper(store)
 	var runs int
 	for range 2 {
-		if err := dd.run(context.Background(), "u", &broker.Delivery{}, func() error { runs++; return nil }); err != nil {
+		if err := dd.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { runs++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -219,7 +219,7 @@ func TestDeduperInFlight(t *testing.T) {
 	entered, finish := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- dd.run(context.Background(), "u", &broker.Delivery{}, func() error {
+		first <- dd.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error {
 			close(entered)
 			<-finish
 			return nil
@@ -229,7 +229,7 @@ func TestDeduperInFlight(t *testing.T) {
 	second := make(chan error, 1)
 	var secondRan atomic.Bool
 	go func() {
-		second <- dd.run(context.Background(), "u", &broker.Delivery{}, func() error { secondRan.Store(true); return nil })
+		second <- dd.run(context.Background(), "u", &broker.Delivery{}, func(context.Context) error { secondRan.Store(true); return nil })
 	}()
 	select {
 	case err := <-second:
@@ -251,12 +251,12 @@ func TestDeduperInFlight(t *testing.T) {
 	hold := make(chan struct{})
 	entered2 := make(chan struct{})
 	go func() {
-		_ = dd.run(context.Background(), "v", &broker.Delivery{}, func() error { close(entered2); <-hold; return errors.New("x") })
+		_ = dd.run(context.Background(), "v", &broker.Delivery{}, func(context.Context) error { close(entered2); <-hold; return errors.New("x") })
 	}()
 	<-entered2
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := dd.run(ctx, "v", &broker.Delivery{}, func() error { return nil }); !errors.Is(err, context.Canceled) {
+	if err := dd.run(ctx, "v", &broker.Delivery{}, func(context.Context) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiting copy returned %v, want context.Canceled", err)
 	}
 	close(hold)
@@ -264,10 +264,10 @@ func TestDeduperInFlight(t *testing.T) {
 	// Panic releases the claim.
 	func() {
 		defer func() { _ = recover() }()
-		_ = dd.run(context.Background(), "p", &broker.Delivery{}, func() error { panic("boom") })
+		_ = dd.run(context.Background(), "p", &broker.Delivery{}, func(context.Context) error { panic("boom") })
 	}()
 	ran := false
-	_ = dd.run(context.Background(), "p", &broker.Delivery{}, func() error { ran = true; return nil })
+	_ = dd.run(context.Background(), "p", &broker.Delivery{}, func(context.Context) error { ran = true; return nil })
 	if !ran {
 		t.Fatal("the copy after a panic was not handled")
 	}

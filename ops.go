@@ -279,7 +279,7 @@ func (s *Service) Ready() error {
 			return fmt.Errorf("%w: %s", ErrNotReady, c.reason)
 		}
 	}
-	return nil
+	return s.componentsReady()
 }
 
 // Healthy returns nil while the service has not failed: no fatal error

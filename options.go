@@ -124,6 +124,7 @@ type config struct {
 	opsAddr                   string
 	breaker                   *BreakerPolicy // outage: Breaker as a service option
 	pauses                    *pauseBook     // outage: the routes' breakers (breaker.go)
+	components                []Component    // see WithComponent
 }
 
 func defaultConfig() config {

@@ -3,6 +3,7 @@ package hato
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -76,13 +77,67 @@ func WaitForConfirm() PublishOption {
 // and the delivery being handled is acked only after every such publish was
 // confirmed; a failed one makes the delivery fail instead.
 func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts ...PublishOption) error {
+	m, wait, err := s.encode(data, routingKey, opts)
+	if err != nil {
+		return err
+	}
+	return s.publishMessage(ctx, m, wait)
+}
+
+// Outgoing is a message encoded exactly as Service.Publish would send it,
+// for publishing later (Service.PublishEncoded), e.g. from a transactional
+// outbox (github.com/hato-go/hato/outbox/pgoutbox). Its Publishing carries
+// the envelope-encoded body, message id, timestamp and headers.
+type Outgoing struct {
+	// Exchange is where it is published.
+	Exchange string
+	// RoutingKey is the wire key: prefix and encoding applied.
+	RoutingKey string
+	// Topic is the key as given to Encode, the envelope's topic.
+	Topic string
+	// Mandatory: a publish that matches no queue fails with ErrUnroutable.
+	Mandatory  bool
+	Publishing amqp.Publishing
+}
+
+// Encode builds the message Publish(ctx, data, routingKey, opts...) would
+// send, with a new message uuid, without sending it: it needs no
+// connection, only the service's configuration. Errors are Publish's
+// (ErrInvalidOption, ErrInvalidPayload, ErrMessageTooLarge, a bad key).
+// WaitForConfirm has no effect on it.
+func (s *Service) Encode(data any, routingKey string, opts ...PublishOption) (*Outgoing, error) {
+	m, _, err := s.encode(data, routingKey, opts)
+	return m, err
+}
+
+// PublishEncoded publishes m (from Encode, possibly stored and loaded
+// since) as Publish does, outside a handler: it returns once the broker
+// confirmed it, or with an error. m is not modified; the message keeps its
+// id, so a consumer's Dedupe drops a copy published twice. The trace
+// context injected is ctx's.
+func (s *Service) PublishEncoded(ctx context.Context, m *Outgoing) error {
+	if m == nil {
+		return invalid("nil message")
+	}
+	c := *m // tracing adds headers: m's map is not written
+	c.Publishing.Headers = maps.Clone(m.Publishing.Headers)
+	return s.publishMessage(ctx, &c, true)
+}
+
+func (s *Service) publishMessage(ctx context.Context, m *Outgoing, wait bool) error {
+	req := &broker.Request{Exchange: m.Exchange, RoutingKey: m.RoutingKey, Mandatory: m.Mandatory, Msg: m.Publishing}
+	pt := s.tel.startPublish(ctx, m.Exchange, m.Topic, &req.Msg)
+	return s.send(pt.ctx, req, wait, pt)
+}
+
+func (s *Service) encode(data any, routingKey string, opts []PublishOption) (*Outgoing, bool, error) {
 	pc := publishConfig{exchange: s.cfg.exchange, envelope: s.cfg.envelope}
 	for _, o := range opts {
 		if o == nil {
-			return invalid("nil publish option")
+			return nil, false, invalid("nil publish option")
 		}
 		if err := o.applyPublish(&pc); err != nil {
-			return err
+			return nil, false, err
 		}
 	}
 	prefix := s.cfg.routingKeyPrefix
@@ -92,7 +147,7 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 	// Checked before the envelope, which carries the key as the topic.
 	wireKey, err := broker.WireRoutingKey(prefix, routingKey)
 	if err != nil {
-		return fmt.Errorf("hato: publish: %w", err)
+		return nil, false, fmt.Errorf("hato: publish: %w", err)
 	}
 	now := time.Now()
 	msgUUID := s.uuid + "." + envelope.NewUUID4()
@@ -103,21 +158,22 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 		Time:        now,
 	}, data, envelope.Options{})
 	if err != nil {
-		return fmt.Errorf("hato: publish %q: %w: %w", routingKey, ErrInvalidPayload, err)
+		return nil, false, fmt.Errorf("hato: publish %q: %w: %w", routingKey, ErrInvalidPayload, err)
 	}
 	if len(body) > s.cfg.maxMessageSize {
-		return fmt.Errorf("hato: publish %q: %w: %d bytes encoded, the limit is %d (WithMaxMessageSize)",
+		return nil, false, fmt.Errorf("hato: publish %q: %w: %d bytes encoded, the limit is %d (WithMaxMessageSize)",
 			routingKey, ErrMessageTooLarge, len(body), s.cfg.maxMessageSize)
 	}
 	mode := amqp.Persistent
 	if pc.transient {
 		mode = amqp.Transient
 	}
-	req := &broker.Request{
+	return &Outgoing{
 		Exchange:   pc.exchange,
 		RoutingKey: wireKey,
+		Topic:      routingKey,
 		Mandatory:  pc.mandatory,
-		Msg: amqp.Publishing{
+		Publishing: amqp.Publishing{
 			Headers:      pc.headers,
 			ContentType:  pc.envelope.ContentType(),
 			DeliveryMode: mode,
@@ -126,9 +182,7 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 			AppId:        s.name,
 			Body:         body,
 		},
-	}
-	pt := s.tel.startPublish(ctx, pc.exchange, routingKey, &req.Msg)
-	return s.send(pt.ctx, req, pc.wait, pt)
+	}, pc.wait, nil
 }
 
 // send hands req to the connection actor and waits for its outcome, unless

@@ -327,7 +327,10 @@ func handleWith[T any](s *Service, rc *routeConfig, dd *deduper, h Handler[T]) f
 		if dd == nil {
 			return messageError(uuid, run(ctx, msg))
 		}
-		return messageError(uuid, dd.run(ctx, uuid, d, func() error { return run(ctx, msg) }))
+		return messageError(uuid, dd.run(ctx, uuid, d, func(ctx context.Context) error {
+			msg.ctx = ctx // carries the dedupe key (DedupeKey)
+			return run(ctx, msg)
+		}))
 	}
 }
 

@@ -130,6 +130,7 @@ func New(name string, opts ...Option) (*Service, error) {
 	if err := s.setupOps(); err != nil {
 		return nil, err
 	}
+	s.addComponents()
 	return s, nil
 }
 
