@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/internal/transport"
@@ -116,6 +117,8 @@ type config struct {
 	meterProvider             metric.MeterProvider
 	propagator                propagation.TextMapPropagator
 	opsAddr                   string
+	liveness                  actors.LivenessConfig
+	sessionStarter            transport.SessionStarter // tests only: wraps how sessions start
 }
 
 func defaultConfig() config {

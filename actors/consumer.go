@@ -33,6 +33,10 @@ type ConsumerConfig struct {
 	// it for another transport (hatotest's in-memory broker), unit tests
 	// set a fake.
 	StartSession sessionStarter
+
+	// Liveness is where the actor publishes its progress for the
+	// service's Watchdog (see Watchdog.Route); nil: not watched.
+	Liveness *RouteLiveness
 }
 
 // HandlerPanic is the failure a consumer actor reports to its supervisor
@@ -80,6 +84,9 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 	if cfg.StartSession == nil {
 		cfg.StartSession = startBrokerSession
 	}
+	if cfg.Liveness == nil {
+		cfg.Liveness = &RouteLiveness{name: route.Name}
+	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &consumer{
 			route:  route,
@@ -90,6 +97,7 @@ func ConsumerProps(cfg ConsumerConfig) *actor.Props {
 			log:    log,
 			jobs:   map[uint64]*job{},
 			begin:  cfg.StartSession,
+			live:   cfg.Liveness,
 		}
 	}, actor.WithDispatcher(newWarmDispatcher()))
 }
@@ -147,6 +155,7 @@ type consumer struct {
 	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
 	log    *zap.Logger
+	live   *RouteLiveness // written after every message (see liveness.go)
 	self   *actor.PID
 	sys    *actor.ActorSystem
 	inc    uint64 // incarnation: async results of an earlier one are ignored
@@ -310,6 +319,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 	case *supervisor.Drain:
 		c.startDrain(msg)
 	}
+	c.live.observe(c)
 }
 
 // receiveResult drops a stale async result, then dispatches a current one.
@@ -342,6 +352,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.drainTimeout()
 	case *workersIdle:
 		c.workersIdle(msg)
+	case *livenessStall:
+		c.stalled(ctx, msg)
 	}
 }
 
@@ -360,6 +372,7 @@ func (c *consumer) stale(msg stamped) bool {
 
 func (c *consumer) started(ctx actor.Context) {
 	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+	c.live.pid.Store(c.self)
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
@@ -1002,9 +1015,10 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 		return
 	}
 	if msg.err != nil {
-		c.deadLetterFailed(j, msg.err)
+		c.deadLetterFailed(j, msg.err, errors.Is(msg.err, broker.ErrUnroutable) || c.deadLetterFailing(ctx, msg.err))
 		return
 	}
+	c.deadLetterRecovered(ctx)
 	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
 	j.d.Ack()
 	delete(c.jobs, j.id)

@@ -142,6 +142,14 @@ func settlement(requeue bool) Settlement {
 	return Discarded
 }
 
+// Alive reports whether the session was not closed, as
+// broker.Consumer.Alive does.
+func (s *session) Alive() bool {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	return !s.closed
+}
+
 // Cancel stops deliveries; deliveries in hand can still be settled.
 func (s *session) Cancel() {
 	s.b.mu.Lock()
