@@ -14,6 +14,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/broker"
@@ -213,5 +216,76 @@ func TestLivenessConsumerGoneWhileChannelLives(t *testing.T) {
 	if n := ss.count(); n < 2 {
 		t.Errorf("%d sessions, want a new one after the stall", n)
 	}
+	// The stalled session's own end, reported after the verdict, is
+	// stale: it must not count as a second loss.
+	if n := ev.unavailable(route, broker.ErrClosed); n != 0 {
+		t.Errorf("%d EventUnavailable wrapping ErrClosed after the stall, want 0", n)
+	}
 	waitProbe(t, svc, "/readyz", http.StatusOK)
+}
+
+// A route whose dead-letter copies the broker refuses (its user may not
+// write to the default exchange) holds the message and retries: it says
+// so once (one EventUnavailable wrapping ErrDeadLetterFailing, one error
+// log, /readyz naming the route) instead of an error log on every retry,
+// and is ready again once dead-lettering works.
+func TestLivenessDeadLetteringRefused(t *testing.T) {
+	vhost := brokerVhost(t)
+	user, pass := "hato-nodl-"+broker.RandomID()[:8], "nodl-"+broker.RandomID()[:8]
+	ctl(t, "add_user", user, pass)
+	t.Cleanup(func() { _, _ = brokertest.Rabbitmqctl("delete_user", user) })
+	ctl(t, "set_permissions", "-p", vhost, user, ".*", `^(?!amq\.default$).*`, ".*")
+	u, err := amqp.ParseURI(brokerURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Username, u.Password = user, pass
+
+	key := testutil.Key(t, "nodl")
+	ev := &events{}
+	core, logs := observer.New(zapcore.DebugLevel)
+	svc, err := hato.New("liveness-nodl", append(testutil.Options(t, u.String()), append(livenessOptions(),
+		hato.WithSupervisorEvents(ev.add), hato.WithLogger(zap.New(core)))...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubscribe(t, svc, key, func(context.Context, *hato.Message[payload]) error {
+		return hato.DeadLetter(errors.New("refused on purpose"))
+	})
+	testutil.Start(t, svc)
+	route, dlq := svc.Routes()[0].Name, svc.Routes()[0].DeadLetterQueue
+	publishN(t, publisher(t), key, []string{"poison"})
+
+	failed := func(lvl zapcore.Level) int {
+		return logs.Filter(func(e observer.LoggedEntry) bool {
+			return e.Level == lvl && strings.Contains(e.Message, "dead-lettering failed")
+		}).Len()
+	}
+	brokertest.WaitFor(t, 15*time.Second, func() bool { return failed(zapcore.DebugLevel)+failed(zapcore.ErrorLevel) >= 4 },
+		"three retries of the refused dead-letter copy")
+	if n := failed(zapcore.ErrorLevel); n != 1 {
+		t.Errorf("%d error logs for the refused copy, want 1", n)
+	}
+	if n := ev.unavailable(route, hato.ErrDeadLetterFailing); n != 1 {
+		t.Errorf("%d EventUnavailable wrapping ErrDeadLetterFailing, want 1", n)
+	}
+	waitProbe(t, svc, "/readyz", http.StatusServiceUnavailable, route, "dead-lettering failing")
+	waitProbe(t, svc, "/metrics", http.StatusOK, `reason="dead_letter_failing"`)
+
+	// Granted: the held copy goes through and the route is ready again.
+	ctl(t, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+	waitProbe(t, svc, "/readyz", http.StatusOK)
+	conn := brokertest.Dial(t, brokerURL(t), "test-nodl-inspect")
+	defer conn.Close()
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		n, _, err := brokertest.InspectQueue(conn, dlq)
+		return err == nil && n == 1
+	}, "the message in %s", dlq)
+}
+
+func ctl(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := brokertest.Rabbitmqctl(args...); err != nil {
+		t.Fatalf("rabbitmqctl %v: %v: %s", args, err, out)
+	}
 }
