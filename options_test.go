@@ -28,6 +28,10 @@ func TestInvalidOptionsAreRejectedAtConstruction(t *testing.T) {
 		"max message size 0": {hato.WithMaxMessageSize(0)},
 		"channels per conn":  {hato.WithChannelsPerConnection(-1)},
 		"channels > 65535":   {hato.WithChannelsPerConnection(65536)},
+		"liveness interval":  {hato.WithLivenessInterval(0)},
+		"stall after":        {hato.WithStallAfter(-time.Second)},
+		"unhealthy after":    {hato.WithUnhealthyAfter(0)},
+		"liveness checks":    {hato.WithLivenessChecks(0)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := hato.New("svc", opts...); !errorsIs(err, hato.ErrInvalidOption) {
