@@ -263,20 +263,27 @@ func (w *Watchdog) Start(sys *actor.ActorSystem, conn *actor.PID) {
 	go w.run()
 }
 
-// Stop stops the goroutine and closes the checker channel; it blocks
-// until both are done (at most one broker round trip). Safe without
-// Start.
+// Stop stops the goroutine and closes the checker channel. It blocks
+// until both are done, for at most stopWait: a passive declare stuck on a
+// dead network returns only when the heartbeat closes the connection, and
+// Stop must not wait for that (the goroutine exits then). Safe without
+// Start; call it once.
 func (w *Watchdog) Stop() {
 	if w.stop == nil {
 		return
 	}
+	close(w.stop)
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
 	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
+	case <-w.done:
+	case <-t.C:
+		w.cfg.Logger.Warn("liveness watchdog still in a broker call; not waiting for it")
 	}
-	<-w.done
 }
+
+// stopWait bounds how long Stop waits for the watchdog's goroutine.
+const stopWait = 5 * time.Second
 
 // Stuck returns the routes stuck now.
 func (w *Watchdog) Stuck() []Stuck {
