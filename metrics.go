@@ -26,6 +26,7 @@ const (
 	cRestarts
 	cGiveUps
 	cReconnects
+	cStalls
 	numCounters
 )
 
@@ -50,6 +51,7 @@ var counterSpecs = [numCounters]struct{ name, desc string }{
 	cRestarts:     {"hato.route.restarts", "Route actors restarted or respawned by the supervisor."},
 	cGiveUps:      {"hato.route.give_ups", "Routes that exhausted their restart budget or failed permanently."},
 	cReconnects:   {"hato.connection.reconnects", "Broker reconnections after the first connection."},
+	cStalls:       {"hato.route.stalls", "Routes found stuck (by reason: stalled, dead_letter_failing)."},
 }
 
 // instruments are hato's instruments on one meter.

@@ -226,7 +226,7 @@ func (s *Service) trackEvent(e supervisor.Event) {
 		}
 	}
 	o.mu.Unlock()
-	s.tel.supervisorEvent(supervisorEventView{kind: kind, child: e.Child}, first)
+	s.tel.supervisorEvent(supervisorEventView{kind: kind, child: e.Child, reason: e.Reason}, first)
 }
 
 func reasonSuffix(err error) string {
@@ -249,7 +249,8 @@ func (s *Service) runningStatus(ctx context.Context) (ConnectionStatus, error) {
 }
 
 // Ready returns nil once the service started, is connected to the broker
-// and every route consumes; else an error wrapping ErrNotReady that says
+// and every route consumes and makes progress (no route stuck, see
+// WithStallAfter); else an error wrapping ErrNotReady that says
 // why. For readiness probes (see WithOpsServer).
 func (s *Service) Ready() error {
 	s.mu.Lock()
@@ -268,6 +269,9 @@ func (s *Service) Ready() error {
 	case stateStopping, stateStopped:
 		return fmt.Errorf("%w: stopping", ErrNotReady)
 	}
+	if err := s.stuckRoute(false); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
 	s.ops.mu.Lock()
 	defer s.ops.mu.Unlock()
 	for _, n := range names {
@@ -282,8 +286,9 @@ func (s *Service) Ready() error {
 	return s.componentsReady()
 }
 
-// Healthy returns nil while the service has not failed: no fatal error
-// and no route that gave up (also with WithKeepRunningOnRouteFailure); else
+// Healthy returns nil while the service has not failed: no fatal error,
+// no route that gave up (also with WithKeepRunningOnRouteFailure) and no
+// route stuck for the unhealthy threshold (see WithUnhealthyAfter); else
 // an error wrapping ErrUnhealthy. For liveness probes (see WithOpsServer).
 func (s *Service) Healthy() error {
 	if err := s.Err(); err != nil {
@@ -293,6 +298,9 @@ func (s *Service) Healthy() error {
 	defer s.ops.mu.Unlock()
 	if s.ops.gaveUp != nil {
 		return fmt.Errorf("%w: %w", ErrUnhealthy, s.ops.gaveUp)
+	}
+	if err := s.stuckRoute(true); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnhealthy, err)
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/internal/transport"
@@ -125,6 +126,8 @@ type config struct {
 	breaker                   *BreakerPolicy // outage: Breaker as a service option
 	pauses                    *pauseBook     // outage: the routes' breakers (breaker.go)
 	components                []Component    // see WithComponent
+	liveness                  actors.LivenessConfig
+	sessionStarter            transport.SessionStarter // tests only: wraps how sessions start
 }
 
 func defaultConfig() config {

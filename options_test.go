@@ -29,6 +29,10 @@ func TestInvalidOptionsAreRejectedAtConstruction(t *testing.T) {
 		"channels per conn":  {hato.WithChannelsPerConnection(-1)},
 		"channels > 65535":   {hato.WithChannelsPerConnection(65536)},
 		"handler timeout":    {hato.HandlerTimeout(-time.Second)},
+		"liveness interval":  {hato.WithLivenessInterval(0)},
+		"stall after":        {hato.WithStallAfter(-time.Second)},
+		"unhealthy after":    {hato.WithUnhealthyAfter(0)},
+		"liveness checks":    {hato.WithLivenessChecks(0)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := hato.New("svc", opts...); !errorsIs(err, hato.ErrInvalidOption) {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,7 +147,9 @@ func TestTLSVerifiesTheBrokerByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newTLSProxy(t, net.JoinHostPort(u.Host, "5672"))
+	// The broker's port comes from the test URL (HATO_TEST_AMQP_URL), as
+	// every other test's does: never the default broker's.
+	proxy := newTLSProxy(t, net.JoinHostPort(u.Host, strconv.Itoa(u.Port)))
 	u.Scheme = "amqps"
 	u.Host = "127.0.0.1"
 	_, port, _ := net.SplitHostPort(proxy.ln.Addr().String())

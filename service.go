@@ -39,6 +39,9 @@ type Service struct {
 	log  *zap.Logger
 	tel  *telemetry
 	ops  *opsState
+	// watchdog watches the routes' progress (see liveness.go); made by
+	// spawn, stopped by teardown.
+	watchdog *actors.Watchdog
 
 	mu        sync.Mutex
 	routes    []*route
@@ -458,6 +461,7 @@ func (s *Service) spawn() error {
 		Props:  s.connectionProps(),
 		Policy: supervisor.Policy{MaxRestarts: -1},
 	}}
+	s.newWatchdog()
 	for _, r := range s.routes {
 		children = append(children, s.routeChild(r, connPID))
 	}
@@ -475,6 +479,7 @@ func (s *Service) spawn() error {
 	s.root = root
 	s.mu.Unlock()
 	s.conn.Store(connPID)
+	s.watchdog.Start(sys, connPID)
 	return nil
 }
 
@@ -509,8 +514,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		ar.HandlerTimeout = *r.cfg.handlerTimeout
 	}
 	return supervisor.ChildSpec{
-		Name:   r.name,
-		Props:  actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, StartSession: s.sessionStarter()}),
+		Name: r.name,
+		Props: actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, StartSession: s.sessionStarter(),
+			Liveness: s.watchdog.Route(r.name, ar.Topology)}),
 		Policy: supervisorPolicy(policy),
 	}
 }
@@ -769,6 +775,9 @@ func (s *Service) waitDrain(ctx context.Context, names []string, deadline time.T
 func (s *Service) shutdownActors() { s.teardownOnce.Do(s.teardown) }
 
 func (s *Service) teardown() {
+	if s.watchdog != nil {
+		s.watchdog.Stop()
+	}
 	s.gate.Lock()
 	s.pubClosed = true
 	s.gate.Unlock()

@@ -560,7 +560,8 @@ func deadLetterReason(err error) string {
 	return "other"
 }
 
-// supervisorEvent counts restarts, give-ups and reconnections.
+// supervisorEvent counts restarts, give-ups, reconnections and stuck
+// routes.
 func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
 	switch {
 	case e.kind == EventReady && e.child == "connection" && !firstReady:
@@ -570,12 +571,15 @@ func (t *telemetry) supervisorEvent(e supervisorEventView, firstReady bool) {
 		t.count(cRestarts, t.eventAttrs(e.child, ""))
 	case e.kind == EventGaveUp:
 		t.count(cGiveUps, t.eventAttrs(e.child, ""))
+	case e.kind == EventUnavailable && stallReason(e.reason) != "":
+		t.count(cStalls, t.eventAttrs(e.child, stallReason(e.reason)))
 	}
 }
 
 type supervisorEventView struct {
-	kind  EventKind
-	child string
+	kind   EventKind
+	child  string
+	reason error
 }
 
 // TraceFields returns zap fields with the trace and span ids of the span

@@ -44,6 +44,9 @@ func (s *Service) connectionProps() *actor.Props {
 // sessionStarter is how the service's consumer actors start consuming: nil
 // for the broker, else the transport's.
 func (s *Service) sessionStarter() transport.SessionStarter {
+	if s.cfg.sessionStarter != nil {
+		return s.cfg.sessionStarter
+	}
 	if t := s.cfg.transport; t != nil {
 		return t.StartSession
 	}

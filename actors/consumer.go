@@ -40,6 +40,9 @@ type ConsumerConfig struct {
 	effects effects
 	// replyTimeout is channelReplyTimeout unless a test sets it.
 	replyTimeout time.Duration
+	// Liveness is where the actor publishes its progress for the
+	// service's Watchdog (see Watchdog.Route); nil: not watched.
+	Liveness *RouteLiveness
 }
 
 // effects are the consumer actor's side effects that do not go through its
@@ -111,6 +114,9 @@ func consumerProducer(cfg ConsumerConfig) actor.Producer {
 	if cfg.StartSession == nil {
 		cfg.StartSession = startBrokerSession
 	}
+	if cfg.Liveness == nil {
+		cfg.Liveness = &RouteLiveness{name: route.Name}
+	}
 	if cfg.effects == nil {
 		cfg.effects = realEffects{}
 	}
@@ -130,6 +136,7 @@ func consumerProducer(cfg ConsumerConfig) actor.Producer {
 			fx:           cfg.effects,
 			replyTimeout: cfg.replyTimeout,
 			brk:          newBreaker(route.Breaker), // outage hook
+			live:         cfg.Liveness,
 		}
 	}
 }
@@ -188,6 +195,7 @@ type consumer struct {
 	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
 	log    *zap.Logger
+	live   *RouteLiveness // written after every message (see liveness.go)
 	self   *actor.PID
 	sys    *actor.ActorSystem
 	inc    uint64 // incarnation: async results of an earlier one are ignored
@@ -361,6 +369,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 	case *supervisor.Drain:
 		c.startDrain(msg)
 	}
+	c.live.observe(c)
 }
 
 // receiveResult drops a stale async result, then dispatches a current one.
@@ -397,6 +406,8 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		c.workersIdle(msg)
 	case outageMsg: // outage hook: breaker and delayed-retry results (breaker.go, retrydelay.go)
 		msg.handle(c, ctx)
+	case *livenessStall:
+		c.stalled(ctx, msg)
 	}
 }
 
@@ -415,6 +426,7 @@ func (c *consumer) stale(msg stamped) bool {
 
 func (c *consumer) started(ctx actor.Context) {
 	c.self, c.sys = ctx.Self(), ctx.ActorSystem()
+	c.live.pid.Store(c.self)
 	c.inc = rand.Uint64()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.box = &settledBox{wake: &settledWake{inc: c.inc}, self: c.self, sys: c.sys}
@@ -1165,9 +1177,10 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 		return
 	}
 	if msg.err != nil {
-		c.deadLetterFailed(j, msg.err)
+		c.deadLetterFailed(j, msg.err, errors.Is(msg.err, broker.ErrUnroutable) || c.deadLetterFailing(ctx, msg.err))
 		return
 	}
+	c.deadLetterRecovered(ctx)
 	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
 	j.d.Ack()
 	delete(c.jobs, j.id)

@@ -130,12 +130,19 @@ func (m *deadLetterQueueDeclared) incarnation() uint64 { return m.inc }
 // and the copy sent again, up to maxRedeclares times; beyond that the
 // delivery goes back to its queue (logged, and reported as a Requeue event)
 // rather than being held forever. Any other failure (connection loss,
-// nack, full buffer) holds the delivery and tries again after a backoff.
-func (c *consumer) deadLetterFailed(j *job, err error) {
+// nack, full buffer, refused access) holds the delivery and tries again
+// after a backoff; only the first failure of a run (first) is logged as an
+// error, the route reports it as not ready meanwhile (see
+// deadLetterFailing), and its retries are logged at debug level.
+func (c *consumer) deadLetterFailed(j *job, err error, first bool) {
 	if !errors.Is(err, broker.ErrUnroutable) {
 		// Never drop the message and never loop: hold it and try again.
 		delay := c.policy.Backoff.Delay(3)
-		c.log.Error("dead-lettering failed; holding the message and retrying",
+		log := c.log.Debug
+		if first {
+			log = c.log.Error
+		}
+		log("dead-lettering failed; holding the message and retrying",
 			append(c.fields(j, err), zap.Duration("retry_in", delay))...)
 		c.after(delay, &deadLetterRetry{inc: c.inc, id: j.id})
 		return

@@ -160,6 +160,10 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 // deliveries in hand can still be settled. Non-blocking.
 func (c *Consumer) Cancel() { c.enqueue(op{kind: opCancel}) }
 
+// Alive reports whether the session's channel is open. Non-blocking: a
+// liveness check may call it from any goroutine.
+func (c *Consumer) Alive() bool { return !c.ch.IsClosed() }
+
 // Close closes the channel; the broker requeues every unsettled delivery.
 // Non-blocking; Closed is called when the channel is gone. Settlements
 // enqueued before Close are sent first.

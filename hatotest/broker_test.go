@@ -19,6 +19,7 @@ type consumer struct {
 	mu     sync.Mutex
 	got    []*broker.Delivery
 	closed int
+	err    error // Closed's
 }
 
 func (c *consumer) deliver(d *broker.Delivery) {
@@ -50,9 +51,10 @@ func startConsumer(t *testing.T, b *Broker, queue string, prefetch int) (*sessio
 		Topology: broker.Topology{Queue: queue, BindingKey: "k.#"},
 		Prefetch: prefetch,
 		Deliver:  c.deliver,
-		Closed: func(error) {
+		Closed: func(err error) {
 			c.mu.Lock()
 			c.closed++
+			c.err = err
 			c.mu.Unlock()
 		},
 	})
@@ -205,5 +207,48 @@ func TestQuorumDeliveryCount(t *testing.T) {
 	c.last().Nack(true)
 	if n := c.last().Headers["x-delivery-count"]; n != int64(1) {
 		t.Errorf("x-delivery-count of the redelivery = %v, want 1", n)
+	}
+}
+
+// A second settlement of a delivery, or one of a tag never delivered,
+// fails the session as RabbitMQ fails the channel (406 PRECONDITION_FAILED,
+// every unsettled delivery requeued), for each way to settle.
+func TestSecondSettlementFailsTheSession(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		settle func(d *broker.Delivery)
+	}{
+		{"ack", func(d *broker.Delivery) { d.Ack() }},
+		{"nack", func(d *broker.Delivery) { d.Nack(true) }},
+		{"reject", func(d *broker.Delivery) { d.Reject(false) }},
+		{"unknown tag", func(d *broker.Delivery) { _ = d.Acknowledger.Ack(d.DeliveryTag+100, false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBroker()
+			_, c := startConsumer(t, b, "q", 0)
+			publishBodies(t, b, "1", "2")
+			first := c.got[0]
+			first.Ack()
+			if tc.name == "unknown tag" {
+				tc.settle(c.last())
+			} else {
+				tc.settle(first)
+			}
+			if c.closed != 1 {
+				t.Fatalf("Closed called %d times, want 1", c.closed)
+			}
+			var ae *amqp.Error
+			if !errors.As(c.err, &ae) || ae.Code != amqp.PreconditionFailed || !errors.Is(c.err, broker.ErrPreconditionFailed) {
+				t.Errorf("session closed with %v, want a 406 PRECONDITION_FAILED", c.err)
+			}
+			if got := b.Queue("q"); len(got) != 1 || string(got[0].Publishing.Body) != "2" {
+				t.Errorf("after the channel error the queue holds %v, want [2] requeued", got)
+			}
+			// The session is gone: a later settlement is ignored.
+			c.last().Ack()
+			if n := len(b.Outcomes()); n != 1 {
+				t.Errorf("%d outcomes, want 1 (the first ack)", n)
+			}
+		})
 	}
 }

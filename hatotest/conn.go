@@ -16,6 +16,10 @@ type memTransport struct{ b *Broker }
 
 var _ transport.Transport = memTransport{}
 
+func init() {
+	transport.Memory = func(b any) transport.Transport { return memTransport{b: b.(*Broker)} }
+}
+
 // ConnectionProps implements transport.Transport: the connection actor
 // publishes into the broker.
 func (t memTransport) ConnectionProps(name string, _ *zap.Logger) *actor.Props {

@@ -2,6 +2,7 @@ package hatotest
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -14,7 +15,9 @@ import (
 // is on RabbitMQ. It is the deliveries' amqp.Acknowledger, so hato settles
 // them here. Delivery tags are its own, from 1; a settlement after the
 // session ended is ignored (hato drops those too: the message was
-// requeued).
+// requeued). A settlement of a tag the session does not hold (settled
+// already, or never delivered) fails the session as RabbitMQ fails the
+// channel: 406 PRECONDITION_FAILED, every unsettled delivery requeued.
 type session struct {
 	b         *Broker
 	q         *queue
@@ -93,8 +96,13 @@ func (s *session) deliver(m *message) {
 func (s *session) settle(tag uint64, requeue bool, action Settlement) {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
+	if s.closed {
+		return
+	}
 	m := s.unacked[tag]
-	if s.closed || m == nil {
+	if m == nil {
+		s.fail(&amqp.Error{Code: amqp.PreconditionFailed, Server: true,
+			Reason: fmt.Sprintf("PRECONDITION_FAILED - unknown delivery tag %d", tag)})
 		return
 	}
 	delete(s.unacked, tag)
@@ -134,6 +142,14 @@ func settlement(requeue bool) Settlement {
 	return Discarded
 }
 
+// Alive reports whether the session was not closed, as
+// broker.Consumer.Alive does.
+func (s *session) Alive() bool {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	return !s.closed
+}
+
 // Cancel stops deliveries; deliveries in hand can still be settled.
 func (s *session) Cancel() {
 	s.b.mu.Lock()
@@ -150,6 +166,19 @@ func (s *session) Close() {
 	if s.closed {
 		return
 	}
+	s.end(nil)
+}
+
+// fail ends the session as a channel error does on RabbitMQ: its
+// unsettled deliveries go back to the queue and Closed reports err,
+// classified as broker.StartConsumer's sessions classify it. Called with
+// b.mu held.
+func (s *session) fail(err *amqp.Error) {
+	s.end(fmt.Errorf("channel closed: %w: %w", broker.ErrPreconditionFailed, err))
+}
+
+// end ends the session; Closed reports err. Called with b.mu held.
+func (s *session) end(err error) {
 	s.closed = true
 	for _, m := range s.unacked {
 		s.q.requeue(m)
@@ -157,7 +186,7 @@ func (s *session) Close() {
 	clear(s.unacked)
 	s.q.consumers = slicesDelete(s.q.consumers, s)
 	s.q.next = 0
-	s.cfg.Closed(nil)
+	s.cfg.Closed(err)
 	s.b.dispatch(s.q)
 	s.b.notify()
 }

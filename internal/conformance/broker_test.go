@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/internal/conformance"
 	"github.com/hato-go/hato/internal/testutil"
+	"github.com/hato-go/hato/internal/transport"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -47,6 +49,24 @@ func (rabbit) DeadLetters(t *testing.T, queue string, n int) []conformance.Messa
 		out = append(out, conformance.Message{Headers: d.Headers, Body: d.Body})
 	}
 	return out
+}
+
+// Session consumes on a channel of a connection of its own, closed when
+// the test ends.
+func (rabbit) Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session {
+	t.Helper()
+	conn := brokertest.Dial(t, pkgVhost.URL(t), "conformance-session")
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := broker.StartConsumer(ch, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
 
 func TestConformanceRabbitMQ(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/internal/testutil"
+	"github.com/hato-go/hato/internal/transport"
 )
 
 // Env is the transport under test.
@@ -36,6 +37,11 @@ type Env interface {
 	// them, failing the test after Timeout. It may take them out of the
 	// queue.
 	DeadLetters(t *testing.T, queue string, n int) []Message
+	// Session starts a consuming session on the transport directly, as a
+	// consumer actor does (broker.StartConsumer on a channel of its own
+	// connection for RabbitMQ), for scenarios about settlement that no
+	// service can provoke. The test's cleanup ends what is left of it.
+	Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session
 }
 
 // Message is a message read from a queue.
@@ -63,6 +69,7 @@ func Run(t *testing.T, env Env) {
 		{"PublishFromHandler", publishFromHandler},
 		{"BreakerPauses", breakerPauses},
 		{"RetryDelays", retryDelays},
+		{"SecondSettlementFailsTheChannel", secondSettlement},
 	} {
 		t.Run(s.name, func(t *testing.T) {
 			s.run(t, &suite{env: env, prefix: "conf-" + broker.RandomID()[:8] + "."})

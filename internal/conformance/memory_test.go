@@ -4,9 +4,11 @@ import (
 	"testing"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/hatotest"
 	"github.com/hato-go/hato/internal/conformance"
 	"github.com/hato-go/hato/internal/testutil"
+	"github.com/hato-go/hato/internal/transport"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
@@ -29,6 +31,16 @@ func (m *memory) DeadLetters(t *testing.T, queue string, n int) []conformance.Me
 		out[i] = conformance.Message{Headers: msg.Publishing.Headers, Body: msg.Publishing.Body}
 	}
 	return out
+}
+
+func (m *memory) Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session {
+	t.Helper()
+	s, _, err := transport.Memory(m.b).StartSession(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
 
 func TestConformanceInMemory(t *testing.T) {

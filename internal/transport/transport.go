@@ -53,3 +53,8 @@ type Transport interface {
 // Option returns a hato.Option (as any: this package cannot import hato)
 // that makes a service use t. Package hato sets it when it is initialised.
 var Option func(t Transport) any
+
+// Memory returns the in-memory transport of a *hatotest.Broker (b), for
+// tests that drive a Session directly (internal/conformance). Package
+// hatotest sets it when it is initialised.
+var Memory func(b any) Transport
