@@ -532,7 +532,15 @@ func TestConsumerWorkersGoWhenTheRouteIdles(t *testing.T) {
 		_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
 		return strings.Count(b.String(), "actors.(*workers).run(")
 	}
-	before := workers()
+	// Handler goroutines of earlier tests' routes (the simulation's) go
+	// within their WorkerIdle; counting while they go would miscount ours.
+	// They go within two WorkerIdle periods (DefaultWorkerIdle at most).
+	for deadline := time.Now().Add(3 * DefaultWorkerIdle); workers() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handler goroutines of earlier tests still run", workers())
+		}
+	}
+	before := 0
 	r := newConsumer(t, &Route{Handle: handlers{}.handle, Concurrency: 3, WorkerIdle: 250 * time.Millisecond}, &fakeConn{})
 	s := r.sessions.await(t, 0)
 	if n := workers() - before; n != 0 {

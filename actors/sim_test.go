@@ -65,10 +65,11 @@ type simDelivery struct {
 }
 
 // simStrictOrder makes a Concurrency(1) delivery that runs again after its
-// publish failed, behind a later delivery, a violation. The actor frees
-// the slot while the publishes settle, so this happens today; the fix
-// belongs with the handler-deadline work (issue 17).
-var simStrictOrder = os.Getenv("HATO_SIM_STRICT_ORDER") != ""
+// publish failed, behind a later delivery, a violation. It is on: a
+// delivery keeps its slot until its publishes are confirmed. Before that
+// fix (issue 17 3d) seed 39 of 3000 found the reordering.
+// HATO_SIM_LOOSE_ORDER=1 turns the check off.
+var simStrictOrder = os.Getenv("HATO_SIM_LOOSE_ORDER") == ""
 
 func (s *simSession) settle(tag uint64, op string, requeue bool) error {
 	m := s.sim
