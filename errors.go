@@ -36,6 +36,10 @@ var (
 	ErrPreconditionFailed = broker.ErrPreconditionFailed
 	// ErrAccessRefused: the broker refused credentials or access.
 	ErrAccessRefused = broker.ErrAccessRefused
+	// ErrTLS: the TLS handshake with the broker failed for a reason a retry
+	// cannot mend (an untrusted certificate or one for another host, a
+	// broker port that does not speak TLS). Start fails at once with it.
+	ErrTLS = broker.ErrTLS
 	// ErrDrainIncomplete: Stop's drain deadline passed with deliveries in
 	// hand (they went back to the broker) or publishes unconfirmed.
 	ErrDrainIncomplete = errors.New("hato: drain incomplete")

@@ -2,12 +2,15 @@ package hato_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/testcert"
 )
 
 // Defect 16: a start that times out against an unreachable broker says
@@ -34,5 +37,29 @@ func TestStartTimeoutSaysWhy(t *testing.T) {
 	}
 	if strings.Contains(msg, "s3cret") {
 		t.Errorf("start error %q shows the password", msg)
+	}
+}
+
+// Issue 19: TLS failures end Start at once, as a 403 does, instead of
+// being retried until the start timeout (Start(context.Background())
+// never returned).
+func TestStartFailsAtOnceOnTLSErrors(t *testing.T) {
+	cert := testcert.New(t, "127.0.0.1")
+	for name, port := range map[string]int{
+		"untrusted certificate": testcert.Listen(t, cert, testcert.Hangup),
+		"plain listener":        testcert.Listen(t, nil, testcert.PlainAMQP),
+	} {
+		t.Run(name, func(t *testing.T) {
+			svc := offlineService(t, "start-tls",
+				hato.WithURL(fmt.Sprintf("amqps://guest:guest@127.0.0.1:%d/", port)),
+				hato.WithTLS(&tls.Config{MinVersion: tls.VersionTLS12}),
+				hato.WithReconnectBackoff(hato.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := svc.Start(ctx)
+			if !errors.Is(err, hato.ErrTLS) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Start: %v, want hato.ErrTLS before the deadline", err)
+			}
+		})
 	}
 }
