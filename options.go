@@ -254,7 +254,13 @@ func WithVirtualHost(vhost string) Option {
 
 // WithTLS turns TLS on (amqps) with cfg; nil means verify the server
 // against the system roots. Certificate verification is on unless cfg says
-// otherwise.
+// otherwise. cfg is never modified: each dial uses a clone whose ServerName
+// is the dialed URL's host, unless cfg sets ServerName.
+//
+// WithTLS applies to the URLs of WithURL(s) or AMQP_URL, which must all be
+// amqps:// (New fails on an amqp:// one rather than connect in
+// plaintext), and to the URLs built from WithHost and WithPort (amqps;
+// set WithPort(5671) for RabbitMQ's default TLS port).
 func WithTLS(cfg *tls.Config) Option {
 	return serviceOption(func(c *config) error {
 		c.tls, c.tlsSet = cfg, true

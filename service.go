@@ -134,22 +134,45 @@ func New(name string, opts ...Option) (*Service, error) {
 
 // resolveURL picks the connection URLs: WithURL(s), else the parts
 // options, else AMQP_URL (comma-separated URLs), else tomodachi's defaults.
+// WithTLS alone does not pass over AMQP_URL: it configures the TLS of the
+// URLs found there. With WithTLS, every URL must be amqps://: an amqp://
+// one would connect in plaintext despite it.
 func (c *config) resolveURL() error {
 	switch {
 	case c.urlSet:
-	case c.partsSet || c.tlsSet:
+	case c.partsSet:
 		return c.buildURLs(c.tlsSet)
 	case os.Getenv("AMQP_URL") != "":
-		u := os.Getenv("AMQP_URL")
-		c.urls = broker.SplitURLs(u)
-		for _, one := range c.urls {
-			if _, err := amqp.ParseURI(one); err != nil {
-				return invalid("AMQP_URL %q does not parse", redactURL(one))
-			}
+		if err := c.envURLs(os.Getenv("AMQP_URL")); err != nil {
+			return err
 		}
-		c.url = strings.Join(c.urls, ",")
 	default:
-		return c.buildURLs(false)
+		return c.buildURLs(c.tlsSet)
+	}
+	return c.checkTLSSchemes()
+}
+
+// envURLs takes the URLs of AMQP_URL.
+func (c *config) envURLs(u string) error {
+	c.urls = broker.SplitURLs(u)
+	for _, one := range c.urls {
+		if _, err := amqp.ParseURI(one); err != nil {
+			return invalid("AMQP_URL %q does not parse", redactURL(one))
+		}
+	}
+	c.url = strings.Join(c.urls, ",")
+	return nil
+}
+
+// checkTLSSchemes refuses WithTLS with an amqp:// URL.
+func (c *config) checkTLSSchemes() error {
+	if !c.tlsSet {
+		return nil
+	}
+	for _, one := range c.urls {
+		if uri, err := amqp.ParseURI(one); err == nil && uri.Scheme != "amqps" {
+			return invalid("WithTLS with the plaintext URL %q: use amqps://", redactURL(one))
+		}
 	}
 	return nil
 }
