@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -109,7 +110,7 @@ type connFlags struct {
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.Var(&c.urls, "url", "AMQP URL; repeat (or separate with commas) for fallbacks tried in order (default $AMQP_URL, else "+defaultURL+")")
+	fs.Var(&c.urls, "url", "AMQP URL; repeat (or separate with commas or spaces) for fallbacks tried in order (default $AMQP_URL, else "+defaultURL+")")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on connecting and on waiting for each broker confirm")
 }
 
@@ -128,7 +129,7 @@ func (c *connFlags) resolve(getenv func(string) string) ([]string, error) {
 	}
 	for _, u := range urls {
 		if _, err := amqp.ParseURI(u); err != nil {
-			return nil, usagef("invalid AMQP URL %s: %v", u, err)
+			return nil, usagef("invalid AMQP URL %s", maskBadURL(u))
 		}
 	}
 	if c.timeout <= 0 {
@@ -137,9 +138,51 @@ func (c *connFlags) resolve(getenv func(string) string) ([]string, error) {
 	return urls, nil
 }
 
-// splitURLs splits a list of URLs separated by commas or white space.
+// splitURLs splits a list of URLs separated by commas or white space, as
+// the library splits AMQP_URL: only where the next part starts with
+// amqp:// or amqps://, so a comma or space inside a password or vhost
+// never splits its URL.
 func splitURLs(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if !urlSeparator(s[i]) {
+			continue
+		}
+		rest := strings.TrimLeftFunc(s[i+1:], func(r rune) bool { return r < utf8.RuneSelf && urlSeparator(byte(r)) })
+		if rest == "" || strings.HasPrefix(rest, "amqp://") || strings.HasPrefix(rest, "amqps://") {
+			if part := strings.Trim(s[start:i], ", \t\n"); part != "" {
+				out = append(out, part)
+			}
+			start = i + 1
+		}
+	}
+	if part := strings.Trim(s[start:], ", \t\n"); part != "" {
+		out = append(out, part)
+	}
+	return out
+}
+
+func urlSeparator(c byte) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' }
+
+// maskBadURL shows a URL that does not parse without anything that may be
+// a credential: everything between "://" (or the start) and the last '@'
+// is masked, and without an '@' all but the scheme is, since the parse
+// error may come from a password that holds a '/' or '#'.
+func maskBadURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		scheme, rest = "", u
+	} else {
+		scheme += "://"
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		return scheme + "xxxxx" + rest[at:]
+	}
+	if scheme == "" {
+		return "(xxxxx)"
+	}
+	return scheme + "xxxxx"
 }
 
 // headerFlags is a repeatable k=v flag.

@@ -352,3 +352,29 @@ func TestShortReasonGroupsMessages(t *testing.T) {
 		t.Errorf("reasons %v origins %v", reasons, origins)
 	}
 }
+
+// Issue 19: --url split on every comma and space, so a password holding
+// one was cut in two, and the error printed the fragment.
+func TestURLWithCommaOrSpaceInThePassword(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"amqp://u:pa,ss@h/", []string{"amqp://u:pa,ss@h/"}},
+		{"amqp://u:p,a@h/, amqps://v:w@h2/", []string{"amqp://u:p,a@h/", "amqps://v:w@h2/"}},
+		{"amqp://a/ amqp://b/", []string{"amqp://a/", "amqp://b/"}},
+		{"amqp://a/,", []string{"amqp://a/"}},
+	} {
+		c := connFlags{urls: []string{tc.in}, timeout: time.Second}
+		got, err := c.resolve(func(string) string { return "" })
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: %q %v, want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"amqp://u:se/cret@h:notaport/", "http://u:secret@h/", "amqp://u:secret/", "u:secret"} {
+		r := runIn("", nil, "publish", "--url", bad, "k", "1")
+		if r.code != exitUsage || strings.Contains(r.stderr, "cret") {
+			t.Errorf("--url %q: %v, want a usage error without the password", bad, r)
+		}
+	}
+}
