@@ -222,15 +222,15 @@ func compactJSON(b []byte) json.RawMessage {
 func (d decoded) text() string {
 	var b strings.Builder
 	if d.Envelope == "none" {
-		fmt.Fprintf(&b, "(undecodable: %s) %s", d.Error, dataText(d))
+		fmt.Fprintf(&b, "(undecodable: %s) %s", safe(d.Error), dataText(d))
 		return b.String()
 	}
 	if d.Service != "" || d.MessageUUID != "" {
-		fmt.Fprintf(&b, "%s %s %s ", orDash(d.Service), orDash(d.MessageUUID), orDash(d.Timestamp))
+		fmt.Fprintf(&b, "%s %s %s ", safe(orDash(d.Service)), safe(orDash(d.MessageUUID)), safe(orDash(d.Timestamp)))
 	}
 	b.WriteString(dataText(d))
 	if d.Error != "" {
-		fmt.Fprintf(&b, " (%s)", d.Error)
+		fmt.Fprintf(&b, " (%s)", safe(d.Error))
 	}
 	return b.String()
 }

@@ -141,17 +141,17 @@ func headerInt(h amqp.Table, k string) int64 {
 // text is a dead letter's description for people, several lines.
 func (d deadLetter) text(now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "message %s", orDash(d.MessageID))
+	fmt.Fprintf(&b, "message %s", safe(orDash(d.MessageID)))
 	if a, ok := age(d.DeadLetteredAt, now); ok {
-		fmt.Fprintf(&b, ", dead-lettered %s (%s ago)", d.DeadLetteredAt, a.Round(time.Second))
+		fmt.Fprintf(&b, ", dead-lettered %s (%s ago)", safe(d.DeadLetteredAt), a.Round(time.Second))
 	}
 	if d.Attempts > 0 {
 		fmt.Fprintf(&b, " after %d attempts", d.Attempts)
 	}
-	fmt.Fprintf(&b, "\n  reason:   %s", orDash(d.Reason))
-	fmt.Fprintf(&b, "\n  from:     exchange %q, routing key %q, queue %s", d.OriginalExchange, d.OriginalRoutingKey, orDash(d.OriginalQueue))
+	fmt.Fprintf(&b, "\n  reason:   %s", safe(orDash(d.Reason)))
+	fmt.Fprintf(&b, "\n  from:     exchange %q, routing key %q, queue %s", d.OriginalExchange, d.OriginalRoutingKey, safe(orDash(d.OriginalQueue)))
 	if d.Service != "" || d.Route != "" {
-		fmt.Fprintf(&b, "\n  service:  %s, route %s", orDash(d.Service), orDash(d.Route))
+		fmt.Fprintf(&b, "\n  service:  %s, route %s", safe(orDash(d.Service)), safe(orDash(d.Route)))
 	}
 	if d.ReplayCount > 0 {
 		fmt.Fprintf(&b, "\n  replayed: %d times before", d.ReplayCount)

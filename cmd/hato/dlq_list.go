@@ -63,13 +63,13 @@ type dlqInfo struct {
 
 func (d dlqInfo) text() string {
 	if d.Error != "" {
-		return fmt.Sprintf("%s  error: %s", d.Queue, d.Error)
+		return fmt.Sprintf("%s  error: %s", safe(d.Queue), safe(d.Error))
 	}
 	reasons := make([]string, 0, len(d.Reasons))
 	for _, r := range d.Reasons {
-		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, clip(r.Reason, 60)))
+		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, safe(clip(r.Reason, 60))))
 	}
-	s := fmt.Sprintf("%s  %d messages", d.Queue, d.Messages)
+	s := fmt.Sprintf("%s  %d messages", safe(d.Queue), d.Messages)
 	if len(reasons) > 0 {
 		s += "  " + strings.Join(reasons, "; ")
 	}
@@ -238,9 +238,9 @@ type shownMessage struct {
 func (m shownMessage) text(now time.Time) string {
 	s := m.deadLetter.text(now) + "\n  data:     " + dataText(m.Data)
 	if m.Data.Error != "" {
-		s += " (undecodable: " + m.Data.Error + ")"
+		s += " (undecodable: " + safe(m.Data.Error) + ")"
 	} else if m.Data.Service != "" {
-		s += fmt.Sprintf(" (%s envelope from %s at %s)", m.Data.Envelope, m.Data.Service, m.Data.Timestamp)
+		s += fmt.Sprintf(" (%s envelope from %s at %s)", m.Data.Envelope, safe(m.Data.Service), safe(m.Data.Timestamp))
 	}
 	return s + "\n"
 }

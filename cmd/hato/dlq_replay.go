@@ -72,7 +72,7 @@ type replayed struct {
 }
 
 func (r replayed) text() string {
-	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, orDash(r.MessageID), r.Exchange, r.RoutingKey, clip(orDash(shortReason(r.Reason)), 60))
+	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, safe(orDash(r.MessageID)), r.Exchange, r.RoutingKey, safe(clip(orDash(shortReason(r.Reason)), 60)))
 	if r.Why != "" {
 		s += ": " + r.Why
 	}

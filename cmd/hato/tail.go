@@ -57,9 +57,9 @@ type tailRecord struct {
 }
 
 func (r tailRecord) text() string {
-	s := r.RoutingKey + " " + r.decoded.text()
+	s := safe(r.RoutingKey) + " " + r.decoded.text()
 	if len(r.Headers) > 0 {
-		s += fmt.Sprintf(" headers=%v", map[string]any(r.Headers))
+		s += " headers=" + safe(fmt.Sprintf("%v", map[string]any(r.Headers)))
 	}
 	return s
 }
