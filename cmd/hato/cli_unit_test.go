@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/test/testpb"
 )
@@ -291,6 +292,7 @@ func TestReplayFiltersAndTarget(t *testing.T) {
 	if (&replayOpts{olderThan: time.Minute}).matches(deadLetter{}, now) {
 		t.Error("an age filter matched a message without x-hato-dead-lettered-at")
 	}
+	own := broker.QueueName("k", "", "", true, "") + ".dlq"
 	for _, tc := range []struct {
 		o      replayOpts
 		dl     deadLetter
@@ -299,13 +301,14 @@ func TestReplayFiltersAndTarget(t *testing.T) {
 	}{
 		{replayOpts{}, dl, "amq.topic", "k", true},
 		{replayOpts{to: "other", exchange: "x"}, dl, "x", "other", true},
-		{replayOpts{toQueue: true}, dl, "", "q", true},
+		{replayOpts{toQueue: true}, dl, "", "q", false},
+		{replayOpts{toQueue: true, trust: true}, dl, "", "q", true},
 		{replayOpts{}, deadLetter{}, "", "", false},
 		{replayOpts{to: "k2"}, deadLetter{}, "", "k2", true},
 	} {
-		ex, rk, ok := tc.o.target(tc.dl)
-		if ex != tc.ex || rk != tc.rk || ok != tc.ok {
-			t.Errorf("%+v: %q %q %v, want %q %q %v", tc.o, ex, rk, ok, tc.ex, tc.rk, tc.ok)
+		ex, rk, why := tc.o.target(own, tc.dl)
+		if ex != tc.ex || rk != tc.rk || (why == "") != tc.ok {
+			t.Errorf("%+v: %q %q %q, want %q %q ok=%v", tc.o, ex, rk, why, tc.ex, tc.rk, tc.ok)
 		}
 	}
 }
@@ -375,6 +378,50 @@ func TestURLWithCommaOrSpaceInThePassword(t *testing.T) {
 		r := runIn("", nil, "publish", "--url", bad, "k", "1")
 		if r.code != exitUsage || strings.Contains(r.stderr, "cret") {
 			t.Errorf("--url %q: %v, want a usage error without the password", bad, r)
+		}
+	}
+}
+
+// Issue 19: replay published wherever a message's x-hato-original-*
+// headers pointed, with the operator's credentials. A forged message in a
+// dead-letter queue must not reach another route unless the operator says
+// so.
+func TestReplayRefusesForgedTargets(t *testing.T) {
+	queue := broker.QueueName("orders.created", "", "", true, "") + ".dlq"
+	prefixed := broker.QueueName("orders.created", "", "", true, "svc-") + ".dlq"
+	good := deadLetter{OriginalExchange: "amq.topic", OriginalRoutingKey: "orders.created",
+		OriginalQueue: strings.TrimSuffix(queue, ".dlq"), hasOrigin: true}
+	forgedKey := good
+	forgedKey.OriginalRoutingKey = "payments.approve"
+	suffixKey := good
+	suffixKey.OriginalRoutingKey = "evil.orders.created"
+	forgedEx := good
+	forgedEx.OriginalExchange = "payments"
+	forgedQueue := good
+	forgedQueue.OriginalQueue = "payments.approve"
+	prefixedKey := good
+	prefixedKey.OriginalRoutingKey = "pfx.orders.created"
+	for name, tc := range map[string]struct {
+		o     replayOpts
+		queue string
+		dl    deadLetter
+		ok    bool
+	}{
+		"own route":                 {replayOpts{}, queue, good, true},
+		"own route, queue prefix":   {replayOpts{}, prefixed, good, true},
+		"forged key":                {replayOpts{}, queue, forgedKey, false},
+		"key with extra prefix":     {replayOpts{}, queue, suffixKey, false},
+		"forged exchange":           {replayOpts{}, queue, forgedEx, false},
+		"forged queue":              {replayOpts{toQueue: true}, queue, forgedQueue, false},
+		"routing-key prefix":        {replayOpts{keyPrefix: "pfx."}, queue, prefixedKey, true},
+		"forged key with --to":      {replayOpts{to: "orders.created"}, queue, forgedKey, true},
+		"forged exchange, explicit": {replayOpts{exchange: "amq.topic"}, queue, forgedEx, true},
+		"trusted":                   {replayOpts{trust: true}, queue, forgedKey, true},
+		"explicit queue name":       {replayOpts{}, "orders.dlq", good, false},
+	} {
+		ex, rk, why := tc.o.target(tc.queue, tc.dl)
+		if (why == "") != tc.ok {
+			t.Errorf("%s: target %q %q, why %q; want ok=%v", name, ex, rk, why, tc.ok)
 		}
 	}
 }
