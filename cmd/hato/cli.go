@@ -37,9 +37,14 @@ func newFlagSet(s spec) *flag.FlagSet {
 	return fs
 }
 
-// printHelp writes a subcommand's help: usage, description, examples, flags.
+// printHelp writes a subcommand's help: usage, description, examples,
+// flags (none when fs is nil: a command of subcommands).
 func printHelp(w io.Writer, s spec, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: hato %s [flags] %s\n\n%s\n\nExamples:\n%s\nFlags:\n", s.name, s.args, s.about, s.examples)
+	fmt.Fprintf(w, "Usage: hato %s%s %s\n\n%s\n\nExamples:\n%s", s.name, flagsWord(fs), s.args, s.about, s.examples)
+	if fs == nil {
+		return
+	}
+	fmt.Fprint(w, "\nFlags:\n")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
@@ -92,6 +97,14 @@ func wantArgs(s spec, pos []string, min, max int) error {
 		return usagef("%s: want arguments %s, got %d (run hato %s --help)", s.name, s.args, len(pos), s.name)
 	}
 	return nil
+}
+
+// plural is "1 message", "2 messages", "0 messages".
+func plural[N int | int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // stringList is a repeatable string flag.
@@ -197,4 +210,11 @@ func (h headerFlags) Set(v string) error {
 	}
 	h[k] = val
 	return nil
+}
+
+func flagsWord(fs *flag.FlagSet) string {
+	if fs == nil {
+		return ""
+	}
+	return " [flags]"
 }

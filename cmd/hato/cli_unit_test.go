@@ -425,3 +425,44 @@ func TestReplayRefusesForgedTargets(t *testing.T) {
 		}
 	}
 }
+
+// Issue 19: numeric edges were accepted (exit 0, or --rate NaN and 1e-300
+// not throttling); each is a usage error.
+func TestNumericEdgesAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"publish", "--count", "5", "--rate", "NaN", "k", "1"},
+		{"publish", "--count", "5", "--rate", "1e-300", "k", "1"},
+		{"publish", "--count", "5", "--rate", "-1", "k", "1"},
+		{"publish", "--count", "5", "--rate", "+Inf", "k", "1"},
+		{"dlq", "show", "--limit", "-1", "q.dlq"},
+		{"dlq", "list", "--peek", "-5"},
+		{"tail", "--count", "-1", "k"},
+	} {
+		if r := runIn("", map[string]string{"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}, args...); r.code != exitUsage {
+			t.Errorf("%q: %v, want exit %d", args, r, exitUsage)
+		}
+	}
+}
+
+// Issue 19: "1 messages", "after 1 attempts"; an empty Flags section in
+// hato dlq --help.
+func TestWording(t *testing.T) {
+	dl := deadLetter{MessageID: "m", Attempts: 1, ReplayCount: 1}
+	if s := dl.text(time.Now()); !strings.Contains(s, "after 1 attempt\n") || !strings.Contains(s, "replayed: 1 time before") {
+		t.Errorf("dead letter text %q", s)
+	}
+	if s := (dlqInfo{Queue: "q", Messages: 1}).text(); s != "q  1 message" {
+		t.Errorf("dlq list text %q", s)
+	}
+	if s := (replaySummary{Queue: "q", Replayed: 1}).text(); !strings.HasPrefix(s, "replayed 1 message from q") {
+		t.Errorf("replay summary %q", s)
+	}
+	dry := replaySummary{Queue: "q", Matched: 3, Skipped: 2, DryRun: true}
+	if s := dry.text(); !strings.HasPrefix(s, "would replay 1 message from q") {
+		t.Errorf("dry-run summary %q counts skipped messages", s)
+	}
+	r := runIn("", nil, "dlq", "--help")
+	if r.code != exitOK || strings.Contains(r.stdout, "Flags:") {
+		t.Errorf("hato dlq --help: %v", r)
+	}
+}

@@ -53,7 +53,7 @@ whom (service, route).
 
 func runDLQ(e *env, args []string) error {
 	if len(args) == 0 {
-		printHelp(e.stderr, dlqSpec, newFlagSet(dlqSpec))
+		printHelp(e.stderr, dlqSpec, nil)
 		return usagef("dlq: want list, show, replay or purge")
 	}
 	switch args[0] {
@@ -66,7 +66,7 @@ func runDLQ(e *env, args []string) error {
 	case "purge":
 		return runDLQPurge(e, args[1:])
 	case "-h", "-help", "--help", "help":
-		printHelp(e.stdout, dlqSpec, newFlagSet(dlqSpec))
+		printHelp(e.stdout, dlqSpec, nil)
 		return nil
 	}
 	return usagef("dlq: unknown subcommand %q: want list, show, replay or purge", args[0])
@@ -146,7 +146,7 @@ func (d deadLetter) text(now time.Time) string {
 		fmt.Fprintf(&b, ", dead-lettered %s (%s ago)", safe(d.DeadLetteredAt), a.Round(time.Second))
 	}
 	if d.Attempts > 0 {
-		fmt.Fprintf(&b, " after %d attempts", d.Attempts)
+		fmt.Fprintf(&b, " after %s", plural(d.Attempts, "attempt"))
 	}
 	fmt.Fprintf(&b, "\n  reason:   %s", safe(orDash(d.Reason)))
 	fmt.Fprintf(&b, "\n  from:     exchange %q, routing key %q, queue %s", d.OriginalExchange, d.OriginalRoutingKey, safe(orDash(d.OriginalQueue)))
@@ -154,7 +154,7 @@ func (d deadLetter) text(now time.Time) string {
 		fmt.Fprintf(&b, "\n  service:  %s, route %s", safe(orDash(d.Service)), safe(orDash(d.Route)))
 	}
 	if d.ReplayCount > 0 {
-		fmt.Fprintf(&b, "\n  replayed: %d times before", d.ReplayCount)
+		fmt.Fprintf(&b, "\n  replayed: %s before", plural(d.ReplayCount, "time"))
 	}
 	return b.String()
 }

@@ -69,7 +69,7 @@ func (d dlqInfo) text() string {
 	for _, r := range d.Reasons {
 		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, safe(clip(r.Reason, 60))))
 	}
-	s := fmt.Sprintf("%s  %d messages", safe(d.Queue), d.Messages)
+	s := fmt.Sprintf("%s  %s", safe(d.Queue), plural(d.Messages, "message"))
 	if len(reasons) > 0 {
 		s += "  " + strings.Join(reasons, "; ")
 	}
@@ -83,6 +83,9 @@ func runDLQList(e *env, args []string) error {
 	queues, err := parse(e, dlqListSpec, fs, args)
 	if err != nil {
 		return err
+	}
+	if o.peekN < 0 {
+		return usagef("dlq list: --peek must not be negative")
 	}
 	s, err := connect(e, &o.conn, "dlq list")
 	if err != nil {
@@ -251,6 +254,9 @@ func runDLQShow(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.limit < 0 {
+		return usagef("dlq show: --limit must not be negative")
+	}
 	dec, err := newDecoder(o.envelope, &o.proto)
 	if err != nil {
 		return err
@@ -280,7 +286,7 @@ func (o *dlqShowOpts) show(e *env, s *session, dec *decoder, queue string) error
 		o.out.record(m, m.text(now))
 	})
 	if !o.out.json {
-		fmt.Fprintf(e.stdout, "%d of %d messages shown; all left in %s\n", shown, n, queue)
+		fmt.Fprintf(e.stdout, "%d of %s shown; all left in %s\n", shown, plural(n, "message"), queue)
 	}
 	return err
 }
@@ -333,7 +339,7 @@ func (o *dlqPurgeOpts) purge(e *env, s *session, queue string) error {
 	if err != nil {
 		return err
 	}
-	if !o.yes && !confirm(e, fmt.Sprintf("purge %d messages from %s? type yes: ", n, queue)) {
+	if !o.yes && !confirm(e, fmt.Sprintf("purge %s from %s? type yes: ", plural(n, "message"), queue)) {
 		return errors.New("not purged (not confirmed)")
 	}
 	ch, err := s.channel()
@@ -346,7 +352,7 @@ func (o *dlqPurgeOpts) purge(e *env, s *session, queue string) error {
 		return fmt.Errorf("purge %s: %w", queue, err)
 	}
 	o.out.w = e.stdout
-	o.out.record(map[string]any{"queue": queue, "purged": purged}, fmt.Sprintf("purged %d messages from %s", purged, queue))
+	o.out.record(map[string]any{"queue": queue, "purged": purged}, fmt.Sprintf("purged %s from %s", plural(purged, "message"), queue))
 	return nil
 }
 

@@ -126,7 +126,7 @@ func (s replaySummary) text() string {
 	if s.DryRun {
 		verb, n = "would replay", s.Matched-s.Skipped
 	}
-	t := fmt.Sprintf("%s %d messages from %s; %d left in the queue", verb, n, s.Queue, s.Left)
+	t := fmt.Sprintf("%s %s from %s; %d left in the queue", verb, plural(n, "message"), s.Queue, s.Left)
 	for i, tg := range s.Targets {
 		sep := ", "
 		if i == 0 {

@@ -70,6 +70,9 @@ func runTail(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.count < 0 {
+		return usagef("tail: --count must not be negative")
+	}
 	dec, err := newDecoder(o.envelope, &o.proto)
 	if err != nil {
 		return err
