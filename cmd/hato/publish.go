@@ -27,7 +27,9 @@ is bound to KEY the broker returns it and hato exits 1 (--allow-unroutable
 accepts that). --count and --rate publish many copies for load; each gets its
 own message uuid. Envelopes: json (DATA is a JSON value), protobuf (DATA is a
 serialized message, or protobuf JSON with --proto-type and --descriptor-set),
-raw (DATA is the body).`,
+raw (DATA is the body). Every message carries the string header x-hato-seq
+(its publish's sequence number on the channel), by which a returned message
+is matched to its publish; consumers can ignore it.`,
 	examples: `  hato publish example.topic '{"hello": "world"}'
   echo '"text"' | hato publish example.topic -
   hato publish --envelope raw --header trace=abc example.topic 'plain bytes'
