@@ -466,3 +466,41 @@ func TestWording(t *testing.T) {
 		t.Errorf("hato dlq --help: %v", r)
 	}
 }
+
+// Issue 19: "undecodable message <uuid> ..." made every message its own
+// group, and the cause was cut off at 60 characters; dlq list did not say
+// which service and key a DLQ holds.
+func TestDLQListGroupsReasonsByCause(t *testing.T) {
+	var tally reasonTally
+	for _, id := range []string{"0b7c9c52-5a43-4f0e-9d5c-2b1f7d1e4a10", "9f1d2c3b-1111-4222-8333-444455556666"} {
+		tally.add(deadLetter{Reason: "hato: undecodable message " + id + ` on "orders.created": envelope: payload rejected by validator: amount must be positive`,
+			Service: "orders", OriginalRoutingKey: "orders.created"})
+	}
+	reasons, _ := tally.result()
+	if len(reasons) != 1 || reasons[0].Count != 2 {
+		t.Fatalf("reasons %+v, want one group of 2", reasons)
+	}
+	info := dlqInfo{Queue: "q.dlq", Messages: 2, Reasons: reasons, Services: sortedKeys(tally.services), RoutingKeys: sortedKeys(tally.keys)}
+	text := info.text()
+	for _, want := range []string{"amount must be positive", "service orders", "key orders.created"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("dlq list text %q does not say %q", text, want)
+		}
+	}
+}
+
+// Issue 19: dlq list ran rabbitmqctl against its default node, not the
+// broker of --url, and listed another broker's queues.
+func TestDLQListRefusesToListAnotherMachinesBrokerWithoutNode(t *testing.T) {
+	o := dlqListOpts{ctl: "/bin/false"}
+	var stderr strings.Builder
+	e := &env{stderr: &stderr}
+	_, err := o.listDLQs(e, &session{url: "amqp://guest:guest@rabbit.example.com:5672/"})
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--node") {
+		t.Fatalf("list for a remote URL without --node: %v, want a usage error naming --node", err)
+	}
+	if !localHost("127.0.0.1") || !localHost("localhost") || localHost("rabbit.example.com") {
+		t.Error("localHost")
+	}
+}

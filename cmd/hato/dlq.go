@@ -200,9 +200,21 @@ func peek(ch *amqp.Channel, queue string, limit int, f func(amqp.Delivery)) (int
 	return n, nil
 }
 
-// messageRef is the "message <uuid>: " hato writes into a reason.
-var messageRef = regexp.MustCompile(`message [^\s:]+: `)
+// messageRef is the "message <uuid>: " hato writes into a reason;
+// messageIn the "message <uuid> on ..." of an undecodable one; uuidRef any
+// other uuid.
+var (
+	messageRef = regexp.MustCompile(`message [^\s:]+: `)
+	messageIn  = regexp.MustCompile(`message [^\s:]+ on `)
+	uuidRef    = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
+)
 
-// shortReason is a reason without the message it names, so that the
-// reasons of many messages group together.
-func shortReason(r string) string { return messageRef.ReplaceAllString(r, "") }
+// shortReason is a reason without the message it names and without
+// hato's package prefix, so that the reasons of many messages group
+// together by cause.
+func shortReason(r string) string {
+	r = messageRef.ReplaceAllString(r, "")
+	r = messageIn.ReplaceAllString(r, "message on ")
+	r = uuidRef.ReplaceAllString(r, "<uuid>")
+	return strings.TrimPrefix(r, "hato: ")
+}

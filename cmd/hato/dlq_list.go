@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -24,7 +26,10 @@ returned to the queue untouched; reasons are grouped without the message
 uuid they name). AMQP cannot list queues: without QUEUE
 arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
 keeps the queues named *.dlq, which works on the broker's machine (as a user
-rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).`,
+rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).
+rabbitmqctl talks to its own node, not to the broker of --url: when --url
+names a host other than this machine, pass --node (rabbit@HOST) to say
+which node to list. The node listed is named on stderr.`,
 	examples: `  hato dlq list
   hato dlq list --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
   hato dlq list --rabbitmqctl /usr/sbin/rabbitmqctl --url amqp://guest:guest@127.0.0.1:5672/orders
@@ -35,6 +40,7 @@ type dlqListOpts struct {
 	conn  connFlags
 	out   printer
 	ctl   string
+	node  string
 	peekN int
 }
 
@@ -42,6 +48,7 @@ func (o *dlqListOpts) register(fs *flag.FlagSet) {
 	o.conn.register(fs)
 	o.out.register(fs)
 	fs.StringVar(&o.ctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl executable that lists the queues when none is named")
+	fs.StringVar(&o.node, "node", "", "node rabbitmqctl lists the queues of (-n); needed when --url is not this machine")
 	fs.IntVar(&o.peekN, "peek", 1000, "read at most this many messages per queue for the reasons")
 }
 
@@ -58,7 +65,11 @@ type dlqInfo struct {
 	Peeked         int           `json:"peeked"`
 	Reasons        []reasonCount `json:"reasons"`
 	OriginalQueues []string      `json:"original_queues,omitempty"`
-	Error          string        `json:"error,omitempty"`
+	// Services and RoutingKeys are the x-hato-service and
+	// x-hato-original-routing-key values of the peeked messages.
+	Services    []string `json:"services,omitempty"`
+	RoutingKeys []string `json:"routing_keys,omitempty"`
+	Error       string   `json:"error,omitempty"`
 }
 
 func (d dlqInfo) text() string {
@@ -67,9 +78,12 @@ func (d dlqInfo) text() string {
 	}
 	reasons := make([]string, 0, len(d.Reasons))
 	for _, r := range d.Reasons {
-		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, safe(clip(r.Reason, 60))))
+		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, safe(clip(r.Reason, 160))))
 	}
 	s := fmt.Sprintf("%s  %s", safe(d.Queue), plural(d.Messages, "message"))
+	if len(d.Services) > 0 || len(d.RoutingKeys) > 0 {
+		s += fmt.Sprintf("  service %s, key %s", safe(orDash(strings.Join(d.Services, ","))), safe(orDash(strings.Join(d.RoutingKeys, ","))))
+	}
 	if len(reasons) > 0 {
 		s += "  " + strings.Join(reasons, "; ")
 	}
@@ -93,7 +107,7 @@ func runDLQList(e *env, args []string) error {
 	}
 	defer s.close()
 	if len(queues) == 0 {
-		if queues, err = listDLQs(e.ctx, o.ctl, s.vhost()); err != nil {
+		if queues, err = o.listDLQs(e, s); err != nil {
 			return err
 		}
 	}
@@ -112,11 +126,60 @@ func runDLQList(e *env, args []string) error {
 	return nil
 }
 
-// listDLQs runs rabbitmqctl and returns the queues of vhost named *.dlq.
-func listDLQs(ctx context.Context, ctl, vhost string) ([]string, error) {
+// listDLQs runs rabbitmqctl and returns the queues named *.dlq of the
+// connected vhost, on --node or, when the connected broker is on this
+// machine, rabbitmqctl's default node. It says on stderr which.
+func (o *dlqListOpts) listDLQs(e *env, s *session) ([]string, error) {
+	node := o.node
+	if node == "" {
+		host := urlHost(s.url)
+		if !localHost(host) {
+			return nil, usagef("dlq list: rabbitmqctl lists its own node's queues, not those of %s: pass --node rabbit@HOST, or name the queues", host)
+		}
+	}
+	fmt.Fprintf(e.stderr, "listing the queues of vhost %s on node %s with %s\n", s.vhost(), orDefault(node, "(rabbitmqctl's default, this machine)"), o.ctl)
+	return listDLQs(e.ctx, o.ctl, node, s.vhost())
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// urlHost is the host of an AMQP URL that parsed.
+func urlHost(u string) string {
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return ""
+	}
+	return uri.Host
+}
+
+// localHost reports whether host is this machine.
+func localHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	name, err := os.Hostname()
+	return err == nil && strings.EqualFold(strings.TrimSuffix(host, "."), name)
+}
+
+// listDLQs runs rabbitmqctl (on node, when not empty) and returns the
+// queues of vhost named *.dlq.
+func listDLQs(ctx context.Context, ctl, node, vhost string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, ctl, "-q", "list_queues", "-p", vhost, "name", "--formatter", "json")
+	args := []string{"-q"}
+	if node != "" {
+		args = append(args, "-n", node)
+	}
+	args = append(args, "list_queues", "-p", vhost, "name", "--formatter", "json")
+	cmd := exec.CommandContext(ctx, ctl, args...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.Output()
 	if err != nil {
@@ -165,18 +228,37 @@ func inspectDLQ(s *session, queue string, limit int) dlqInfo {
 		info.Error = err.Error()
 	}
 	info.Reasons, info.OriginalQueues = t.result()
+	info.Services, info.RoutingKeys = sortedKeys(t.services), sortedKeys(t.keys)
 	return info
 }
 
 // reasonTally counts reasons and original queues.
 type reasonTally struct {
-	reasons map[string]int
-	origins map[string]bool
+	reasons  map[string]int
+	origins  map[string]bool
+	services map[string]bool
+	keys     map[string]bool
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (t *reasonTally) add(d deadLetter) {
 	if t.reasons == nil {
 		t.reasons, t.origins = map[string]int{}, map[string]bool{}
+		t.services, t.keys = map[string]bool{}, map[string]bool{}
+	}
+	if d.Service != "" {
+		t.services[d.Service] = true
+	}
+	if d.OriginalRoutingKey != "" {
+		t.keys[d.OriginalRoutingKey] = true
 	}
 	t.reasons[shortReason(d.Reason)]++
 	if d.OriginalQueue != "" {
