@@ -212,7 +212,7 @@ func TestDecode(t *testing.T) {
 		{"json", envJSON, "json", `{"a":[1,2]}`, "", plain, build(t, envelope.JSON, map[string]any{"a": []int{1, 2}})},
 		{"protobuf as base64", envProtobuf, "base64", `"` + b64(pb) + `"`, "", plain, build(t, envelope.Protobuf, person)},
 		{"protobuf decoded", envProtobuf, "json", `{"id":"7","name":"Ada"}`, "", typed, build(t, envelope.Protobuf, person)},
-		{"text", "none", "text", `"hello"`, "protobuf", plain, []byte("hello")},
+		{"text", "none", "text", `"hello"`, "json", plain, []byte("hello")},
 		{"broken json", "none", "text", `"{\"service\": 1"`, "json", plain, []byte(`{"service": 1`)},
 		{"binary", "none", "base64", `"AP8="`, "protobuf", plain, []byte{0, 0xff}},
 	} {
@@ -240,7 +240,7 @@ func TestDecodedText(t *testing.T) {
 		t.Errorf("text %q, want %q", got, want)
 	}
 	u := (&decoder{envelope: envAuto}).decode([]byte("oops"))
-	if got := u.text(); !strings.HasPrefix(got, "(undecodable: protobuf") || !strings.HasSuffix(got, ") oops") {
+	if got := u.text(); !strings.HasPrefix(got, "(undecodable: json") || !strings.HasSuffix(got, ") oops") {
 		t.Errorf("text %q", got)
 	}
 }
@@ -502,5 +502,20 @@ func TestDLQListRefusesToListAnotherMachinesBrokerWithoutNode(t *testing.T) {
 	}
 	if !localHost("127.0.0.1") || !localHost("localhost") || localHost("rabbit.example.com") {
 		t.Error("localHost")
+	}
+}
+
+// Issue 19: dlq show of a raw text body showed the protobuf decode error
+// instead of the JSON one.
+func TestAutoDecodeOfTextShowsTheJSONError(t *testing.T) {
+	d, err := newDecoder("auto", &protoFlags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("plain bytes")
+	_, jerr := decodeJSON(body)
+	got := d.decode(body)
+	if jerr == nil || got.Error != jerr.Error() {
+		t.Errorf("auto decode of text: error %q, want the JSON envelope's %v", got.Error, jerr)
 	}
 }
