@@ -449,7 +449,9 @@ func (s *Service) abortStart(err error) error {
 	if stopped {
 		err = ErrStopped
 	} else {
-		s.log.Error("start failed", zap.Error(err))
+		// The caller gets err; a stack trace of Start's internals adds
+		// nothing to it.
+		s.log.WithOptions(zap.AddStacktrace(zap.FatalLevel)).Error("start failed", zap.Error(err))
 	}
 	s.shutdownActors()
 	s.finishStopped()
@@ -463,7 +465,7 @@ func (s *Service) spawn() error {
 	if sys == nil {
 		core := s.log.Core()
 		sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-			return slog.New(zapslog.NewHandler(core, zapslog.WithName("protoactor")))
+			return slog.New(protoactorHandler{zapslog.NewHandler(core, zapslog.WithName("protoactor"))})
 		}))
 		s.ownSystem = true
 	}
