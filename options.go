@@ -409,7 +409,7 @@ func WithDrainTimeout(d time.Duration) Option {
 }
 
 // WithStartTimeout bounds how long Run waits for the broker and every route
-// at start (default 60 s).
+// at start (default 60 s), and Start when its context has no deadline.
 func WithStartTimeout(d time.Duration) Option {
 	return serviceOption(func(c *config) error {
 		if d <= 0 {

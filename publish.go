@@ -76,6 +76,9 @@ func WaitForConfirm() PublishOption {
 // and the delivery being handled is acked only after every such publish was
 // confirmed; a failed one makes the delivery fail instead.
 func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts ...PublishOption) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: Publish with a nil context", ErrInvalidArgument)
+	}
 	pc := publishConfig{exchange: s.cfg.exchange, envelope: s.cfg.envelope}
 	for _, o := range opts {
 		if o == nil {

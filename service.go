@@ -341,7 +341,21 @@ func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 // started is stopped again then. Start may be called once. Stop may be
 // called while Start runs, from another goroutine: it cancels the start
 // (the ctx OnStart hooks get ends), and Start returns ErrStopped.
+//
+// When parent has no deadline, the start timeout (WithStartTimeout,
+// default 60 s) bounds Start as it bounds Run: a service without a logger
+// would otherwise wait silently for an unreachable broker. The error then
+// says what the last connection attempt met. A nil parent is an error
+// matching ErrInvalidArgument.
 func (s *Service) Start(parent context.Context) error {
+	if parent == nil {
+		return fmt.Errorf("%w: Start with a nil context", ErrInvalidArgument)
+	}
+	if _, ok := parent.Deadline(); !ok {
+		var cancel context.CancelFunc
+		parent, cancel = context.WithTimeout(parent, s.cfg.startTimeout)
+		defer cancel()
+	}
 	ctx, hooks, err := s.beginStart(parent)
 	if err != nil {
 		return err
@@ -608,6 +622,15 @@ type ConnectionStatus struct {
 // the broker's flow control, publishes buffered while disconnected or
 // awaiting their confirm. For health checks; ErrNotStarted before Start.
 func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
+	if ctx == nil {
+		return ConnectionStatus{}, fmt.Errorf("%w: Status with a nil context", ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	if state == stateStopped {
+		return ConnectionStatus{}, ErrStopped
+	}
 	conn := s.conn.Load()
 	if conn == nil {
 		return ConnectionStatus{}, ErrNotStarted
@@ -658,7 +681,12 @@ func (s *Service) Err() error {
 // It is idempotent: later calls wait for the first and return its result.
 // Called while Start runs, it cancels the start and waits for Start to
 // have stopped what it started.
+//
+// A nil ctx is an error matching ErrInvalidArgument; nothing is stopped.
 func (s *Service) Stop(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: Stop with a nil context", ErrInvalidArgument)
+	}
 	s.mu.Lock()
 	st := s.state
 	if st == stateNew {

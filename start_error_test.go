@@ -63,3 +63,28 @@ func TestStartFailsAtOnceOnTLSErrors(t *testing.T) {
 		})
 	}
 }
+
+// Issue 19: nil contexts panicked; Start without a deadline against an
+// unreachable broker hung silently.
+func TestNilContextsAndStartWithoutDeadline(t *testing.T) {
+	svc := offlineService(t, "nil-ctx", hato.WithStartTimeout(300*time.Millisecond),
+		hato.WithReconnectBackoff(hato.Backoff{Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}))
+	//nolint:staticcheck // nil contexts on purpose
+	for name, call := range map[string]func() error{
+		"Publish": func() error { return svc.Publish(nil, map[string]int{}, "k") }, //nolint:staticcheck
+		"Status":  func() error { _, err := svc.Status(nil); return err },          //nolint:staticcheck
+		"Start":   func() error { return svc.Start(nil) },                          //nolint:staticcheck
+		"Stop":    func() error { return svc.Stop(nil) },                           //nolint:staticcheck
+	} {
+		if err := call(); !errors.Is(err, hato.ErrInvalidArgument) {
+			t.Errorf("%s(nil): %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	err := svc.Start(context.Background())
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Start(context.Background()) against 127.0.0.1:1: %v, want the start timeout and the cause", err)
+	}
+	if _, err := svc.Status(context.Background()); !errors.Is(err, hato.ErrStopped) {
+		t.Errorf("Status after a failed start: %v, want ErrStopped", err)
+	}
+}
