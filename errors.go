@@ -97,6 +97,15 @@ type FailurePolicy struct {
 	DeadLetterQueue string
 }
 
+// check refuses negative values, which the defaults would silently
+// replace.
+func (p FailurePolicy) check() error {
+	if p.MaxAttempts < 0 || p.MaxRedeliveries < 0 {
+		return invalid("failure policy: negative MaxAttempts %d or MaxRedeliveries %d", p.MaxAttempts, p.MaxRedeliveries)
+	}
+	return p.Backoff.check()
+}
+
 // actorsPolicy converts p for the consumer actor, filling the defaults.
 func actorsPolicy(p FailurePolicy) actors.FailurePolicy {
 	return actors.FailurePolicy{

@@ -183,14 +183,28 @@ func WithURLs(urls ...string) Option {
 			return invalid("no URL")
 		}
 		for _, u := range urls {
-			if _, err := amqp.ParseURI(u); err != nil {
-				return invalid("URL %q does not parse", redactURL(u))
+			if err := checkURL(u); err != nil {
+				return err
 			}
 		}
 		c.urls, c.urlSet = slices.Clone(urls), true
 		c.url = strings.Join(urls, ",")
 		return nil
 	})
+}
+
+// checkURL refuses a URL that does not parse or whose port is out of
+// range (amqp091-go accepts 99999, and the dial is then retried until the
+// start timeout).
+func checkURL(u string) error {
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return invalid("URL %q does not parse", redactURL(u))
+	}
+	if uri.Port <= 0 || uri.Port > 65535 {
+		return invalid("URL %q: port %d out of range", redactURL(u), uri.Port)
+	}
+	return nil
 }
 
 // WithDialTimeout bounds one connection attempt to one address: the TCP
@@ -343,6 +357,9 @@ func WithMiddleware(mw ...Middleware) Option {
 // 100 ms doubling to 30 s with 20 % jitter).
 func WithReconnectBackoff(b Backoff) Option {
 	return serviceOption(func(c *config) error {
+		if err := b.check(); err != nil {
+			return err
+		}
 		c.reconnect = b
 		return nil
 	})
@@ -578,8 +595,17 @@ type FailureHandlingOption struct{ p FailurePolicy }
 // queue, for the service's routes or one route.
 func FailureHandling(p FailurePolicy) FailureHandlingOption { return FailureHandlingOption{p} }
 
-func (o FailureHandlingOption) applyService(c *config) error { c.failure = o.p; return nil }
+func (o FailureHandlingOption) applyService(c *config) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
+	c.failure = o.p
+	return nil
+}
 func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	p := o.p
 	r.failure = &p
 	return nil
@@ -594,10 +620,16 @@ type SupervisionOption struct{ p RestartPolicy }
 func Supervision(p RestartPolicy) SupervisionOption { return SupervisionOption{p} }
 
 func (o SupervisionOption) applyService(c *config) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	c.supervision = o.p
 	return nil
 }
 func (o SupervisionOption) applyRoute(r *routeConfig) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	p := o.p
 	r.supervision = &p
 	return nil

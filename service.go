@@ -156,8 +156,8 @@ func (c *config) resolveURL() error {
 func (c *config) envURLs(u string) error {
 	c.urls = broker.SplitURLs(u)
 	for _, one := range c.urls {
-		if _, err := amqp.ParseURI(one); err != nil {
-			return invalid("AMQP_URL %q does not parse", redactURL(one))
+		if err := checkURL(one); err != nil {
+			return fmt.Errorf("AMQP_URL: %w", err)
 		}
 	}
 	c.url = strings.Join(c.urls, ",")
