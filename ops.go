@@ -46,7 +46,8 @@ var (
 // closes connections idle for 30 s, and those that take over 10 s to send
 // a request or 30 s to read the answer.
 //
-// Without this option, the environment variable HATO_OPS_ADDR sets addr.
+// Without this option, the environment variable HATO_OPS_ADDR sets addr
+// (except for services on hatotest's in-memory broker).
 // Service.OpsHandler serves the same from a server of your own.
 func WithOpsServer(addr string) Option {
 	return serviceOption(func(c *config) error {
@@ -85,7 +86,9 @@ type childState struct {
 func (s *Service) setupOps() error {
 	s.ops = &opsState{children: map[string]childState{}}
 	addr := s.cfg.opsAddr
-	if addr == "" {
+	// A service on hatotest's in-memory broker (a transport) ignores
+	// HATO_OPS_ADDR: parallel tests would clash on its port.
+	if addr == "" && s.cfg.transport == nil {
 		addr = os.Getenv("HATO_OPS_ADDR")
 		if addr != "" {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
