@@ -88,6 +88,7 @@ func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts
 			return err
 		}
 	}
+	s.warnPublishProtoOnJSON(pc.envelope, data, routingKey)
 	prefix := s.cfg.routingKeyPrefix
 	if pc.prefix != nil {
 		prefix = *pc.prefix

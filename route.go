@@ -241,6 +241,7 @@ func Subscribe[T any](s *Service, routingKey string, h Handler[T], opts ...Route
 	if err := checkEnvelope[T](rc); err != nil {
 		return s.register(nil, err)
 	}
+	warnProtoOnJSON[T](s, rc)
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
 		return handleWith(s, &r.cfg, s.deduper(r), h)

@@ -39,6 +39,8 @@ type Service struct {
 	log  *zap.Logger
 	tel  *telemetry
 	ops  *opsState
+	// protoWarn makes the protobuf-in-JSON publish warning once.
+	protoWarn sync.Once
 
 	mu        sync.Mutex
 	routes    []*route
@@ -249,6 +251,7 @@ func (s *Service) register(r *route, err error) error {
 	}
 	r.name = fmt.Sprintf("route-%d-%s", len(s.routes), r.cfg.handlerName)
 	s.routes = append(s.routes, r)
+	s.warnRoute(r)
 	return nil
 }
 
