@@ -2,6 +2,7 @@ package hato_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,48 @@ func TestSilentMistakesWarn(t *testing.T) {
 	}
 	if n := hasWarning(logs, "publishing a protobuf message in the JSON envelope"); n != 1 {
 		t.Errorf("publishing protobuf in JSON twice: %d warnings, want 1: %q", n, warnings(logs))
+	}
+}
+
+type validated struct {
+	Amount int `json:"amount"`
+}
+
+// Issue 19: Validator is func(any) error and receives *T, which the docs
+// did not say; ValidatorOf is typed.
+func TestValidatorOfIsTyped(t *testing.T) {
+	b := hatotest.NewBroker()
+	svc, err := hato.New("validate", hatotest.Transport(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan int, 4)
+	mustSubscribe(t, svc, "amounts", func(_ context.Context, m *hato.Message[validated]) error {
+		handled <- m.Data.Amount
+		return nil
+	}, hato.HandlerName("amounts"), hato.ValidatorOf(func(v *validated) error {
+		if v.Amount <= 0 {
+			return errors.New("amount must be positive")
+		}
+		return nil
+	}))
+	hatotest.Start(t, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = b.Publish(ctx, "amounts", validated{Amount: -1})
+	_ = b.Publish(ctx, "amounts", validated{Amount: 5})
+	if err := b.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(handled)
+	var got []int
+	for a := range handled {
+		got = append(got, a)
+	}
+	if len(got) != 1 || got[0] != 5 {
+		t.Errorf("handled %v, want only the valid 5", got)
+	}
+	if q := svc.Routes()[0].DeadLetterQueue; len(b.DeadLettered(q)) != 1 {
+		t.Errorf("dead-lettered %d, want the invalid one", len(b.DeadLettered(q)))
 	}
 }
