@@ -6,6 +6,7 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
 )
 
 // Errors. Publish errors also match the broker package's sentinels
@@ -227,7 +228,11 @@ func (e *DecodeError) Error() string {
 	if id == "" {
 		id = "(no message id)"
 	}
-	return fmt.Sprintf("hato: undecodable message %s on %q: %v", id, e.RoutingKey, e.Err)
+	what := "undecodable"
+	if errors.Is(e.Err, envelope.ErrValidation) {
+		what = "invalid" // decoded, then refused by the route's validator
+	}
+	return fmt.Sprintf("hato: %s message %s on %q: %v", what, id, e.RoutingKey, e.Err)
 }
 
 // Unwrap returns the envelope error.

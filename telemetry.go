@@ -20,6 +20,7 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
 )
 
 // InstrumentationName names hato's tracer and meter (tomodachi's is
@@ -533,7 +534,8 @@ func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
 }
 
 // deadLetterReason classifies why a message was dead-lettered:
-// undecodable (the envelope refused it), handler (the handler returned
+// undecodable (the envelope refused it), invalid (decoded, but the route's
+// Validator refused it), handler (the handler returned
 // DeadLetter), attempts (its handler failed every attempt), redeliveries
 // (requeued, redelivered or crashed the route too often), other.
 func deadLetterReason(err error) string {
@@ -544,6 +546,8 @@ func deadLetterReason(err error) string {
 	var d *actors.Directive
 	msg := err.Error()
 	switch {
+	case errors.As(err, &de) && errors.Is(err, envelope.ErrValidation):
+		return "invalid"
 	case errors.As(err, &de):
 		return "undecodable"
 	case strings.HasPrefix(msg, "failed "):

@@ -115,3 +115,29 @@ func TestValidatorOfIsTyped(t *testing.T) {
 		t.Errorf("dead-lettered %d, want the invalid one", len(b.DeadLettered(q)))
 	}
 }
+
+// Issue 19: a validator's refusal was reported as "undecodable"; the
+// dead letter's x-hato-reason now says "invalid message".
+func TestValidatorRefusalIsInvalidNotUndecodable(t *testing.T) {
+	b := hatotest.NewBroker()
+	svc, err := hato.New("invalid", hatotest.Transport(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubscribe(t, svc, "amounts", func(context.Context, *hato.Message[validated]) error { return nil },
+		hato.HandlerName("amounts"), hato.ValidatorOf(func(*validated) error { return errors.New("amount must be positive") }))
+	hatotest.Start(t, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = b.Publish(ctx, "amounts", validated{Amount: -1})
+	if err := b.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl := b.DeadLettered(svc.Routes()[0].DeadLetterQueue)
+	if len(dl) != 1 {
+		t.Fatalf("dead-lettered %d, want 1", len(dl))
+	}
+	if r, _ := dl[0].Header("x-hato-reason").(string); !strings.HasPrefix(r, "hato: invalid message ") {
+		t.Errorf("x-hato-reason %q, want \"hato: invalid message ...\"", r)
+	}
+}

@@ -473,7 +473,7 @@ func TestWording(t *testing.T) {
 func TestDLQListGroupsReasonsByCause(t *testing.T) {
 	var tally reasonTally
 	for _, id := range []string{"0b7c9c52-5a43-4f0e-9d5c-2b1f7d1e4a10", "9f1d2c3b-1111-4222-8333-444455556666"} {
-		tally.add(deadLetter{Reason: "hato: undecodable message " + id + ` on "orders.created": envelope: payload rejected by validator: amount must be positive`,
+		tally.add(deadLetter{Reason: "hato: invalid message " + id + ` on "orders.created": envelope: payload rejected by validator: amount must be positive`,
 			Service: "orders", OriginalRoutingKey: "orders.created"})
 	}
 	reasons, _ := tally.result()
