@@ -549,7 +549,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 
 // routeHandler is r's delivery handler, traced and measured.
 func (s *Service) routeHandler(r *route) func(context.Context, *broker.Delivery) error {
-	return s.tel.consumer(newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg), r.handle(s))
+	rt := newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg)
+	s.tel.nameRoute(r.name, rt)
+	return s.tel.consumer(rt, r.handle(s))
 }
 
 // shuffled is a shuffled copy of urls: the instances of a service spread

@@ -105,6 +105,20 @@ type telemetry struct {
 
 	pubKeys cache[publishKey, *publishTelemetry] // see publishKey
 	events  cache[[2]string, []metric.AddOption] // by route and dead-letter reason ("": none)
+	// routes holds, by route name, the attributes every measurement of the
+	// route's messages carries (exchange, routing key, code.function), so
+	// that event counts carry them too. Written by nameRoute at spawn,
+	// before any delivery; read by eventAttrs.
+	routes sync.Map
+}
+
+// nameRoute records the attributes of the route named name (see routes).
+func (t *telemetry) nameRoute(name string, rt *routeTelemetry) {
+	t.routes.Store(name, []attribute.KeyValue{
+		attribute.String(attrDest, rt.exchange),
+		attribute.String(attrRoutingKey, rt.routingKey),
+		attribute.String(attrFunction, rt.handlerName),
+	})
 }
 
 // consumerOpts and producerOpts are the spans' start options.
@@ -526,6 +540,9 @@ func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
 func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
 	return t.events.get([2]string{route, reason}, func() []metric.AddOption {
 		kvs := []attribute.KeyValue{attribute.String(attrRoute, route)}
+		if base, ok := t.routes.Load(route); ok {
+			kvs = append(kvs, base.([]attribute.KeyValue)...)
+		}
 		if reason != "" {
 			kvs = append(kvs, attribute.String(attrReason, reason))
 		}
