@@ -7,6 +7,7 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
 )
 
 // Errors. Publish errors also match the broker package's sentinels
@@ -40,6 +41,10 @@ var (
 	ErrPreconditionFailed = broker.ErrPreconditionFailed
 	// ErrAccessRefused: the broker refused credentials or access.
 	ErrAccessRefused = broker.ErrAccessRefused
+	// ErrTLS: the TLS handshake with the broker failed for a reason a retry
+	// cannot mend (an untrusted certificate or one for another host, a
+	// broker port that does not speak TLS). Start fails at once with it.
+	ErrTLS = broker.ErrTLS
 	// ErrDrainIncomplete: Stop's drain deadline passed with deliveries in
 	// hand (they went back to the broker) or publishes unconfirmed.
 	ErrDrainIncomplete = errors.New("hato: drain incomplete")
@@ -105,6 +110,15 @@ type FailurePolicy struct {
 	// many in-process attempts before each delay. Order is not kept across
 	// a delayed retry. See docs/outage-handling.md.
 	RetryDelays []time.Duration
+}
+
+// check refuses negative values, which the defaults would silently
+// replace.
+func (p FailurePolicy) check() error {
+	if p.MaxAttempts < 0 || p.MaxRedeliveries < 0 {
+		return invalid("failure policy: negative MaxAttempts %d or MaxRedeliveries %d", p.MaxAttempts, p.MaxRedeliveries)
+	}
+	return p.Backoff.check()
 }
 
 // actorsPolicy converts p for the consumer actor, filling the defaults.
@@ -229,7 +243,11 @@ func (e *DecodeError) Error() string {
 	if id == "" {
 		id = "(no message id)"
 	}
-	return fmt.Sprintf("hato: undecodable message %s on %q: %v", id, e.RoutingKey, e.Err)
+	what := "undecodable"
+	if errors.Is(e.Err, envelope.ErrValidation) {
+		what = "invalid" // decoded, then refused by the route's validator
+	}
+	return fmt.Sprintf("hato: %s message %s on %q: %v", what, id, e.RoutingKey, e.Err)
 }
 
 // Unwrap returns the envelope error.

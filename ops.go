@@ -42,7 +42,12 @@ var (
 //   - /readyz: 200 once started, connected and every route consuming
 //     (Service.Ready), else 503 with a JSON reason — a readiness probe.
 //
-// Without this option, the environment variable HATO_OPS_ADDR sets addr.
+// Every path answers 405 to methods other than GET and HEAD. The server
+// closes connections idle for 30 s, and those that take over 10 s to send
+// a request or 30 s to read the answer.
+//
+// Without this option, the environment variable HATO_OPS_ADDR sets addr
+// (except for services on hatotest's in-memory broker).
 // Service.OpsHandler serves the same from a server of your own.
 func WithOpsServer(addr string) Option {
 	return serviceOption(func(c *config) error {
@@ -81,7 +86,9 @@ type childState struct {
 func (s *Service) setupOps() error {
 	s.ops = &opsState{children: map[string]childState{}}
 	addr := s.cfg.opsAddr
-	if addr == "" {
+	// A service on hatotest's in-memory broker (a transport) ignores
+	// HATO_OPS_ADDR: parallel tests would clash on its port.
+	if addr == "" && s.cfg.transport == nil {
 		addr = os.Getenv("HATO_OPS_ADDR")
 		if addr != "" {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -150,7 +157,28 @@ func (s *Service) opsMux() http.Handler {
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeProbe(w, s.Healthy()) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { writeReady(w, s.Ready(), s.PausedRoutes()) }) // outage: names paused routes
-	return mux
+	return readOnly(mux)
+}
+
+// readOnly answers 405 to every method but GET and HEAD, and closes the
+// connection rather than read a body nobody wants.
+func readOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			w.Header().Set("Connection", "close")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// opsTimeouts bound the ops server's connections: a client that sends
+// nothing, sends slowly, reads slowly or idles in keep-alive is cut off.
+// Variables for tests.
+var opsTimeouts = struct{ header, read, write, idle time.Duration }{
+	header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 30 * time.Second,
 }
 
 func writeProbe(w http.ResponseWriter, err error) {
@@ -173,7 +201,8 @@ func (s *Service) startOps() error {
 	if err != nil {
 		return fmt.Errorf("hato: ops server: %w", err)
 	}
-	srv := &http.Server{Handler: s.ops.handler, ReadHeaderTimeout: 5 * time.Second}
+	t := opsTimeouts
+	srv := &http.Server{Handler: s.ops.handler, ReadHeaderTimeout: t.header, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle}
 	s.ops.mu.Lock()
 	s.ops.ln, s.ops.srv = ln, srv
 	s.ops.mu.Unlock()

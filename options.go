@@ -196,14 +196,28 @@ func WithURLs(urls ...string) Option {
 			return invalid("no URL")
 		}
 		for _, u := range urls {
-			if _, err := amqp.ParseURI(u); err != nil {
-				return invalid("URL %q does not parse", redactURL(u))
+			if err := checkURL(u); err != nil {
+				return err
 			}
 		}
 		c.urls, c.urlSet = slices.Clone(urls), true
 		c.url = strings.Join(urls, ",")
 		return nil
 	})
+}
+
+// checkURL refuses a URL that does not parse or whose port is out of
+// range (amqp091-go accepts 99999, and the dial is then retried until the
+// start timeout).
+func checkURL(u string) error {
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return invalid("URL %q does not parse", redactURL(u))
+	}
+	if uri.Port <= 0 || uri.Port > 65535 {
+		return invalid("URL %q: port %d out of range", redactURL(u), uri.Port)
+	}
+	return nil
 }
 
 // WithDialTimeout bounds one connection attempt to one address: the TCP
@@ -267,7 +281,13 @@ func WithVirtualHost(vhost string) Option {
 
 // WithTLS turns TLS on (amqps) with cfg; nil means verify the server
 // against the system roots. Certificate verification is on unless cfg says
-// otherwise.
+// otherwise. cfg is never modified: each dial uses a clone whose ServerName
+// is the dialed URL's host, unless cfg sets ServerName.
+//
+// WithTLS applies to the URLs of WithURL(s) or AMQP_URL, which must all be
+// amqps:// (New fails on an amqp:// one rather than connect in
+// plaintext), and to the URLs built from WithHost and WithPort (amqps;
+// set WithPort(5671) for RabbitMQ's default TLS port).
 func WithTLS(cfg *tls.Config) Option {
 	return serviceOption(func(c *config) error {
 		c.tls, c.tlsSet = cfg, true
@@ -350,6 +370,9 @@ func WithMiddleware(mw ...Middleware) Option {
 // 100 ms doubling to 30 s with 20 % jitter).
 func WithReconnectBackoff(b Backoff) Option {
 	return serviceOption(func(c *config) error {
+		if err := b.check(); err != nil {
+			return err
+		}
 		c.reconnect = b
 		return nil
 	})
@@ -416,7 +439,7 @@ func WithDrainTimeout(d time.Duration) Option {
 }
 
 // WithStartTimeout bounds how long Run waits for the broker and every route
-// at start (default 60 s).
+// at start (default 60 s), and Start when its context has no deadline.
 func WithStartTimeout(d time.Duration) Option {
 	return serviceOption(func(c *config) error {
 		if d <= 0 {
@@ -622,6 +645,9 @@ type FailureHandlingOption struct{ p FailurePolicy }
 func FailureHandling(p FailurePolicy) FailureHandlingOption { return FailureHandlingOption{p} }
 
 func (o FailureHandlingOption) applyService(c *config) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
 		return err
 	}
@@ -629,6 +655,9 @@ func (o FailureHandlingOption) applyService(c *config) error {
 	return nil
 }
 func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
 		return err
 	}
@@ -646,10 +675,16 @@ type SupervisionOption struct{ p RestartPolicy }
 func Supervision(p RestartPolicy) SupervisionOption { return SupervisionOption{p} }
 
 func (o SupervisionOption) applyService(c *config) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	c.supervision = o.p
 	return nil
 }
 func (o SupervisionOption) applyRoute(r *routeConfig) error {
+	if err := o.p.check(); err != nil {
+		return err
+	}
 	p := o.p
 	r.supervision = &p
 	return nil

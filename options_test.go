@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +120,43 @@ func TestRouteNamesMatchTomodachi(t *testing.T) {
 		if r[i].DeadLetterQueue != wantDLQ {
 			t.Errorf("route %d: dead-letter queue %s, want %s", i, r[i].DeadLetterQueue, wantDLQ)
 		}
+	}
+}
+
+// Issue 19: negative values were silently replaced by defaults, and port
+// 99999 was accepted at New and retried until the start timeout.
+func TestBadValuesAreRefusedAtNew(t *testing.T) {
+	for name, opt := range map[string]hato.Option{
+		"negative MaxAttempts":     hato.FailureHandling(hato.FailurePolicy{MaxAttempts: -1}),
+		"negative MaxRedeliveries": hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: -2}),
+		"negative retry backoff":   hato.FailureHandling(hato.FailurePolicy{Backoff: hato.Backoff{Initial: -time.Second}}),
+		"NaN multiplier":           hato.WithReconnectBackoff(hato.Backoff{Multiplier: math.NaN()}),
+		"jitter above 1":           hato.WithReconnectBackoff(hato.Backoff{Jitter: 2}),
+		"initial above max":        hato.WithReconnectBackoff(hato.Backoff{Initial: time.Minute, Max: time.Second}),
+		"negative restart window":  hato.Supervision(hato.RestartPolicy{Window: -time.Second}),
+		"negative restart backoff": hato.Supervision(hato.RestartPolicy{Backoff: hato.Backoff{Max: -1}}),
+		"port 99999":               hato.WithURL("amqp://guest:guest@127.0.0.1:99999/"),
+	} {
+		if _, err := hato.New("bad", opt); !errors.Is(err, hato.ErrInvalidOption) {
+			t.Errorf("%s: New: %v, want ErrInvalidOption", name, err)
+		}
+	}
+	svc, err := hato.New("bad", hato.WithURL(offlineURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = hato.Subscribe(svc, "k", func(context.Context, *hato.Message[map[string]any]) error { return nil },
+		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: -1}))
+	if !errors.Is(err, hato.ErrInvalidOption) {
+		t.Errorf("Subscribe with a negative MaxAttempts: %v, want ErrInvalidOption", err)
+	}
+	t.Setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:99999/")
+	if _, err := hato.New("bad"); !errors.Is(err, hato.ErrInvalidOption) {
+		t.Errorf("AMQP_URL with port 99999: %v, want ErrInvalidOption", err)
+	}
+	// The documented negatives stay: no jitter, unlimited restarts.
+	if _, err := hato.New("ok", hato.WithURL(offlineURL), hato.WithReconnectBackoff(hato.Backoff{Jitter: -1}),
+		hato.Supervision(hato.RestartPolicy{MaxRestarts: -1})); err != nil {
+		t.Errorf("documented negatives: %v", err)
 	}
 }

@@ -77,6 +77,9 @@ func WaitForConfirm() PublishOption {
 // and the delivery being handled is acked only after every such publish was
 // confirmed; a failed one makes the delivery fail instead.
 func (s *Service) Publish(ctx context.Context, data any, routingKey string, opts ...PublishOption) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: Publish with a nil context", ErrInvalidArgument)
+	}
 	m, wait, err := s.encode(data, routingKey, opts)
 	if err != nil {
 		return err
@@ -116,6 +119,9 @@ func (s *Service) Encode(data any, routingKey string, opts ...PublishOption) (*O
 // id, so a consumer's Dedupe drops a copy published twice. The trace
 // context injected is ctx's.
 func (s *Service) PublishEncoded(ctx context.Context, m *Outgoing) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: PublishEncoded with a nil context", ErrInvalidArgument)
+	}
 	if m == nil {
 		return invalid("nil message")
 	}
@@ -140,6 +146,7 @@ func (s *Service) encode(data any, routingKey string, opts []PublishOption) (*Ou
 			return nil, false, err
 		}
 	}
+	s.warnPublishProtoOnJSON(pc.envelope, data, routingKey)
 	prefix := s.cfg.routingKeyPrefix
 	if pc.prefix != nil {
 		prefix = *pc.prefix

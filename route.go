@@ -198,9 +198,28 @@ func EnvelopeOptions(opts envelope.Options) RouteOption {
 }
 
 // Validator runs fn on every decoded payload of the route; an error
-// dead-letters the message as invalid.
+// dead-letters the message as invalid. For a route of Handler[T], fn
+// receives a *T (the address of Message.Data), not a T; for T = any, the
+// decoded value; for a protobuf route, the proto.Message. ValidatorOf is
+// the typed form.
 func Validator(fn func(payload any) error) RouteOption {
 	return routeOption(func(r *routeConfig) error { r.envOpts.Validator = fn; return nil })
+}
+
+// ValidatorOf is Validator with fn typed for a route of Handler[T]: fn gets
+// the decoded payload as a *T. A payload of another type (a route whose T
+// differs) fails validation with an error naming both types.
+func ValidatorOf[T any](fn func(payload *T) error) RouteOption {
+	return Validator(func(payload any) error {
+		switch p := payload.(type) {
+		case *T:
+			return fn(p)
+		case T:
+			return fn(&p)
+		}
+		var zero T
+		return fmt.Errorf("hato: ValidatorOf[%T] got a %T payload", zero, payload)
+	})
 }
 
 // QuorumQueue declares the route's queue (and dead-letter queue) as a
@@ -249,6 +268,7 @@ func Subscribe[T any](s *Service, routingKey string, h Handler[T], opts ...Route
 	if err := checkEnvelope[T](rc); err != nil {
 		return s.register(nil, err)
 	}
+	warnProtoOnJSON[T](s, rc)
 	r := &route{cfg: rc}
 	r.handle = func(s *Service) func(ctx context.Context, d *broker.Delivery) error {
 		return handleWith(s, &r.cfg, s.deduper(r), h)

@@ -42,6 +42,8 @@ type Service struct {
 	// watchdog watches the routes' progress (see liveness.go); made by
 	// spawn, stopped by teardown.
 	watchdog *actors.Watchdog
+	// protoWarn makes the protobuf-in-JSON publish warning once.
+	protoWarn sync.Once
 
 	mu        sync.Mutex
 	routes    []*route
@@ -139,22 +141,45 @@ func New(name string, opts ...Option) (*Service, error) {
 
 // resolveURL picks the connection URLs: WithURL(s), else the parts
 // options, else AMQP_URL (comma-separated URLs), else tomodachi's defaults.
+// WithTLS alone does not pass over AMQP_URL: it configures the TLS of the
+// URLs found there. With WithTLS, every URL must be amqps://: an amqp://
+// one would connect in plaintext despite it.
 func (c *config) resolveURL() error {
 	switch {
 	case c.urlSet:
-	case c.partsSet || c.tlsSet:
+	case c.partsSet:
 		return c.buildURLs(c.tlsSet)
 	case os.Getenv("AMQP_URL") != "":
-		u := os.Getenv("AMQP_URL")
-		c.urls = broker.SplitURLs(u)
-		for _, one := range c.urls {
-			if _, err := amqp.ParseURI(one); err != nil {
-				return invalid("AMQP_URL %q does not parse", redactURL(one))
-			}
+		if err := c.envURLs(os.Getenv("AMQP_URL")); err != nil {
+			return err
 		}
-		c.url = strings.Join(c.urls, ",")
 	default:
-		return c.buildURLs(false)
+		return c.buildURLs(c.tlsSet)
+	}
+	return c.checkTLSSchemes()
+}
+
+// envURLs takes the URLs of AMQP_URL.
+func (c *config) envURLs(u string) error {
+	c.urls = broker.SplitURLs(u)
+	for _, one := range c.urls {
+		if err := checkURL(one); err != nil {
+			return fmt.Errorf("AMQP_URL: %w", err)
+		}
+	}
+	c.url = strings.Join(c.urls, ",")
+	return nil
+}
+
+// checkTLSSchemes refuses WithTLS with an amqp:// URL.
+func (c *config) checkTLSSchemes() error {
+	if !c.tlsSet {
+		return nil
+	}
+	for _, one := range c.urls {
+		if uri, err := amqp.ParseURI(one); err == nil && uri.Scheme != "amqps" {
+			return invalid("WithTLS with the plaintext URL %q: use amqps://", redactURL(one))
+		}
 	}
 	return nil
 }
@@ -231,6 +256,7 @@ func (s *Service) register(r *route, err error) error {
 	}
 	r.name = fmt.Sprintf("route-%d-%s", len(s.routes), r.cfg.handlerName)
 	s.routes = append(s.routes, r)
+	s.warnRoute(r)
 	return nil
 }
 
@@ -325,7 +351,21 @@ func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 // started is stopped again then. Start may be called once. Stop may be
 // called while Start runs, from another goroutine: it cancels the start
 // (the ctx OnStart hooks get ends), and Start returns ErrStopped.
+//
+// When parent has no deadline, the start timeout (WithStartTimeout,
+// default 60 s) bounds Start as it bounds Run: a service without a logger
+// would otherwise wait silently for an unreachable broker. The error then
+// says what the last connection attempt met. A nil parent is an error
+// matching ErrInvalidArgument.
 func (s *Service) Start(parent context.Context) error {
+	if parent == nil {
+		return fmt.Errorf("%w: Start with a nil context", ErrInvalidArgument)
+	}
+	if _, ok := parent.Deadline(); !ok {
+		var cancel context.CancelFunc
+		parent, cancel = context.WithTimeout(parent, s.cfg.startTimeout)
+		defer cancel()
+	}
 	ctx, hooks, err := s.beginStart(parent)
 	if err != nil {
 		return err
@@ -433,7 +473,9 @@ func (s *Service) abortStart(err error) error {
 	if stopped {
 		err = ErrStopped
 	} else {
-		s.log.Error("start failed", zap.Error(err))
+		// The caller gets err; a stack trace of Start's internals adds
+		// nothing to it.
+		s.log.WithOptions(zap.AddStacktrace(zap.FatalLevel)).Error("start failed", zap.Error(err))
 	}
 	s.shutdownActors()
 	s.finishStopped()
@@ -447,7 +489,7 @@ func (s *Service) spawn() error {
 	if sys == nil {
 		core := s.log.Core()
 		sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-			return slog.New(zapslog.NewHandler(core, zapslog.WithName("protoactor")))
+			return slog.New(protoactorHandler{zapslog.NewHandler(core, zapslog.WithName("protoactor"))})
 		}))
 		s.ownSystem = true
 	}
@@ -523,7 +565,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 
 // routeHandler is r's delivery handler, traced and measured.
 func (s *Service) routeHandler(r *route) func(context.Context, *broker.Delivery) error {
-	return s.tel.consumer(newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg), r.handle(s))
+	rt := newRouteTelemetry(s.topology(r).ExchangeName(), r.cfg)
+	s.tel.nameRoute(r.name, rt)
+	return s.tel.consumer(rt, r.handle(s))
 }
 
 // shuffled is a shuffled copy of urls: the instances of a service spread
@@ -602,6 +646,15 @@ type ConnectionStatus struct {
 // the broker's flow control, publishes buffered while disconnected or
 // awaiting their confirm. For health checks; ErrNotStarted before Start.
 func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
+	if ctx == nil {
+		return ConnectionStatus{}, fmt.Errorf("%w: Status with a nil context", ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	if state == stateStopped {
+		return ConnectionStatus{}, ErrStopped
+	}
 	conn := s.conn.Load()
 	if conn == nil {
 		return ConnectionStatus{}, ErrNotStarted
@@ -653,7 +706,12 @@ func (s *Service) Err() error {
 // It is idempotent: later calls wait for the first and return its result.
 // Called while Start runs, it cancels the start and waits for Start to
 // have stopped what it started.
+//
+// A nil ctx is an error matching ErrInvalidArgument; nothing is stopped.
 func (s *Service) Stop(ctx context.Context) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: Stop with a nil context", ErrInvalidArgument)
+	}
 	s.mu.Lock()
 	st := s.state
 	if st == stateNew {

@@ -27,6 +27,30 @@ type Backoff struct {
 	Jitter float64
 }
 
+// check refuses values the defaults would silently replace: negative
+// durations or multiplier, a jitter above 1, NaN, Max below Initial.
+func (b Backoff) check() error {
+	switch {
+	case b.Initial < 0 || b.Max < 0:
+		return invalid("backoff %s..%s: negative", b.Initial, b.Max)
+	case b.Max > 0 && b.Initial > b.Max:
+		return invalid("backoff initial %s above max %s", b.Initial, b.Max)
+	case !(b.Multiplier >= 0) || (b.Multiplier > 0 && b.Multiplier < 1):
+		return invalid("backoff multiplier %g: want 0 (default) or at least 1", b.Multiplier)
+	case b.Jitter != b.Jitter || b.Jitter > 1:
+		return invalid("backoff jitter %g: want at most 1 (negative: none)", b.Jitter)
+	}
+	return nil
+}
+
+// check refuses negative values (MaxRestarts < 0 means unlimited).
+func (p RestartPolicy) check() error {
+	if p.ResetAfter < 0 || p.Window < 0 {
+		return invalid("restart policy: negative ResetAfter %s or Window %s", p.ResetAfter, p.Window)
+	}
+	return p.Backoff.check()
+}
+
 // supervisorBackoff converts b for the supervisor and the actors.
 func supervisorBackoff(b Backoff) supervisor.Backoff {
 	return supervisor.Backoff{Initial: b.Initial, Max: b.Max, Multiplier: b.Multiplier, Jitter: b.Jitter}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/envelope"
 )
 
 // InstrumentationName names hato's tracer and meter (tomodachi's is
@@ -105,6 +106,20 @@ type telemetry struct {
 
 	pubKeys cache[publishKey, *publishTelemetry] // see publishKey
 	events  cache[[2]string, []metric.AddOption] // by route and dead-letter reason ("": none)
+	// routes holds, by route name, the attributes every measurement of the
+	// route's messages carries (exchange, routing key, code.function), so
+	// that event counts carry them too. Written by nameRoute at spawn,
+	// before any delivery; read by eventAttrs.
+	routes sync.Map
+}
+
+// nameRoute records the attributes of the route named name (see routes).
+func (t *telemetry) nameRoute(name string, rt *routeTelemetry) {
+	t.routes.Store(name, []attribute.KeyValue{
+		attribute.String(attrDest, rt.exchange),
+		attribute.String(attrRoutingKey, rt.routingKey),
+		attribute.String(attrFunction, rt.handlerName),
+	})
 }
 
 // consumerOpts and producerOpts are the spans' start options.
@@ -529,6 +544,9 @@ func (t *telemetry) deliveryEvent(e actors.DeliveryEvent) {
 func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
 	return t.events.get([2]string{route, reason}, func() []metric.AddOption {
 		kvs := []attribute.KeyValue{attribute.String(attrRoute, route)}
+		if base, ok := t.routes.Load(route); ok {
+			kvs = append(kvs, base.([]attribute.KeyValue)...)
+		}
 		if reason != "" {
 			kvs = append(kvs, attribute.String(attrReason, reason))
 		}
@@ -537,7 +555,8 @@ func (t *telemetry) eventAttrs(route, reason string) []metric.AddOption {
 }
 
 // deadLetterReason classifies why a message was dead-lettered:
-// undecodable (the envelope refused it), handler (the handler returned
+// undecodable (the envelope refused it), invalid (decoded, but the route's
+// Validator refused it), handler (the handler returned
 // DeadLetter), attempts (its handler failed every attempt), redeliveries
 // (requeued, redelivered or crashed the route too often), other.
 func deadLetterReason(err error) string {
@@ -548,6 +567,8 @@ func deadLetterReason(err error) string {
 	var d *actors.Directive
 	msg := err.Error()
 	switch {
+	case errors.As(err, &de) && errors.Is(err, envelope.ErrValidation):
+		return "invalid"
 	case errors.As(err, &de):
 		return "undecodable"
 	case strings.HasPrefix(msg, "failed "):

@@ -348,6 +348,8 @@ func TestDeadLetterReason(t *testing.T) {
 		want string
 	}{
 		{&DecodeError{Err: errors.New("bad")}, "undecodable"},
+		// Issue 19: a validator's refusal has its own reason.
+		{&DecodeError{Err: errors.Join(envelope.ErrValidation, errors.New("amount"))}, "invalid"},
 		{DeadLetter(errors.New("no")), "handler"},
 		{errors.New("failed 3 attempts: boom"), "attempts"},
 		{errors.New("requeued 6 times: x"), "redeliveries"},

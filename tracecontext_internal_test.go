@@ -191,17 +191,38 @@ func TestEventAttributes(t *testing.T) {
 	if a, b := tel.eventAttrs("r", ""), tel.eventAttrs("r", ""); &a[0] != &b[0] {
 		t.Error("options built again")
 	}
+	// Issue 19: a route's event counts carry the labels its message
+	// counts carry (code.function, routing key, exchange), not hato.route
+	// alone.
+	tel.nameRoute("r2", newRouteTelemetry("", routeConfig{routingKey: "orders.created", handlerName: "onOrder"}))
+	tel.deliveryEvent(actors.DeliveryEvent{Route: "r2", Action: actors.DeadLetter, Err: &DecodeError{}})
 	m := h.metrics(t)
+	var labelled bool
+	for _, dp := range m["hato.messages.dead_lettered"].(metricdata.Sum[int64]).DataPoints {
+		if v, ok := dp.Attributes.Value(attrFunction); ok && v.AsString() == "onOrder" {
+			rk, _ := dp.Attributes.Value(attrRoutingKey)
+			labelled = rk.AsString() == "orders.created"
+		}
+	}
+	if !labelled {
+		t.Errorf("dead_lettered of a named route lacks code.function and the routing key: %+v", m["hato.messages.dead_lettered"])
+	}
 	for name, want := range map[string]map[string]string{
 		"hato.messages.dead_lettered": {attrRoute: "r", attrReason: "undecodable"},
 		"hato.messages.dropped":       {attrRoute: "r"},
 		"hato.route.restarts":         {attrRoute: "r"},
 	} {
 		sum, ok := m[name].(metricdata.Sum[int64])
-		if !ok || len(sum.DataPoints) != 1 || sum.DataPoints[0].Value != 2 {
-			t.Fatalf("%s = %+v, want one series of 2", name, m[name])
+		var dp *metricdata.DataPoint[int64]
+		for i := range sum.DataPoints {
+			if v, _ := sum.DataPoints[i].Attributes.Value(attrRoute); v.AsString() == "r" {
+				dp = &sum.DataPoints[i]
+			}
 		}
-		wantAttrs(t, name, sum.DataPoints[0].Attributes.ToSlice(), want)
+		if !ok || dp == nil || dp.Value != 2 {
+			t.Fatalf("%s = %+v, want a series of 2 for route r", name, m[name])
+		}
+		wantAttrs(t, name, dp.Attributes.ToSlice(), want)
 	}
 }
 

@@ -1,6 +1,8 @@
 package hato
 
 import (
+	"crypto/tls"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -65,5 +67,42 @@ func TestBadURLInAListIsRedacted(t *testing.T) {
 	}
 	if _, err := New("svc", WithHost("h1:99999")); err == nil {
 		t.Fatal("a host with port 99999 was accepted")
+	}
+}
+
+// Issue 19: WithTLS with an amqp:// URL connected in plaintext without a
+// word, and WithTLS made hato ignore AMQP_URL.
+func TestWithTLSAndURLs(t *testing.T) {
+	tlsOpt := WithTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	for name, tc := range map[string]struct {
+		opts    []Option
+		env     string
+		want    []string
+		wantErr bool
+	}{
+		"amqp URL refused":       {opts: []Option{WithURL("amqp://u:p@h1:5671/"), tlsOpt}, wantErr: true},
+		"one amqp URL in list":   {opts: []Option{WithURLs("amqps://u:p@h1:5671/", "amqp://u:p@h2:5672/"), tlsOpt}, wantErr: true},
+		"amqps URL":              {opts: []Option{WithURL("amqps://u:p@h1:5671/"), tlsOpt}, want: []string{"amqps://u:p@h1:5671/"}},
+		"AMQP_URL used":          {opts: []Option{tlsOpt}, env: "amqps://u:p@h3:5671/", want: []string{"amqps://u:p@h3:5671/"}},
+		"plain AMQP_URL refused": {opts: []Option{tlsOpt}, env: "amqp://u:p@h3:5672/", wantErr: true},
+		"parts":                  {opts: []Option{WithHost("h4"), WithPort(5671), tlsOpt}, env: "amqp://u:p@h3/", want: []string{"amqps://guest:guest@h4:5671/"}},
+		"defaults":               {opts: []Option{tlsOpt}, want: []string{"amqps://guest:guest@127.0.0.1:5672/"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("AMQP_URL", tc.env)
+			s, err := New("svc", tc.opts...)
+			if tc.wantErr {
+				if !errors.Is(err, ErrInvalidOption) || strings.Contains(err.Error(), ":p@") {
+					t.Fatalf("New: %v, want ErrInvalidOption without the password", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(s.cfg.urls, tc.want) {
+				t.Errorf("urls = %q, want %q", s.cfg.urls, tc.want)
+			}
+		})
 	}
 }

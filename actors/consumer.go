@@ -1181,7 +1181,10 @@ func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {
 		return
 	}
 	c.deadLetterRecovered(ctx)
-	c.log.Error("message dead-lettered", append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
+	// The designed outcome for a bad message, not a fault of hato's: a
+	// warning, without a stack trace of actor internals.
+	c.log.WithOptions(zap.AddStacktrace(zap.FatalLevel)).Warn("message dead-lettered",
+		append(c.fields(j, j.err), zap.String("dead_letter_queue", c.policy.DeadLetterQueue))...)
 	j.d.Ack()
 	delete(c.jobs, j.id)
 	c.checkDrained()
@@ -1272,20 +1275,29 @@ func (c *consumer) after(d time.Duration, msg any) {
 	c.fx.after(d, c.self, c.sys, msg)
 }
 
+// fields are the log fields of a job. The route's name and routing key
+// are not among them: the consumer's
+// logger carries them (Route.LogFields), and a JSON line must not hold a
+// key twice. The delivery's own routing key (which a wildcard route's
+// differs from) is delivery_routing_key; message_id only when it is not
+// the message uuid.
 func (c *consumer) fields(j *job, err error) []zap.Field {
 	f := []zap.Field{
-		zap.String("route", c.route.Name),
 		zap.String("queue", c.route.Topology.Queue),
-		zap.String("routing_key", j.d.RoutingKey),
+		zap.String("delivery_routing_key", j.d.RoutingKey),
 		zap.Int("attempts", j.attempts),
 		zap.Bool("redelivered", j.d.Redelivered),
 	}
-	if j.d.MessageId != "" {
+	var mu interface{ MessageUUID() string }
+	uuid := ""
+	if errors.As(err, &mu) {
+		uuid = mu.MessageUUID()
+	}
+	if j.d.MessageId != "" && j.d.MessageId != uuid {
 		f = append(f, zap.String("message_id", j.d.MessageId))
 	}
-	var mu interface{ MessageUUID() string }
-	if errors.As(err, &mu) && mu.MessageUUID() != "" {
-		f = append(f, zap.String("message_uuid", mu.MessageUUID()))
+	if uuid != "" {
+		f = append(f, zap.String("message_uuid", uuid))
 	}
 	if err != nil {
 		f = append(f, zap.Error(err))

@@ -19,7 +19,9 @@ type Config struct {
 	// appears in errors or logs as given: see Redact.
 	URL string
 	// TLS configures amqps connections. Nil verifies the server certificate
-	// against the system roots with the URL's host as server name.
+	// against the system roots with the URL's host as server name. Dial
+	// never writes to it: each dial uses a clone whose ServerName is the
+	// URL's host unless TLS.ServerName is set.
 	TLS *tls.Config
 	// Heartbeat is the interval of AMQP heartbeats, which detect a dead peer.
 	// Zero means DefaultHeartbeat.
@@ -73,7 +75,7 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrDial, Redact(cfg.URL), ctx.Err())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDial, classify(Redact(cfg.URL), err))
+		return nil, fmt.Errorf("%w: %w", ErrDial, classifyDial(Redact(cfg.URL), err))
 	}
 	// amqp091-go clears the handshake deadline and sets a read deadline
 	// again only when the next frame arrives: if the network dies right
@@ -105,16 +107,32 @@ func amqpConfig(cfg Config, uri amqp.URI, heartbeat time.Duration, dial func(net
 	props["product"] = "hato"
 	acfg := amqp.Config{
 		Heartbeat:       heartbeat,
-		TLSClientConfig: cfg.TLS,
+		TLSClientConfig: tlsFor(cfg.TLS, uri),
 		Properties:      props,
 		Locale:          "en_US",
 		Dial:            dial,
 		ChannelMax:      cfg.ChannelMax,
 	}
-	if uri.Scheme == "amqps" && acfg.TLSClientConfig == nil {
-		acfg.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
-	}
 	return acfg
+}
+
+// tlsFor is the TLS configuration of one dial to uri: a clone of cfg (never
+// cfg itself, which amqp091-go would write its ServerName into, so that a
+// second dial, to another node or by another service sharing cfg, verified
+// the first host's name) with ServerName set to uri's host unless cfg sets
+// one. Nil for amqp:// without cfg.
+func tlsFor(cfg *tls.Config, uri amqp.URI) *tls.Config {
+	if cfg == nil {
+		if uri.Scheme != "amqps" {
+			return nil
+		}
+		return &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
+	}
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		c.ServerName = uri.Host
+	}
+	return c
 }
 
 // handshake holds the network connection of a dial, so that ctx can abort

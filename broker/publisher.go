@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,9 @@ func (e *NackedError) Is(target error) bool { return target == ErrNacked }
 const DefaultMaxInFlight = 1024
 
 // ReturnTagHeader is the header a Publisher adds to every mandatory publish:
-// the publish's delivery tag on its channel (an int64), so a basic.return,
+// the publish's delivery tag on its channel, in decimal (a string header:
+// consumers such as Watermill's default marshaler reject other types), so
+// a basic.return,
 // which carries the message but no delivery tag, names the very publish it
 // belongs to.
 //
@@ -115,7 +118,7 @@ const DefaultMaxInFlight = 1024
 // and other, routed, mandatory publishes, and the returned message has
 // nothing that tells two look-alike publishes apart. The delivery tag is
 // unique per channel, and a request sent again on another channel gets that
-// channel's tag.
+// channel's tag. Consumers see the header too; it means nothing to them.
 const ReturnTagHeader = "x-hato-seq"
 
 // PublisherConfig configures a Publisher.
@@ -331,14 +334,18 @@ func (p *Publisher) writeFailed(r *Request, tag uint64, err error) {
 func withReturnTag(h amqp.Table, tag uint64) amqp.Table {
 	t := make(amqp.Table, len(h)+1)
 	maps.Copy(t, h)
-	t[ReturnTagHeader] = int64(tag)
+	t[ReturnTagHeader] = strconv.FormatUint(tag, 10)
 	return t
 }
 
 // returnTag is the delivery tag a returned message was published with.
 func returnTag(ret amqp.Return) (uint64, bool) {
-	tag, ok := ret.Headers[ReturnTagHeader].(int64)
-	return uint64(tag), ok && tag > 0
+	s, ok := ret.Headers[ReturnTagHeader].(string)
+	if !ok {
+		return 0, false
+	}
+	tag, err := strconv.ParseUint(s, 10, 64)
+	return tag, err == nil && tag > 0
 }
 
 // returned holds the returns not yet matched to an ack, by delivery tag.

@@ -11,18 +11,23 @@ const redactedPassword = "xxxxx"
 
 // Redact returns s with every password of a user:password@ it contains
 // replaced, for logs and errors. s need not be one URL, nor parse at all:
-// for every '@' in s, the text between the first ':' after the last "://"
-// before that '@' (or after the start of s, when there is none) and the '@'
-// is masked. So "amqp://u:p@h1,amqp://u:q@h2" keeps neither p nor q, and a
-// password with unescaped '/', '@', ':' or spaces is masked whole. It may
-// mask more than a password (a host:port followed by an '@' further on),
-// never less, unless the password itself holds "://".
+// for every '@' in s, two spans are masked, from the first ':' after a
+// start up to that '@': the start after the last "://" before the '@',
+// and the start after the first "://" since the previous '@' (either
+// falls back to the start of s, or of the text after the previous '@',
+// when there is none). So "amqp://u:p@h1,amqp://u:q@h2" keeps neither p
+// nor q, a password with unescaped '/', '@', ':' or spaces is masked whole,
+// and so is one starting with "//" ("amqp://u://p@h", whose "://" the
+// first rule alone mistook for the scheme's). It may mask more than a
+// password (a host:port followed by an '@' further on), never less, unless
+// the password itself holds "://".
 func Redact(s string) string {
 	if strings.IndexByte(s, '@') < 0 {
 		return s
 	}
 	masked := make([]bool, len(s))
 	hit := false
+	prev := 0
 	for j := 0; j < len(s); j++ {
 		if s[j] != '@' {
 			continue
@@ -31,13 +36,13 @@ func Redact(s string) string {
 		if k := strings.LastIndex(s[:j], "://"); k >= 0 {
 			start = k + 3
 		}
-		colon := strings.IndexByte(s[start:j], ':')
-		if colon < 0 {
-			continue
+		first := prev
+		if k := strings.Index(s[prev:j], "://"); k >= 0 {
+			first = prev + k + 3
 		}
-		for i := start + colon + 1; i < j; i++ {
-			masked[i], hit = true, true
-		}
+		hit = maskFrom(s, masked, start, j) || hit
+		hit = maskFrom(s, masked, first, j) || hit
+		prev = j + 1
 	}
 	if !hit {
 		return s
@@ -56,6 +61,19 @@ func Redact(s string) string {
 		b.WriteString(redactedPassword)
 	}
 	return b.String()
+}
+
+// maskFrom marks s from after the first ':' in s[start:end] up to end, and
+// reports whether there was one.
+func maskFrom(s string, masked []bool, start, end int) bool {
+	colon := strings.IndexByte(s[start:end], ':')
+	if colon < 0 {
+		return false
+	}
+	for i := start + colon + 1; i < end; i++ {
+		masked[i] = true
+	}
+	return true
 }
 
 // scrubURLError keeps the reason of a URL parse error without the URL or

@@ -23,6 +23,10 @@ func TestRedactMasksEveryPassword(t *testing.T) {
 		// No scheme at all.
 		{"u:secret@h", "u:xxxxx@h"},
 		{"AMQP_URL=amqps://u:%40secret@h:5671/%2F", "AMQP_URL=amqps://u:xxxxx@h:5671/%2F"},
+		// Issue 19: a password starting with "//" (found by fuzzing).
+		{"amqp://u://secret@h/", "amqp://u:xxxxx@h/"},
+		{"amqp://u://se:cret@h/", "amqp://u:xxxxx@h/"},
+		{"amqp://a:b@h1,amqps://u://secret@h2/", "amqp://a:xxxxx@h1,amqps://u:xxxxx@h2/"},
 	}
 	for _, c := range cases {
 		if got := Redact(c.in); got != c.want {
@@ -64,6 +68,7 @@ func FuzzRedact(f *testing.F) {
 	f.Add("x amqp://a:b@c,amqp://", "u", "p/q@r s", "h2/vh")
 	f.Add("", "", ":::", "@@@")
 	f.Add("amqps://h:1/", "u:v", "\x00\xff", "amqp://z:y@w")
+	f.Add("", "u", "//x", "h/")
 	const mark = "S3CR3T"
 	f.Fuzz(func(t *testing.T, prefix, user, password, suffix string) {
 		password = mark + password
@@ -71,6 +76,15 @@ func FuzzRedact(f *testing.F) {
 			return // outside the property's domain
 		}
 		in := prefix + user + ":" + password + "@" + suffix
+		if out := Redact(in); strings.Contains(out, mark) {
+			t.Fatalf("Redact(%q) = %q keeps the password", in, out)
+		}
+		// A URL whose password starts with "//" (issue 19): the "://"
+		// it makes with the user's ':' is not the scheme's.
+		if strings.ContainsAny(prefix+user, "@:") || strings.Contains(prefix+user, "://") {
+			return
+		}
+		in = prefix + "amqp://" + user + "://" + password + "@" + suffix
 		if out := Redact(in); strings.Contains(out, mark) {
 			t.Fatalf("Redact(%q) = %q keeps the password", in, out)
 		}

@@ -106,3 +106,35 @@ func ExampleNewBroker() {
 	fmt.Println("competing:", handled["competing"], "not competing:", handled["not competing"])
 	// Output: competing: 3 not competing: 6
 }
+
+// A route with hato.Dedupe handles a message uuid once: publish the same
+// uuid twice with MessageUUID.
+func ExampleMessageUUID() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := hatotest.NewBroker()
+	svc, _ := hato.New("billing", hatotest.Transport(b))
+	var mu sync.Mutex
+	handled := 0
+	_ = hato.Subscribe(svc, "order.created", func(ctx context.Context, msg *hato.Message[order]) error {
+		mu.Lock()
+		handled++
+		mu.Unlock()
+		return nil
+	}, hato.Dedupe(time.Hour, nil))
+	if err := svc.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer svc.Stop(ctx)
+
+	for range 2 {
+		_ = b.Publish(ctx, "order.created", order{ID: 7}, hatotest.MessageUUID("orders.4f3c"))
+	}
+	if err := b.WaitIdle(ctx); err != nil {
+		panic(err)
+	}
+	mu.Lock()
+	fmt.Println("handled", handled)
+	mu.Unlock()
+	// Output: handled 1
+}

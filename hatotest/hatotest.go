@@ -58,6 +58,14 @@ type publishConfig struct {
 	headers   amqp.Table
 	mandatory bool
 	messageID string // the message-id property; a random uuid when empty
+	uuidSet   bool   // MessageUUID set messageID
+}
+
+// MessageUUID sets the message uuid (the envelope's, and the message-id
+// property) instead of a random one: publish twice with one uuid to test a
+// route with hato.Dedupe.
+func MessageUUID(id string) PublishOption {
+	return func(c *publishConfig) { c.messageID, c.uuidSet = id, true }
 }
 
 // Exchange publishes to the named exchange (default amq.topic).
@@ -97,11 +105,13 @@ func (b *Broker) Publish(ctx context.Context, routingKey string, data any, opts 
 	for _, o := range opts {
 		o(&c)
 	}
-	id := c.sender.UUID
-	if id == "" {
-		id = "None" // as tomodachi formats Python's None
+	if !c.uuidSet {
+		id := c.sender.UUID
+		if id == "" {
+			id = "None" // as tomodachi formats Python's None
+		}
+		c.messageID = id + "." + envelope.NewUUID4()
 	}
-	c.messageID = id + "." + envelope.NewUUID4()
 	body, err := c.env.Build(envelope.Build{Service: c.sender, Topic: routingKey, MessageUUID: c.messageID}, data, envelope.Options{})
 	if err != nil {
 		return fmt.Errorf("hatotest: publish %q: %w", routingKey, err)

@@ -60,3 +60,18 @@ func TestTransportNil(t *testing.T) {
 		t.Errorf("New with a nil broker: %v, want ErrInvalidOption", err)
 	}
 }
+
+// Issue 19: HATO_OPS_ADDR from the environment started ops servers in
+// hatotest services, so parallel tests clashed on the port.
+func TestHatotestServicesIgnoreHATO_OPS_ADDR(t *testing.T) {
+	t.Setenv("HATO_OPS_ADDR", "127.0.0.1:0")
+	b := hatotest.NewBroker()
+	svc, err := hato.New("ops-env", hatotest.Transport(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hatotest.Start(t, svc)
+	if addr := svc.OpsAddr(); addr != "" {
+		t.Errorf("hatotest service serves ops on %s from HATO_OPS_ADDR", addr)
+	}
+}

@@ -366,6 +366,10 @@ func (r *root) emit(e Event) {
 		r.log.Warn("supervision: child failed", fields...)
 	case EventUnavailable:
 		r.log.Warn("supervision: child unavailable, recovering", fields...)
+	case EventReady:
+		// The child says so itself at info ("connected", "consuming"):
+		// a second line per route at start-up is noise.
+		r.log.Debug("supervision", fields...)
 	default:
 		r.log.Info("supervision", fields...)
 	}

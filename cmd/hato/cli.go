@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -36,9 +37,14 @@ func newFlagSet(s spec) *flag.FlagSet {
 	return fs
 }
 
-// printHelp writes a subcommand's help: usage, description, examples, flags.
+// printHelp writes a subcommand's help: usage, description, examples,
+// flags (none when fs is nil: a command of subcommands).
 func printHelp(w io.Writer, s spec, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: hato %s [flags] %s\n\n%s\n\nExamples:\n%s\nFlags:\n", s.name, s.args, s.about, s.examples)
+	fmt.Fprintf(w, "Usage: hato %s%s %s\n\n%s\n\nExamples:\n%s", s.name, flagsWord(fs), s.args, s.about, s.examples)
+	if fs == nil {
+		return
+	}
+	fmt.Fprint(w, "\nFlags:\n")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
@@ -93,6 +99,14 @@ func wantArgs(s spec, pos []string, min, max int) error {
 	return nil
 }
 
+// plural is "1 message", "2 messages", "0 messages".
+func plural[N int | int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // stringList is a repeatable string flag.
 type stringList []string
 
@@ -109,7 +123,7 @@ type connFlags struct {
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.Var(&c.urls, "url", "AMQP URL; repeat (or separate with commas) for fallbacks tried in order (default $AMQP_URL, else "+defaultURL+")")
+	fs.Var(&c.urls, "url", "AMQP URL; repeat (or separate with commas or spaces) for fallbacks tried in order (default $AMQP_URL, else "+defaultURL+")")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on connecting and on waiting for each broker confirm")
 }
 
@@ -128,7 +142,7 @@ func (c *connFlags) resolve(getenv func(string) string) ([]string, error) {
 	}
 	for _, u := range urls {
 		if _, err := amqp.ParseURI(u); err != nil {
-			return nil, usagef("invalid AMQP URL %s: %v", u, err)
+			return nil, usagef("invalid AMQP URL %s", maskBadURL(u))
 		}
 	}
 	if c.timeout <= 0 {
@@ -137,9 +151,51 @@ func (c *connFlags) resolve(getenv func(string) string) ([]string, error) {
 	return urls, nil
 }
 
-// splitURLs splits a list of URLs separated by commas or white space.
+// splitURLs splits a list of URLs separated by commas or white space, as
+// the library splits AMQP_URL: only where the next part starts with
+// amqp:// or amqps://, so a comma or space inside a password or vhost
+// never splits its URL.
 func splitURLs(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if !urlSeparator(s[i]) {
+			continue
+		}
+		rest := strings.TrimLeftFunc(s[i+1:], func(r rune) bool { return r < utf8.RuneSelf && urlSeparator(byte(r)) })
+		if rest == "" || strings.HasPrefix(rest, "amqp://") || strings.HasPrefix(rest, "amqps://") {
+			if part := strings.Trim(s[start:i], ", \t\n"); part != "" {
+				out = append(out, part)
+			}
+			start = i + 1
+		}
+	}
+	if part := strings.Trim(s[start:], ", \t\n"); part != "" {
+		out = append(out, part)
+	}
+	return out
+}
+
+func urlSeparator(c byte) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' }
+
+// maskBadURL shows a URL that does not parse without anything that may be
+// a credential: everything between "://" (or the start) and the last '@'
+// is masked, and without an '@' all but the scheme is, since the parse
+// error may come from a password that holds a '/' or '#'.
+func maskBadURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		scheme, rest = "", u
+	} else {
+		scheme += "://"
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		return scheme + "xxxxx" + rest[at:]
+	}
+	if scheme == "" {
+		return "(xxxxx)"
+	}
+	return scheme + "xxxxx"
 }
 
 // headerFlags is a repeatable k=v flag.
@@ -154,4 +210,11 @@ func (h headerFlags) Set(v string) error {
 	}
 	h[k] = val
 	return nil
+}
+
+func flagsWord(fs *flag.FlagSet) string {
+	if fs == nil {
+		return ""
+	}
+	return " [flags]"
 }

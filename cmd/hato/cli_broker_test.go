@@ -276,7 +276,7 @@ func checkList(t *testing.T, url, dlq, origin string) {
 		}
 	}
 	r := hatoRun(t, url, "", "dlq", "list", dlq)
-	if !strings.Contains(r.stdout, dlq+"  1 messages  1× ") {
+	if !strings.Contains(r.stdout, dlq+"  1 message  service cli-poison, key ") || !strings.Contains(r.stdout, "  1× ") {
 		t.Errorf("dlq list text: %v", r)
 	}
 }

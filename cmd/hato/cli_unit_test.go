@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/hato-go/hato/actors"
+	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/test/testpb"
 )
@@ -211,7 +212,7 @@ func TestDecode(t *testing.T) {
 		{"json", envJSON, "json", `{"a":[1,2]}`, "", plain, build(t, envelope.JSON, map[string]any{"a": []int{1, 2}})},
 		{"protobuf as base64", envProtobuf, "base64", `"` + b64(pb) + `"`, "", plain, build(t, envelope.Protobuf, person)},
 		{"protobuf decoded", envProtobuf, "json", `{"id":"7","name":"Ada"}`, "", typed, build(t, envelope.Protobuf, person)},
-		{"text", "none", "text", `"hello"`, "protobuf", plain, []byte("hello")},
+		{"text", "none", "text", `"hello"`, "json", plain, []byte("hello")},
 		{"broken json", "none", "text", `"{\"service\": 1"`, "json", plain, []byte(`{"service": 1`)},
 		{"binary", "none", "base64", `"AP8="`, "protobuf", plain, []byte{0, 0xff}},
 	} {
@@ -239,7 +240,7 @@ func TestDecodedText(t *testing.T) {
 		t.Errorf("text %q, want %q", got, want)
 	}
 	u := (&decoder{envelope: envAuto}).decode([]byte("oops"))
-	if got := u.text(); !strings.HasPrefix(got, "(undecodable: protobuf") || !strings.HasSuffix(got, ") oops") {
+	if got := u.text(); !strings.HasPrefix(got, "(undecodable: json") || !strings.HasSuffix(got, ") oops") {
 		t.Errorf("text %q", got)
 	}
 }
@@ -291,6 +292,7 @@ func TestReplayFiltersAndTarget(t *testing.T) {
 	if (&replayOpts{olderThan: time.Minute}).matches(deadLetter{}, now) {
 		t.Error("an age filter matched a message without x-hato-dead-lettered-at")
 	}
+	own := broker.QueueName("k", "", "", true, "") + ".dlq"
 	for _, tc := range []struct {
 		o      replayOpts
 		dl     deadLetter
@@ -299,13 +301,14 @@ func TestReplayFiltersAndTarget(t *testing.T) {
 	}{
 		{replayOpts{}, dl, "amq.topic", "k", true},
 		{replayOpts{to: "other", exchange: "x"}, dl, "x", "other", true},
-		{replayOpts{toQueue: true}, dl, "", "q", true},
+		{replayOpts{toQueue: true}, dl, "", "q", false},
+		{replayOpts{toQueue: true, trust: true}, dl, "", "q", true},
 		{replayOpts{}, deadLetter{}, "", "", false},
 		{replayOpts{to: "k2"}, deadLetter{}, "", "k2", true},
 	} {
-		ex, rk, ok := tc.o.target(tc.dl)
-		if ex != tc.ex || rk != tc.rk || ok != tc.ok {
-			t.Errorf("%+v: %q %q %v, want %q %q %v", tc.o, ex, rk, ok, tc.ex, tc.rk, tc.ok)
+		ex, rk, why := tc.o.target(own, tc.dl)
+		if ex != tc.ex || rk != tc.rk || (why == "") != tc.ok {
+			t.Errorf("%+v: %q %q %q, want %q %q ok=%v", tc.o, ex, rk, why, tc.ex, tc.rk, tc.ok)
 		}
 	}
 }
@@ -395,4 +398,168 @@ func FuzzDelayQueueNames(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Issue 19: --url split on every comma and space, so a password holding
+// one was cut in two, and the error printed the fragment.
+func TestURLWithCommaOrSpaceInThePassword(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"amqp://u:pa,ss@h/", []string{"amqp://u:pa,ss@h/"}},
+		{"amqp://u:p,a@h/, amqps://v:w@h2/", []string{"amqp://u:p,a@h/", "amqps://v:w@h2/"}},
+		{"amqp://a/ amqp://b/", []string{"amqp://a/", "amqp://b/"}},
+		{"amqp://a/,", []string{"amqp://a/"}},
+	} {
+		c := connFlags{urls: []string{tc.in}, timeout: time.Second}
+		got, err := c.resolve(func(string) string { return "" })
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: %q %v, want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"amqp://u:se/cret@h:notaport/", "http://u:secret@h/", "amqp://u:secret/", "u:secret"} {
+		r := runIn("", nil, "publish", "--url", bad, "k", "1")
+		if r.code != exitUsage || strings.Contains(r.stderr, "cret") {
+			t.Errorf("--url %q: %v, want a usage error without the password", bad, r)
+		}
+	}
+}
+
+// Issue 19: replay published wherever a message's x-hato-original-*
+// headers pointed, with the operator's credentials. A forged message in a
+// dead-letter queue must not reach another route unless the operator says
+// so.
+func TestReplayRefusesForgedTargets(t *testing.T) {
+	queue := broker.QueueName("orders.created", "", "", true, "") + ".dlq"
+	prefixed := broker.QueueName("orders.created", "", "", true, "svc-") + ".dlq"
+	good := deadLetter{OriginalExchange: "amq.topic", OriginalRoutingKey: "orders.created",
+		OriginalQueue: strings.TrimSuffix(queue, ".dlq"), hasOrigin: true}
+	forgedKey := good
+	forgedKey.OriginalRoutingKey = "payments.approve"
+	suffixKey := good
+	suffixKey.OriginalRoutingKey = "evil.orders.created"
+	forgedEx := good
+	forgedEx.OriginalExchange = "payments"
+	forgedQueue := good
+	forgedQueue.OriginalQueue = "payments.approve"
+	prefixedKey := good
+	prefixedKey.OriginalRoutingKey = "pfx.orders.created"
+	for name, tc := range map[string]struct {
+		o     replayOpts
+		queue string
+		dl    deadLetter
+		ok    bool
+	}{
+		"own route":                 {replayOpts{}, queue, good, true},
+		"own route, queue prefix":   {replayOpts{}, prefixed, good, true},
+		"forged key":                {replayOpts{}, queue, forgedKey, false},
+		"key with extra prefix":     {replayOpts{}, queue, suffixKey, false},
+		"forged exchange":           {replayOpts{}, queue, forgedEx, false},
+		"forged queue":              {replayOpts{toQueue: true}, queue, forgedQueue, false},
+		"routing-key prefix":        {replayOpts{keyPrefix: "pfx."}, queue, prefixedKey, true},
+		"forged key with --to":      {replayOpts{to: "orders.created"}, queue, forgedKey, true},
+		"forged exchange, explicit": {replayOpts{exchange: "amq.topic"}, queue, forgedEx, true},
+		"trusted":                   {replayOpts{trust: true}, queue, forgedKey, true},
+		"explicit queue name":       {replayOpts{}, "orders.dlq", good, false},
+	} {
+		ex, rk, why := tc.o.target(tc.queue, tc.dl)
+		if (why == "") != tc.ok {
+			t.Errorf("%s: target %q %q, why %q; want ok=%v", name, ex, rk, why, tc.ok)
+		}
+	}
+}
+
+// Issue 19: numeric edges were accepted (exit 0, or --rate NaN and 1e-300
+// not throttling); each is a usage error.
+func TestNumericEdgesAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"publish", "--count", "5", "--rate", "NaN", "k", "1"},
+		{"publish", "--count", "5", "--rate", "1e-300", "k", "1"},
+		{"publish", "--count", "5", "--rate", "-1", "k", "1"},
+		{"publish", "--count", "5", "--rate", "+Inf", "k", "1"},
+		{"dlq", "show", "--limit", "-1", "q.dlq"},
+		{"dlq", "list", "--peek", "-5"},
+		{"tail", "--count", "-1", "k"},
+	} {
+		if r := runIn("", map[string]string{"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}, args...); r.code != exitUsage {
+			t.Errorf("%q: %v, want exit %d", args, r, exitUsage)
+		}
+	}
+}
+
+// Issue 19: "1 messages", "after 1 attempts"; an empty Flags section in
+// hato dlq --help.
+func TestWording(t *testing.T) {
+	dl := deadLetter{MessageID: "m", Attempts: 1, ReplayCount: 1}
+	if s := dl.text(time.Now()); !strings.Contains(s, "after 1 attempt\n") || !strings.Contains(s, "replayed: 1 time before") {
+		t.Errorf("dead letter text %q", s)
+	}
+	if s := (dlqInfo{Queue: "q", Messages: 1}).text(); s != "q  1 message" {
+		t.Errorf("dlq list text %q", s)
+	}
+	if s := (replaySummary{Queue: "q", Replayed: 1}).text(); !strings.HasPrefix(s, "replayed 1 message from q") {
+		t.Errorf("replay summary %q", s)
+	}
+	dry := replaySummary{Queue: "q", Matched: 3, Skipped: 2, DryRun: true}
+	if s := dry.text(); !strings.HasPrefix(s, "would replay 1 message from q") {
+		t.Errorf("dry-run summary %q counts skipped messages", s)
+	}
+	r := runIn("", nil, "dlq", "--help")
+	if r.code != exitOK || strings.Contains(r.stdout, "Flags:") {
+		t.Errorf("hato dlq --help: %v", r)
+	}
+}
+
+// Issue 19: "undecodable message <uuid> ..." made every message its own
+// group, and the cause was cut off at 60 characters; dlq list did not say
+// which service and key a DLQ holds.
+func TestDLQListGroupsReasonsByCause(t *testing.T) {
+	var tally reasonTally
+	for _, id := range []string{"0b7c9c52-5a43-4f0e-9d5c-2b1f7d1e4a10", "9f1d2c3b-1111-4222-8333-444455556666"} {
+		tally.add(deadLetter{Reason: "hato: invalid message " + id + ` on "orders.created": envelope: payload rejected by validator: amount must be positive`,
+			Service: "orders", OriginalRoutingKey: "orders.created"})
+	}
+	reasons, _ := tally.result()
+	if len(reasons) != 1 || reasons[0].Count != 2 {
+		t.Fatalf("reasons %+v, want one group of 2", reasons)
+	}
+	info := dlqInfo{Queue: "q.dlq", Messages: 2, Reasons: reasons, Services: sortedKeys(tally.services), RoutingKeys: sortedKeys(tally.keys)}
+	text := info.text()
+	for _, want := range []string{"amount must be positive", "service orders", "key orders.created"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("dlq list text %q does not say %q", text, want)
+		}
+	}
+}
+
+// Issue 19: dlq list ran rabbitmqctl against its default node, not the
+// broker of --url, and listed another broker's queues.
+func TestDLQListRefusesToListAnotherMachinesBrokerWithoutNode(t *testing.T) {
+	o := dlqListOpts{ctl: "/bin/false"}
+	var stderr strings.Builder
+	e := &env{stderr: &stderr}
+	_, err := o.listDLQs(e, &session{url: "amqp://guest:guest@rabbit.example.com:5672/"})
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--node") {
+		t.Fatalf("list for a remote URL without --node: %v, want a usage error naming --node", err)
+	}
+	if !localHost("127.0.0.1") || !localHost("localhost") || localHost("rabbit.example.com") {
+		t.Error("localHost")
+	}
+}
+
+// Issue 19: dlq show of a raw text body showed the protobuf decode error
+// instead of the JSON one.
+func TestAutoDecodeOfTextShowsTheJSONError(t *testing.T) {
+	d, err := newDecoder("auto", &protoFlags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("plain bytes")
+	_, jerr := decodeJSON(body)
+	got := d.decode(body)
+	if jerr == nil || got.Error != jerr.Error() {
+		t.Errorf("auto decode of text: error %q, want the JSON envelope's %v", got.Error, jerr)
+	}
 }

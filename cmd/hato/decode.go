@@ -114,7 +114,7 @@ type decoded struct {
 
 // decode decodes body with the configured envelope; "auto" tries JSON,
 // then protobuf, then shows the body as it is with the error of the
-// envelope it looked like.
+// envelope it looked like: JSON's for text, protobuf's for binary.
 func (d *decoder) decode(body []byte) decoded {
 	switch d.envelope {
 	case envJSON:
@@ -134,7 +134,9 @@ func (d *decoder) decode(body []byte) decoded {
 	if perr == nil {
 		return p
 	}
-	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' {
+	// Text (a raw body, broken JSON) is more likely meant as JSON than as
+	// protobuf, whose error would only puzzle.
+	if t := bytes.TrimSpace(body); (len(t) > 0 && t[0] == '{') || printable(body) {
 		return orRaw(j, jerr, body)
 	}
 	return orRaw(p, perr, body)
@@ -222,15 +224,15 @@ func compactJSON(b []byte) json.RawMessage {
 func (d decoded) text() string {
 	var b strings.Builder
 	if d.Envelope == "none" {
-		fmt.Fprintf(&b, "(undecodable: %s) %s", d.Error, dataText(d))
+		fmt.Fprintf(&b, "(undecodable: %s) %s", safe(d.Error), dataText(d))
 		return b.String()
 	}
 	if d.Service != "" || d.MessageUUID != "" {
-		fmt.Fprintf(&b, "%s %s %s ", orDash(d.Service), orDash(d.MessageUUID), orDash(d.Timestamp))
+		fmt.Fprintf(&b, "%s %s %s ", safe(orDash(d.Service)), safe(orDash(d.MessageUUID)), safe(orDash(d.Timestamp)))
 	}
 	b.WriteString(dataText(d))
 	if d.Error != "" {
-		fmt.Fprintf(&b, " (%s)", d.Error)
+		fmt.Fprintf(&b, " (%s)", safe(d.Error))
 	}
 	return b.String()
 }

@@ -53,7 +53,7 @@ whom (service, route).
 
 func runDLQ(e *env, args []string) error {
 	if len(args) == 0 {
-		printHelp(e.stderr, dlqSpec, newFlagSet(dlqSpec))
+		printHelp(e.stderr, dlqSpec, nil)
 		return usagef("dlq: want list, show, replay or purge")
 	}
 	switch args[0] {
@@ -66,7 +66,7 @@ func runDLQ(e *env, args []string) error {
 	case "purge":
 		return runDLQPurge(e, args[1:])
 	case "-h", "-help", "--help", "help":
-		printHelp(e.stdout, dlqSpec, newFlagSet(dlqSpec))
+		printHelp(e.stdout, dlqSpec, nil)
 		return nil
 	}
 	return usagef("dlq: unknown subcommand %q: want list, show, replay or purge", args[0])
@@ -141,20 +141,20 @@ func headerInt(h amqp.Table, k string) int64 {
 // text is a dead letter's description for people, several lines.
 func (d deadLetter) text(now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "message %s", orDash(d.MessageID))
+	fmt.Fprintf(&b, "message %s", safe(orDash(d.MessageID)))
 	if a, ok := age(d.DeadLetteredAt, now); ok {
-		fmt.Fprintf(&b, ", dead-lettered %s (%s ago)", d.DeadLetteredAt, a.Round(time.Second))
+		fmt.Fprintf(&b, ", dead-lettered %s (%s ago)", safe(d.DeadLetteredAt), a.Round(time.Second))
 	}
 	if d.Attempts > 0 {
-		fmt.Fprintf(&b, " after %d attempts", d.Attempts)
+		fmt.Fprintf(&b, " after %s", plural(d.Attempts, "attempt"))
 	}
-	fmt.Fprintf(&b, "\n  reason:   %s", orDash(d.Reason))
-	fmt.Fprintf(&b, "\n  from:     exchange %q, routing key %q, queue %s", d.OriginalExchange, d.OriginalRoutingKey, orDash(d.OriginalQueue))
+	fmt.Fprintf(&b, "\n  reason:   %s", safe(orDash(d.Reason)))
+	fmt.Fprintf(&b, "\n  from:     exchange %q, routing key %q, queue %s", d.OriginalExchange, d.OriginalRoutingKey, safe(orDash(d.OriginalQueue)))
 	if d.Service != "" || d.Route != "" {
-		fmt.Fprintf(&b, "\n  service:  %s, route %s", orDash(d.Service), orDash(d.Route))
+		fmt.Fprintf(&b, "\n  service:  %s, route %s", safe(orDash(d.Service)), safe(orDash(d.Route)))
 	}
 	if d.ReplayCount > 0 {
-		fmt.Fprintf(&b, "\n  replayed: %d times before", d.ReplayCount)
+		fmt.Fprintf(&b, "\n  replayed: %s before", plural(d.ReplayCount, "time"))
 	}
 	return b.String()
 }
@@ -200,9 +200,21 @@ func peek(ch *amqp.Channel, queue string, limit int, f func(amqp.Delivery)) (int
 	return n, nil
 }
 
-// messageRef is the "message <uuid>: " hato writes into a reason.
-var messageRef = regexp.MustCompile(`message [^\s:]+: `)
+// messageRef is the "message <uuid>: " hato writes into a reason;
+// messageIn the "message <uuid> on ..." of an undecodable one; uuidRef any
+// other uuid.
+var (
+	messageRef = regexp.MustCompile(`message [^\s:]+: `)
+	messageIn  = regexp.MustCompile(`message [^\s:]+ on `)
+	uuidRef    = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
+)
 
-// shortReason is a reason without the message it names, so that the
-// reasons of many messages group together.
-func shortReason(r string) string { return messageRef.ReplaceAllString(r, "") }
+// shortReason is a reason without the message it names and without
+// hato's package prefix, so that the reasons of many messages group
+// together by cause.
+func shortReason(r string) string {
+	r = messageRef.ReplaceAllString(r, "")
+	r = messageIn.ReplaceAllString(r, "message on ")
+	r = uuidRef.ReplaceAllString(r, "<uuid>")
+	return strings.TrimPrefix(r, "hato: ")
+}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -25,7 +27,10 @@ uuid they name). AMQP cannot list queues: without QUEUE
 arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
 keeps the queues named *.dlq, and the delay queues of delayed retries
 (*.retry.<delay>, listed with the messages waiting in them, not peeked), which works on the broker's machine (as a user
-rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).`,
+rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).
+rabbitmqctl talks to its own node, not to the broker of --url: when --url
+names a host other than this machine, pass --node (rabbit@HOST) to say
+which node to list. The node listed is named on stderr.`,
 	examples: `  hato dlq list
   hato dlq list --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
   hato dlq list --rabbitmqctl /usr/sbin/rabbitmqctl --url amqp://guest:guest@127.0.0.1:5672/orders
@@ -36,6 +41,7 @@ type dlqListOpts struct {
 	conn  connFlags
 	out   printer
 	ctl   string
+	node  string
 	peekN int
 }
 
@@ -43,6 +49,7 @@ func (o *dlqListOpts) register(fs *flag.FlagSet) {
 	o.conn.register(fs)
 	o.out.register(fs)
 	fs.StringVar(&o.ctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl executable that lists the queues when none is named")
+	fs.StringVar(&o.node, "node", "", "node rabbitmqctl lists the queues of (-n); needed when --url is not this machine")
 	fs.IntVar(&o.peekN, "peek", 1000, "read at most this many messages per queue for the reasons")
 }
 
@@ -59,7 +66,11 @@ type dlqInfo struct {
 	Peeked         int           `json:"peeked"`
 	Reasons        []reasonCount `json:"reasons"`
 	OriginalQueues []string      `json:"original_queues,omitempty"`
-	Error          string        `json:"error,omitempty"`
+	// Services and RoutingKeys are the x-hato-service and
+	// x-hato-original-routing-key values of the peeked messages.
+	Services    []string `json:"services,omitempty"`
+	RoutingKeys []string `json:"routing_keys,omitempty"`
+	Error       string   `json:"error,omitempty"`
 	// Delay: a delay queue of delayed retries; its messages are waiting
 	// to go back to their route's queue, not dead.
 	Delay bool `json:"delay_queue,omitempty"`
@@ -67,16 +78,19 @@ type dlqInfo struct {
 
 func (d dlqInfo) text() string {
 	if d.Error != "" {
-		return fmt.Sprintf("%s  error: %s", d.Queue, d.Error)
+		return fmt.Sprintf("%s  error: %s", safe(d.Queue), safe(d.Error))
 	}
 	reasons := make([]string, 0, len(d.Reasons))
 	for _, r := range d.Reasons {
-		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, clip(r.Reason, 60)))
+		reasons = append(reasons, fmt.Sprintf("%d× %s", r.Count, safe(clip(r.Reason, 160))))
 	}
 	if d.Delay {
-		return fmt.Sprintf("%s  %d messages waiting for a delayed retry", d.Queue, d.Messages)
+		return fmt.Sprintf("%s  %s waiting for a delayed retry", safe(d.Queue), plural(d.Messages, "message"))
 	}
-	s := fmt.Sprintf("%s  %d messages", d.Queue, d.Messages)
+	s := fmt.Sprintf("%s  %s", safe(d.Queue), plural(d.Messages, "message"))
+	if len(d.Services) > 0 || len(d.RoutingKeys) > 0 {
+		s += fmt.Sprintf("  service %s, key %s", safe(orDash(strings.Join(d.Services, ","))), safe(orDash(strings.Join(d.RoutingKeys, ","))))
+	}
 	if len(reasons) > 0 {
 		s += "  " + strings.Join(reasons, "; ")
 	}
@@ -91,13 +105,16 @@ func runDLQList(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.peekN < 0 {
+		return usagef("dlq list: --peek must not be negative")
+	}
 	s, err := connect(e, &o.conn, "dlq list")
 	if err != nil {
 		return err
 	}
 	defer s.close()
 	if len(queues) == 0 {
-		if queues, err = listDLQs(e.ctx, o.ctl, s.vhost()); err != nil {
+		if queues, err = o.listDLQs(e, s); err != nil {
 			return err
 		}
 	}
@@ -116,11 +133,60 @@ func runDLQList(e *env, args []string) error {
 	return nil
 }
 
-// listDLQs runs rabbitmqctl and returns the queues of vhost named *.dlq.
-func listDLQs(ctx context.Context, ctl, vhost string) ([]string, error) {
+// listDLQs runs rabbitmqctl and returns the queues named *.dlq of the
+// connected vhost, on --node or, when the connected broker is on this
+// machine, rabbitmqctl's default node. It says on stderr which.
+func (o *dlqListOpts) listDLQs(e *env, s *session) ([]string, error) {
+	node := o.node
+	if node == "" {
+		host := urlHost(s.url)
+		if !localHost(host) {
+			return nil, usagef("dlq list: rabbitmqctl lists its own node's queues, not those of %s: pass --node rabbit@HOST, or name the queues", host)
+		}
+	}
+	fmt.Fprintf(e.stderr, "listing the queues of vhost %s on node %s with %s\n", s.vhost(), orDefault(node, "(rabbitmqctl's default, this machine)"), o.ctl)
+	return listDLQs(e.ctx, o.ctl, node, s.vhost())
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// urlHost is the host of an AMQP URL that parsed.
+func urlHost(u string) string {
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return ""
+	}
+	return uri.Host
+}
+
+// localHost reports whether host is this machine.
+func localHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	name, err := os.Hostname()
+	return err == nil && strings.EqualFold(strings.TrimSuffix(host, "."), name)
+}
+
+// listDLQs runs rabbitmqctl (on node, when not empty) and returns the
+// queues of vhost named *.dlq.
+func listDLQs(ctx context.Context, ctl, node, vhost string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, ctl, "-q", "list_queues", "-p", vhost, "name", "--formatter", "json")
+	args := []string{"-q"}
+	if node != "" {
+		args = append(args, "-n", node)
+	}
+	args = append(args, "list_queues", "-p", vhost, "name", "--formatter", "json")
+	cmd := exec.CommandContext(ctx, ctl, args...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.Output()
 	if err != nil {
@@ -172,18 +238,37 @@ func inspectDLQ(s *session, queue string, limit int) dlqInfo {
 		info.Error = err.Error()
 	}
 	info.Reasons, info.OriginalQueues = t.result()
+	info.Services, info.RoutingKeys = sortedKeys(t.services), sortedKeys(t.keys)
 	return info
 }
 
 // reasonTally counts reasons and original queues.
 type reasonTally struct {
-	reasons map[string]int
-	origins map[string]bool
+	reasons  map[string]int
+	origins  map[string]bool
+	services map[string]bool
+	keys     map[string]bool
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (t *reasonTally) add(d deadLetter) {
 	if t.reasons == nil {
 		t.reasons, t.origins = map[string]int{}, map[string]bool{}
+		t.services, t.keys = map[string]bool{}, map[string]bool{}
+	}
+	if d.Service != "" {
+		t.services[d.Service] = true
+	}
+	if d.OriginalRoutingKey != "" {
+		t.keys[d.OriginalRoutingKey] = true
 	}
 	t.reasons[shortReason(d.Reason)]++
 	if d.OriginalQueue != "" {
@@ -248,9 +333,9 @@ type shownMessage struct {
 func (m shownMessage) text(now time.Time) string {
 	s := m.deadLetter.text(now) + "\n  data:     " + dataText(m.Data)
 	if m.Data.Error != "" {
-		s += " (undecodable: " + m.Data.Error + ")"
+		s += " (undecodable: " + safe(m.Data.Error) + ")"
 	} else if m.Data.Service != "" {
-		s += fmt.Sprintf(" (%s envelope from %s at %s)", m.Data.Envelope, m.Data.Service, m.Data.Timestamp)
+		s += fmt.Sprintf(" (%s envelope from %s at %s)", m.Data.Envelope, safe(m.Data.Service), safe(m.Data.Timestamp))
 	}
 	return s + "\n"
 }
@@ -260,6 +345,9 @@ func runDLQShow(e *env, args []string) error {
 	pos, err := parseArgs(e, dlqShowSpec, o.register, args, 1, 1)
 	if err != nil {
 		return err
+	}
+	if o.limit < 0 {
+		return usagef("dlq show: --limit must not be negative")
 	}
 	dec, err := newDecoder(o.envelope, &o.proto)
 	if err != nil {
@@ -290,7 +378,7 @@ func (o *dlqShowOpts) show(e *env, s *session, dec *decoder, queue string) error
 		o.out.record(m, m.text(now))
 	})
 	if !o.out.json {
-		fmt.Fprintf(e.stdout, "%d of %d messages shown; all left in %s\n", shown, n, queue)
+		fmt.Fprintf(e.stdout, "%d of %s shown; all left in %s\n", shown, plural(n, "message"), queue)
 	}
 	return err
 }
@@ -343,7 +431,7 @@ func (o *dlqPurgeOpts) purge(e *env, s *session, queue string) error {
 	if err != nil {
 		return err
 	}
-	if !o.yes && !confirm(e, fmt.Sprintf("purge %d messages from %s? type yes: ", n, queue)) {
+	if !o.yes && !confirm(e, fmt.Sprintf("purge %s from %s? type yes: ", plural(n, "message"), queue)) {
 		return errors.New("not purged (not confirmed)")
 	}
 	ch, err := s.channel()
@@ -356,7 +444,7 @@ func (o *dlqPurgeOpts) purge(e *env, s *session, queue string) error {
 		return fmt.Errorf("purge %s: %w", queue, err)
 	}
 	o.out.w = e.stdout
-	o.out.record(map[string]any{"queue": queue, "purged": purged}, fmt.Sprintf("purged %d messages from %s", purged, queue))
+	o.out.record(map[string]any{"queue": queue, "purged": purged}, fmt.Sprintf("purged %s from %s", plural(purged, "message"), queue))
 	return nil
 }
 

@@ -27,7 +27,18 @@ Filters pick messages by reason, age and number; the others stay, in order.
 Every message on the exchange and key reaches every queue bound to it, not
 only the one that dead-lettered it; --to-queue sends it to its original
 queue alone. Messages that fail again are dead-lettered again and are not
-replayed twice in one run.`,
+replayed twice in one run.
+
+The x-hato-original-* headers are part of the message, so anyone who can
+publish to the dead-letter queue can write them. Without --to, --exchange,
+--to-queue or --trust-headers, replay only sends a message back to its
+queue's own route: the exchange must be amq.topic (hato's and tomodachi's
+default) and the routing key the one the queue's name is the hash of (a
+route with a --routing-key-prefix needs that flag); --to-queue needs
+x-hato-original-queue to be QUEUE without ".dlq". Other messages are
+skipped and named. --trust-headers replays them where their headers say
+(queues with an explicit queue name, or per-instance dead-letter queues,
+need it or --to).`,
 	examples: `  hato dlq replay --dry-run QUEUE.dlq
   hato dlq replay QUEUE.dlq
   hato dlq replay --reason 'connection refused' --older-than 10m --count 100 QUEUE.dlq
@@ -46,6 +57,8 @@ type replayOpts struct {
 	newerThan time.Duration
 	count     int
 	dryRun    bool
+	trust     bool
+	keyPrefix string
 }
 
 func (o *replayOpts) register(fs *flag.FlagSet) {
@@ -59,6 +72,8 @@ func (o *replayOpts) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.newerThan, "newer-than", 0, "only messages dead-lettered less than this long ago")
 	fs.IntVar(&o.count, "count", 0, "replay at most this many messages (0: all)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "show what would be replayed; change nothing")
+	fs.BoolVar(&o.trust, "trust-headers", false, "replay to where x-hato-original-* say even when it is not the queue's own route")
+	fs.StringVar(&o.keyPrefix, "routing-key-prefix", "", "tomodachi's routing_key_prefix of the route, to check its routing key against the queue name")
 }
 
 // replayed is the record dlq replay prints for each message it replays
@@ -72,7 +87,7 @@ type replayed struct {
 }
 
 func (r replayed) text() string {
-	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, orDash(r.MessageID), r.Exchange, r.RoutingKey, clip(orDash(shortReason(r.Reason)), 60))
+	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, safe(orDash(r.MessageID)), r.Exchange, r.RoutingKey, safe(clip(orDash(shortReason(r.Reason)), 60)))
 	if r.Why != "" {
 		s += ": " + r.Why
 	}
@@ -87,18 +102,40 @@ type replaySummary struct {
 	Skipped  int    `json:"skipped"`
 	Left     int    `json:"left"`
 	DryRun   bool   `json:"dry_run"`
-	Error    string `json:"error,omitempty"`
+	// Targets are the distinct exchange/key pairs replayed (or that would
+	// be) to, in the order first seen.
+	Targets []replayTarget `json:"targets,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+type replayTarget struct {
+	Exchange   string `json:"exchange"`
+	RoutingKey string `json:"routing_key"`
+}
+
+func (s *replaySummary) addTarget(exchange, key string) {
+	t := replayTarget{exchange, key}
+	if !slices.Contains(s.Targets, t) {
+		s.Targets = append(s.Targets, t)
+	}
 }
 
 func (s replaySummary) text() string {
 	verb := "replayed"
 	n := s.Replayed
 	if s.DryRun {
-		verb, n = "would replay", s.Matched
+		verb, n = "would replay", s.Matched-s.Skipped
 	}
-	t := fmt.Sprintf("%s %d messages from %s; %d left in the queue", verb, n, s.Queue, s.Left)
+	t := fmt.Sprintf("%s %s from %s; %d left in the queue", verb, plural(n, "message"), s.Queue, s.Left)
+	for i, tg := range s.Targets {
+		sep := ", "
+		if i == 0 {
+			sep = " to "
+		}
+		t += fmt.Sprintf("%sexchange %q key %q", sep, tg.Exchange, tg.RoutingKey)
+	}
 	if s.Skipped > 0 {
-		t += fmt.Sprintf(" (%d without an origin to replay to)", s.Skipped)
+		t += fmt.Sprintf(" (%d skipped: see their lines)", s.Skipped)
 	}
 	if s.Error != "" {
 		t += "; stopped: " + s.Error
@@ -190,14 +227,15 @@ func (r *replayer) one(queue string, d amqp.Delivery) error {
 		return nil
 	}
 	r.sum.Matched++
-	exchange, key, ok := r.target(dl)
+	exchange, key, why := r.target(queue, dl)
 	rec := replayed{Action: "would-replay", deadLetter: dl, Exchange: exchange, RoutingKey: key}
 	switch {
-	case !ok:
-		rec.Action, rec.Why = "skipped", "no x-hato-original-* headers: give --to (and --exchange)"
+	case why != "":
+		rec.Action, rec.Why = "skipped", why
 		r.sum.Skipped++
 		r.keep(d)
 	case r.dryRun:
+		r.sum.addTarget(exchange, key)
 		r.keep(d)
 	default:
 		if err := r.republish(d, exchange, key); err != nil {
@@ -205,6 +243,7 @@ func (r *replayer) one(queue string, d amqp.Delivery) error {
 		}
 		rec.Action = "replayed"
 		r.sum.Replayed++
+		r.sum.addTarget(exchange, key)
 	}
 	r.out.record(rec, rec.text())
 	return nil
@@ -250,11 +289,18 @@ func (o *replayOpts) matches(d deadLetter, now time.Time) bool {
 	return (o.olderThan == 0 || a >= o.olderThan) && (o.newerThan == 0 || a < o.newerThan)
 }
 
-// target is where d goes; ok is false when neither the headers nor the
-// flags say.
-func (o *replayOpts) target(d deadLetter) (exchange, key string, ok bool) {
+// target is where d from queue goes; why says why it does not go
+// anywhere: neither the headers nor the flags name a target, or the
+// headers name one that is not the queue's own route (see ownRoute).
+func (o *replayOpts) target(queue string, d deadLetter) (exchange, key, why string) {
 	if o.toQueue {
-		return "", d.OriginalQueue, d.OriginalQueue != ""
+		if d.OriginalQueue == "" {
+			return "", "", "no x-hato-original-queue header"
+		}
+		if !o.trust && d.OriginalQueue != strings.TrimSuffix(queue, ".dlq") {
+			return "", d.OriginalQueue, "x-hato-original-queue is not this queue's: pass --trust-headers to replay there"
+		}
+		return "", d.OriginalQueue, ""
 	}
 	exchange, key = d.OriginalExchange, d.OriginalRoutingKey
 	if o.exchange != "" {
@@ -263,7 +309,34 @@ func (o *replayOpts) target(d deadLetter) (exchange, key string, ok bool) {
 	if o.to != "" {
 		key = o.to
 	}
-	return exchange, key, d.hasOrigin || o.to != ""
+	switch {
+	case !d.hasOrigin && o.to == "":
+		return exchange, key, "no x-hato-original-* headers: give --to (and --exchange)"
+	case o.trust:
+		return exchange, key, ""
+	case o.exchange == "" && d.hasOrigin && exchange != defaultExchange:
+		return exchange, key, "x-hato-original-exchange is not " + defaultExchange + ": pass --exchange, or --trust-headers"
+	case o.to == "" && !o.ownKey(queue, key):
+		return exchange, key, "x-hato-original-routing-key is not the one this queue's name is made from: pass --to, or --trust-headers"
+	}
+	return exchange, key, ""
+}
+
+// defaultExchange is the exchange of hato and tomodachi routes by default.
+const defaultExchange = "amq.topic"
+
+// ownKey reports whether key (as on the wire) is the routing key queue (a
+// dead-letter queue of a competing route without an explicit queue name,
+// named sha256 of its key, behind any queue-name prefix) was named from.
+// The hash commits to the key: headers cannot forge it.
+func (o *replayOpts) ownKey(queue, key string) bool {
+	base := strings.TrimSuffix(queue, ".dlq")
+	decoded := broker.DecodeRoutingKey(key)
+	if !strings.HasPrefix(decoded, o.keyPrefix) {
+		return false
+	}
+	want := broker.QueueName(decoded[len(o.keyPrefix):], "", "", true, "")
+	return base != queue && strings.HasSuffix(base, want)
 }
 
 // replayRequest is d as first published: body, properties and headers,

@@ -106,7 +106,7 @@ func exitCode(e *env, err error) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	fmt.Fprintf(e.stderr, "hato: %s\n", broker.Redact(err.Error()))
+	fmt.Fprintf(e.stderr, "hato: %s\n", safeLines(broker.Redact(err.Error())))
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage

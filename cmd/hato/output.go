@@ -34,7 +34,56 @@ func (p *printer) record(v any, text string) {
 		fmt.Fprintf(p.w, "%s\n", b)
 		return
 	}
-	fmt.Fprintln(p.w, text)
+	fmt.Fprintln(p.w, safeLines(text))
+}
+
+// safe escapes what a terminal would act on in text that came from the
+// broker or a message (ids, reasons, service names, routing keys,
+// headers): control and format characters (ESC, CR, newline, bidi
+// overrides, ...) and invalid UTF-8 become Go escapes (\x1b, \u202e), so
+// a message cannot clear the screen or fake a line of output. --json
+// output stays exact.
+func safe(s string) string { return escape(s, false) }
+
+// safeLines is safe for several lines: newline and tab stay.
+func safeLines(s string) string { return escape(s, true) }
+
+func escape(s string, lines bool) string {
+	if !needsEscape(s, lines) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case lines && (r == '\n' || r == '\t'):
+			b.WriteRune(r)
+		case r < 0x100 && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func needsEscape(s string, lines bool) bool {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			return true
+		}
+		if (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) && !(lines && (r == '\n' || r == '\t')) {
+			return true
+		}
+		i += n
+	}
+	return false
 }
 
 // progress is a line on stderr rewritten in place during long operations,

@@ -27,7 +27,9 @@ is bound to KEY the broker returns it and hato exits 1 (--allow-unroutable
 accepts that). --count and --rate publish many copies for load; each gets its
 own message uuid. Envelopes: json (DATA is a JSON value), protobuf (DATA is a
 serialized message, or protobuf JSON with --proto-type and --descriptor-set),
-raw (DATA is the body).`,
+raw (DATA is the body). Every message carries the string header x-hato-seq
+(its publish's sequence number on the channel), by which a returned message
+is matched to its publish; consumers can ignore it.`,
 	examples: `  hato publish example.topic '{"hello": "world"}'
   echo '"text"' | hato publish example.topic -
   hato publish --envelope raw --header trace=abc example.topic 'plain bytes'
@@ -128,8 +130,11 @@ func runPublish(e *env, args []string) error {
 // prepare checks the flags and DATA and returns a function that builds
 // each message.
 func (o *publishOpts) prepare(e *env, pos []string) (func() (*broker.Request, string, error), error) {
-	if o.count < 1 || o.rate < 0 {
-		return nil, usagef("--count must be at least 1 and --rate not negative")
+	if o.count < 1 {
+		return nil, usagef("--count must be at least 1")
+	}
+	if o.rate != 0 && !(o.rate >= minRate && o.rate <= maxRate) { // NaN fails both
+		return nil, usagef("--rate must be 0 (no limit) or between %g and %g messages per second", minRate, maxRate)
 	}
 	key := pos[0]
 	wire, err := broker.WireRoutingKey(o.prefix, key)
@@ -307,6 +312,13 @@ func (o *publishOpts) finish(res publishResult, t *tally, took time.Duration) pu
 	}
 	return res
 }
+
+// Bounds of --rate: below minRate a message's due time overflows a
+// time.Duration (so nothing was throttled); above maxRate pacing is moot.
+const (
+	minRate = 0.001
+	maxRate = 1e9
+)
 
 // pace waits for message i's turn at rate (messages per second; 0 is no
 // limit) and for a free in-flight slot, which it takes.

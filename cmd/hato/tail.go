@@ -57,9 +57,9 @@ type tailRecord struct {
 }
 
 func (r tailRecord) text() string {
-	s := r.RoutingKey + " " + r.decoded.text()
+	s := safe(r.RoutingKey) + " " + r.decoded.text()
 	if len(r.Headers) > 0 {
-		s += fmt.Sprintf(" headers=%v", map[string]any(r.Headers))
+		s += " headers=" + safe(fmt.Sprintf("%v", map[string]any(r.Headers)))
 	}
 	return s
 }
@@ -69,6 +69,9 @@ func runTail(e *env, args []string) error {
 	pos, err := parseArgs(e, tailSpec, o.register, args, 1, 1)
 	if err != nil {
 		return err
+	}
+	if o.count < 0 {
+		return usagef("tail: --count must not be negative")
 	}
 	dec, err := newDecoder(o.envelope, &o.proto)
 	if err != nil {
