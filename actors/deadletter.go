@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -80,6 +81,20 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 			Body:            d.Body,
 		},
 	}
+}
+
+// ErrUnparseable: the message's properties could not be read (see
+// broker.HeaderUnparseable); such a message is dead-lettered on arrival,
+// without running the handler or counting attempts.
+var ErrUnparseable = errors.New("unparseable")
+
+// unparseable returns why d must be quarantined, or nil: its properties
+// reached hato rewritten by the frame guard, which says why in a header.
+func unparseable(d *broker.Delivery) error {
+	if why, ok := broker.Unparseable(d.Headers); ok {
+		return fmt.Errorf("%w: %s", ErrUnparseable, why)
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {
