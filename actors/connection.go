@@ -413,6 +413,7 @@ func (c *connection) openPublisher() {
 		}
 		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
 			MaxInFlight: maxInFlight,
+			FrameMax:    pub.Config.FrameSize,
 			Closed: func(p *broker.Publisher, err error, unfinished []*broker.Request) {
 				shared.mu.Lock()
 				if shared.stopped {
