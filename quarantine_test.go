@@ -98,3 +98,51 @@ func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
 		t.Errorf("%d more messages in the dead-letter queue", m)
 	}
 }
+
+// Issue 17: a message whose headers are just under frame_max can be
+// dead-lettered: the copy, which would not fit with hato's headers added,
+// drops the original's largest headers (and says so) instead of costing
+// the publishing connection at every attempt.
+func TestDeadLetterOfHeadersNearFrameMax(t *testing.T) {
+	key := testutil.Key(t, "near-frame-max")
+	sup := &testutil.SupervisorEvents{}
+	got := testutil.NewCollector()
+	svc := newService(t, "near-frame-max", hato.WithSupervisorEvents(sup.Add))
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		got.Add(idOf(m))
+		return nil
+	})
+	testutil.Start(t, svc)
+	dlq := svc.Routes()[0].DeadLetterQueue
+	ready := sup.Count(hato.EventReady)
+
+	// Its body is no envelope: it is dead-lettered as undecodable.
+	brokertest.PublishHostile(t, brokerURL(t), "amq.topic", key, amqp.Publishing{
+		Headers: amqp.Table{"big": strings.Repeat("x", 130_900), "small": "kept"}, MessageId: "big",
+		Body: []byte(`{"id":"big"}`),
+	})
+	publishN(t, publisher(t), key, fmtIDs("after", 50))
+	got.WaitDistinct(t, 50, 60*time.Second)
+
+	conn := brokertest.Dial(t, brokerURL(t), "test-near-frame-max-check")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d amqp.Delivery
+	brokertest.WaitFor(t, 30*time.Second, func() bool {
+		var ok bool
+		d, ok, err = ch.Get(dlq, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}, "the copy in %s", dlq)
+	note, _ := d.Headers[actors.HeaderDroppedHeaders].(string)
+	if !strings.Contains(note, "big") || d.Headers["small"] != "kept" || d.MessageId != "big" {
+		t.Errorf("copy: note %q, small %v, id %q", note, d.Headers["small"], d.MessageId)
+	}
+	if n := sup.Count(hato.EventUnavailable); n != 0 || sup.Count(hato.EventReady) != ready {
+		t.Errorf("%d unavailable events: connections or channels were lost", n)
+	}
+}

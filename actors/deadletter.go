@@ -30,6 +30,10 @@ const (
 	// HeaderOriginalExpiration holds the original's expiration property,
 	// which the dead-letter copy does not carry.
 	HeaderOriginalExpiration = "x-hato-original-expiration"
+	// HeaderDroppedHeaders lists the original's headers the dead-letter
+	// copy does not carry because, with hato's headers added, they would
+	// not fit one frame (see fitDeadLetter).
+	HeaderDroppedHeaders = "x-hato-dropped-headers"
 )
 
 // deadLetterRequest republishes d to queue through the default exchange:
@@ -62,7 +66,7 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 	if d.Expiration != "" {
 		headers[HeaderOriginalExpiration] = d.Expiration
 	}
-	return &broker.Request{
+	req := &broker.Request{
 		Exchange:   "",
 		RoutingKey: queue,
 		Mandatory:  true,
@@ -81,6 +85,8 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 			Body:            d.Body,
 		},
 	}
+	fitDeadLetter(&req.Msg, d.Headers)
+	return req
 }
 
 // ErrUnparseable: the message's properties could not be read (see
