@@ -98,7 +98,7 @@ func (s replaySummary) text() string {
 	}
 	t := fmt.Sprintf("%s %d messages from %s; %d left in the queue", verb, n, s.Queue, s.Left)
 	if s.Skipped > 0 {
-		t += fmt.Sprintf(" (%d without an origin to replay to)", s.Skipped)
+		t += fmt.Sprintf(" (%d skipped: without an origin to replay to, or unparseable)", s.Skipped)
 	}
 	if s.Error != "" {
 		t += "; stopped: " + s.Error
@@ -193,6 +193,13 @@ func (r *replayer) one(queue string, d amqp.Delivery) error {
 	exchange, key, ok := r.target(dl)
 	rec := replayed{Action: "would-replay", deadLetter: dl, Exchange: exchange, RoutingKey: key}
 	switch {
+	case dl.Unparseable != "":
+		// Replayed as it is, it would be quarantined again at once.
+		rec.Action = "skipped"
+		rec.Why = "headers unparseable (" + clip(dl.Unparseable, 80) + "): its raw header table is in " +
+			broker.HeaderRawHeaders + "; fix it and publish it by hand"
+		r.sum.Skipped++
+		r.keep(d)
 	case !ok:
 		rec.Action, rec.Why = "skipped", "no x-hato-original-* headers: give --to (and --exchange)"
 		r.sum.Skipped++
