@@ -4,6 +4,8 @@ package hato_test
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +146,45 @@ func TestDeadLetterOfHeadersNearFrameMax(t *testing.T) {
 	}
 	if n := sup.Count(hato.EventUnavailable); n != 0 || sup.Count(hato.EventReady) != ready {
 		t.Errorf("%d unavailable events: connections or channels were lost", n)
+	}
+}
+
+// Over amqps the guard sits above TLS (the dialer does the handshake):
+// the hostile message is quarantined there too.
+func TestUnparseableHeadersAreQuarantinedOverTLS(t *testing.T) {
+	u, err := amqp.ParseURI(brokerURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newTLSProxy(t, net.JoinHostPort(u.Host, "5672"))
+	u.Scheme, u.Host = "amqps", "127.0.0.1"
+	_, port, _ := net.SplitHostPort(proxy.ln.Addr().String())
+	u.Port = atoiOrFail(t, port)
+
+	key := testutil.Key(t, "tls-hostile")
+	got := testutil.NewCollector()
+	svc, err := hato.New("tls-hostile", append(testutil.Options(t, u.String()),
+		hato.WithTLS(&tls.Config{RootCAs: proxy.roots, MinVersion: tls.VersionTLS12}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		got.Add(idOf(m))
+		return nil
+	})
+	testutil.Start(t, svc)
+	dlq := svc.Routes()[0].DeadLetterQueue
+	brokertest.PublishHostile(t, brokerURL(t), "amq.topic", key, amqp.Publishing{
+		Headers: brokertest.NestedHeaders(40), MessageId: "hostile", Body: []byte(`{"id":"hostile"}`),
+	})
+	publishN(t, publisher(t), key, []string{"good"})
+	got.WaitDistinct(t, 1, 30*time.Second)
+	conn := brokertest.Dial(t, brokerURL(t), "test-tls-hostile-check")
+	brokertest.WaitFor(t, 30*time.Second, func() bool {
+		n, _ := brokertest.Inspect(t, conn, dlq)
+		return n == 1
+	}, "the hostile message in %s", dlq)
+	if got.Count("hostile") != 0 {
+		t.Error("the handler ran on the unparseable message")
 	}
 }
