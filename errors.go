@@ -62,6 +62,11 @@ var (
 	// ErrInvalidHeaders: headers with a value type AMQP cannot encode or a
 	// field name over 255 bytes.
 	ErrInvalidHeaders = broker.ErrInvalidHeaders
+	// ErrPropertiesTooLarge: headers and properties that do not fit one
+	// AMQP frame (the connection's frame_max, less a margin for what hato
+	// adds); the broker would close the connection. Matches
+	// ErrInvalidHeaders and ErrInvalidArgument too.
+	ErrPropertiesTooLarge = broker.ErrPropertiesTooLarge
 	// ErrInvalidProperty: a message property over 255 bytes (the message
 	// id, made of the service uuid, or the app id, the service name).
 	ErrInvalidProperty = broker.ErrInvalidProperty

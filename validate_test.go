@@ -45,6 +45,9 @@ func badPublishes() []struct {
 		{"header nested in a table of an unsupported type", "x", "k", []hato.PublishOption{hato.Headers(amqp.Table{"t": amqp.Table{"u": uint64(1)}})}, []error{hato.ErrInvalidHeaders}},
 		{"header name of 300 bytes", "x", "k", []hato.PublishOption{hato.Headers(amqp.Table{long: "v"})}, []error{hato.ErrInvalidHeaders}},
 		{"nested header name of 300 bytes", "x", "k", []hato.PublishOption{hato.Headers(amqp.Table{"t": []any{amqp.Table{long: "v"}}})}, []error{hato.ErrInvalidHeaders}},
+		{"headers nested 40 deep (issue 17)", "x", "k", []hato.PublishOption{hato.Headers(brokertest.NestedHeaders(40))}, []error{hato.ErrInvalidHeaders, hato.ErrInvalidArgument}},
+		{"headers of 9000 entries (issue 17)", "x", "k", []hato.PublishOption{hato.Headers(brokertest.WideHeaders(9000))}, []error{hato.ErrInvalidHeaders, hato.ErrInvalidArgument}},
+		{"headers over frame_max (issue 17)", "x", "k", []hato.PublishOption{hato.Headers(amqp.Table{"big": strings.Repeat("x", 131000)})}, []error{hato.ErrPropertiesTooLarge, hato.ErrInvalidHeaders, hato.ErrInvalidArgument}},
 		{"payload JSON cannot encode", make(chan int), "k", nil, []error{hato.ErrInvalidPayload, envelope.ErrPayloadType, hato.ErrInvalidArgument}},
 		{"nil payload with the protobuf envelope", nil, "k", []hato.PublishOption{hato.Envelope(envelope.Protobuf)}, []error{hato.ErrInvalidPayload, envelope.ErrPayloadType}},
 	}

@@ -443,6 +443,7 @@ func (c *connection) openPublisher() {
 		}
 		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
 			MaxInFlight: maxInFlight,
+			FrameMax:    pub.Config.FrameSize,
 			Closed: func(p *broker.Publisher, err error, unfinished []*broker.Request) {
 				if shared.handBack(unfinished) {
 					sys.Root.Send(self, &publisherClosed{gen: st.gen, p: p, err: err})

@@ -769,6 +769,10 @@ func (c *consumer) arrived(ctx actor.Context, j *job) {
 	if c.dead(j) {
 		return
 	}
+	if reason := unparseable(j.d); reason != nil {
+		c.deadLetter(ctx, j, reason)
+		return
+	}
 	if reason := c.poisoned(j); reason != nil {
 		c.deadLetter(ctx, j, reason)
 		return

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -29,6 +30,10 @@ const (
 	// HeaderOriginalExpiration holds the original's expiration property,
 	// which the dead-letter copy does not carry.
 	HeaderOriginalExpiration = "x-hato-original-expiration"
+	// HeaderDroppedHeaders lists the original's headers the dead-letter
+	// copy does not carry because, with hato's headers added, they would
+	// not fit one frame (see fitDeadLetter).
+	HeaderDroppedHeaders = "x-hato-dropped-headers"
 )
 
 // deadLetterRequest republishes d to queue through the default exchange:
@@ -61,7 +66,7 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 	if d.Expiration != "" {
 		headers[HeaderOriginalExpiration] = d.Expiration
 	}
-	return &broker.Request{
+	req := &broker.Request{
 		Exchange:   "",
 		RoutingKey: queue,
 		Mandatory:  true,
@@ -80,6 +85,22 @@ func deadLetterRequest(d *broker.Delivery, queue string, route *Route, attempts 
 			Body:            d.Body,
 		},
 	}
+	fitDeadLetter(&req.Msg, d.Headers)
+	return req
+}
+
+// ErrUnparseable: the message's properties could not be read (see
+// broker.HeaderUnparseable); such a message is dead-lettered on arrival,
+// without running the handler or counting attempts.
+var ErrUnparseable = errors.New("unparseable")
+
+// unparseable returns why d must be quarantined, or nil: its properties
+// reached hato rewritten by the frame guard, which says why in a header.
+func unparseable(d *broker.Delivery) error {
+	if why, ok := broker.Unparseable(d.Headers); ok {
+		return fmt.Errorf("%w: %s", ErrUnparseable, why)
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker/internal/rawamqp"
 )
 
 // Config says how to open one AMQP connection.
@@ -61,12 +63,22 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 	}
 	var h handshake
 	acfg := amqpConfig(cfg, uri, heartbeat, h.dialer(ctx, dialDeadline(ctx, cfg.DialTimeout)))
+	dialURL := cfg.URL
+	if uri.Scheme == "amqps" {
+		// TLS is done by the dialer, below the frame guard (see
+		// guardedTLS), so amqp091-go gets a plain amqp:// URL.
+		if dialURL, err = plainURL(cfg.URL, uri); err != nil {
+			return nil, fmt.Errorf("%w: %s: %s", ErrInvalidURL, Redact(cfg.URL), scrubURLError(err))
+		}
+		// tlsFor made a copy with the URL's host as ServerName.
+		h.tls, acfg.TLSClientConfig = acfg.TLSClientConfig, nil
+	}
 
 	// Abort a handshake in progress when ctx ends.
 	stop := context.AfterFunc(ctx, func() {
 		h.with(func(c net.Conn) { _ = c.SetDeadline(time.Unix(1, 0)) })
 	})
-	conn, err := amqp.DialConfig(cfg.URL, acfg)
+	conn, err := amqp.DialConfig(dialURL, acfg)
 	if !stop() {
 		// ctx ended during the dial; whatever came back is unusable.
 		if conn != nil {
@@ -82,6 +94,7 @@ func Dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 	// after the handshake, nothing would ever notice. Arm the read deadline
 	// now (three heartbeats, amqp091-go's own rule); every frame re-arms it.
 	h.with(func(c net.Conn) { _ = c.SetReadDeadline(time.Now().Add(3 * heartbeat)) })
+	h.guard.SetFrameMax(uint32(conn.Config.FrameSize))
 	return conn, nil
 }
 
@@ -138,12 +151,19 @@ func tlsFor(cfg *tls.Config, uri amqp.URI) *tls.Config {
 // handshake holds the network connection of a dial, so that ctx can abort
 // the handshake and Dial can arm the read deadline afterwards.
 type handshake struct {
-	mu   sync.Mutex
-	conn net.Conn
+	mu    sync.Mutex
+	conn  net.Conn
+	tls   *tls.Config   // amqps: the dialer's TLS, nil for amqp
+	guard *rawamqp.Conn // what amqp091-go reads from
 }
 
 // dialer dials the network connection, bounding the TLS and AMQP handshakes
-// by deadline (amqp091-go clears it once the connection is open).
+// by deadline (amqp091-go clears it once the connection is open). The
+// connection amqp091-go gets is wrapped in a frame guard (rawamqp.Conn):
+// a content header amqp091-go's parser would refuse, which would cost the
+// whole connection, reaches it rewritten, with the unreadable part as bytes
+// in a header (see HeaderUnparseable). For amqps the guard sits above TLS,
+// on the plain frames.
 func (h *handshake) dialer(ctx context.Context, deadline time.Time) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
 		d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
@@ -155,11 +175,32 @@ func (h *handshake) dialer(ctx context.Context, deadline time.Time) func(network
 			_ = c.Close()
 			return nil, err
 		}
+		if h.tls != nil {
+			tc := tls.Client(c, h.tls)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = c.Close()
+				return nil, err
+			}
+			c = tc
+		}
+		g := rawamqp.NewConn(c)
 		h.mu.Lock()
-		h.conn = c
+		h.conn, h.guard = c, g
 		h.mu.Unlock()
-		return c, nil
+		return g, nil
 	}
+}
+
+// plainURL is rawURL (an amqps URL, parsed as uri) as an amqp URL with its
+// port spelled out, for amqp091-go when the dialer does the TLS.
+func plainURL(rawURL string, uri amqp.URI) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	u.Scheme = "amqp"
+	u.Host = net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port))
+	return u.String(), nil
 }
 
 // with calls f with the network connection, if one was dialed.

@@ -20,9 +20,14 @@ var ErrUnencodable = errors.New("hato/broker: publish cannot be encoded")
 // and then closes the whole connection; checking first keeps the connection
 // (and every consumer channel on it) alive. It is the backstop for requests
 // that did not pass through ValidateRequest (sent to the connection actor
-// directly by an embedding program).
-func encodable(r *Request) error {
-	if err := ValidateRequest(r); err != nil {
+// directly by an embedding program), and checks the properties against
+// the connection's frameMax (0: DefaultFrameMax).
+func encodable(r *Request, frameMax int) error {
+	err := ValidateRequest(r)
+	if err == nil {
+		err = CheckPropertiesSize(&r.Msg, frameMax)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnencodable, err)
 	}
 	return nil

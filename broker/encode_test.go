@@ -23,12 +23,12 @@ func TestEncodableRefusesWhatAMQPCannotCarry(t *testing.T) {
 		{Msg: amqp.Publishing{Headers: amqp.Table{"k": struct{}{}}}},
 	}
 	for i, r := range bad {
-		if err := encodable(r); !errors.Is(err, ErrUnencodable) {
+		if err := encodable(r, 0); !errors.Is(err, ErrUnencodable) {
 			t.Errorf("request %d: %v, want ErrUnencodable", i, err)
 		}
 	}
 	ok := &Request{RoutingKey: long[:255], Msg: amqp.Publishing{MessageId: long[:255], Headers: amqp.Table{"k": long}}}
-	if err := encodable(ok); err != nil {
+	if err := encodable(ok, 0); err != nil {
 		t.Errorf("a request at the limits: %v", err)
 	}
 }

@@ -126,6 +126,12 @@ type PublisherConfig struct {
 	// MaxInFlight bounds written-but-unconfirmed requests. Zero means
 	// DefaultMaxInFlight.
 	MaxInFlight int
+	// FrameMax is the connection's negotiated frame_max
+	// (amqp.Connection.Config.FrameSize): a request whose properties do not
+	// fit a frame of it fails with ErrPropertiesTooLarge instead of being
+	// written (the broker would close the connection). Zero means
+	// DefaultFrameMax.
+	FrameMax int
 	// Closed is called exactly once when the channel is gone, with the
 	// publisher, the close error (nil after Close) and every request that
 	// has no outcome yet, in submission order, reset to pending so they can
@@ -276,7 +282,7 @@ func (p *Publisher) send(r *Request) bool {
 		p.count.Add(-1)
 		return true
 	}
-	if err := encodable(r); err != nil {
+	if err := encodable(r, p.cfg.FrameMax); err != nil {
 		// Refused before any I/O: the request's own failure.
 		<-p.slots
 		p.count.Add(-1)

@@ -93,12 +93,16 @@ func ValidateName(what, name string) error {
 	return checkShortString(ErrInvalidName, what, name)
 }
 
-// ValidateHeaders checks that amqp091-go can encode h: supported value
-// types (amqp.Table.Validate) and field names of at most 255 bytes, in
-// nested tables and arrays too.
+// ValidateHeaders checks that amqp091-go can encode h and read it back:
+// supported value types (amqp.Table.Validate), field names of at most 255
+// bytes, tables and arrays nested at most MaxHeaderDepth deep below h and
+// holding at most MaxHeaderElements entries each.
 func ValidateHeaders(h amqp.Table) error {
 	if err := h.Validate(); err != nil {
 		return invalidArg(ErrInvalidHeaders, "headers", "", err.Error())
+	}
+	if err := checkLimits("", h, 0); err != nil {
+		return err
 	}
 	return checkFieldNames("", h)
 }
@@ -129,9 +133,12 @@ func checkFieldNames(path string, v any) error {
 }
 
 // ValidateRequest checks everything of a publish that AMQP limits: the
-// exchange name, the routing key as it will be sent, the headers and the
-// short-string properties. A request that passes cannot make amqp091-go
-// fail to write its frames.
+// exchange name, the routing key as it will be sent, the headers, the
+// short-string properties, and the size of the properties against
+// DefaultFrameMax (see CheckPropertiesSize; a Publisher checks them again
+// against its connection's frame_max). A request that passes cannot make
+// amqp091-go fail to write its frames, nor an amqp091-go consumer fail to
+// read them.
 func ValidateRequest(r *Request) error {
 	if err := ValidateName("exchange name", r.Exchange); err != nil {
 		return err
@@ -153,5 +160,5 @@ func ValidateRequest(r *Request) error {
 			return invalidArg(ErrInvalidProperty, p.name, p.v, fmt.Sprintf("%d bytes, AMQP allows %d", len(p.v), MaxShortString))
 		}
 	}
-	return nil
+	return CheckPropertiesSize(m, DefaultFrameMax)
 }

@@ -160,7 +160,7 @@ func TestNamesText(t *testing.T) {
 func TestDeadLetterHeadersMatchTheRuntime(t *testing.T) {
 	want := []string{actors.HeaderReason, actors.HeaderAttempts, actors.HeaderOriginalExchange, actors.HeaderOriginalKey,
 		actors.HeaderOriginalQueue, actors.HeaderDeadLetteredAt, actors.HeaderService, actors.HeaderRoute,
-		actors.HeaderOriginalUserID, actors.HeaderOriginalExpiration}
+		actors.HeaderOriginalUserID, actors.HeaderOriginalExpiration, actors.HeaderDroppedHeaders}
 	if !reflect.DeepEqual(deadLetterHeaders, want) {
 		t.Errorf("dead-letter headers %q, want %q", deadLetterHeaders, want)
 	}

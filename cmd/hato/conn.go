@@ -66,6 +66,7 @@ func newConfirmer(s *session) (*confirmer, error) {
 		return nil, err
 	}
 	pub, err := broker.NewPublisher(ch, broker.PublisherConfig{
+		FrameMax: s.conn.Config.FrameSize,
 		Closed: func(_ *broker.Publisher, err error, unfinished []*broker.Request) {
 			if err == nil {
 				err = broker.ErrClosed

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hato-go/hato/broker"
 )
 
 // Headers of a hato dead letter (actors/deadletter.go; a test keeps them
@@ -24,12 +26,14 @@ const (
 	hdrOriginalExpiration = "x-hato-original-expiration"
 	hdrReplayedAt         = "x-hato-replayed-at"
 	hdrReplayCount        = "x-hato-replay-count"
+	hdrDroppedHeaders     = "x-hato-dropped-headers"
 )
 
 // deadLetterHeaders are dropped from a replayed message.
 var deadLetterHeaders = []string{
 	hdrReason, hdrAttempts, hdrOriginalExchange, hdrOriginalKey, hdrOriginalQueue,
 	hdrDeadLetteredAt, hdrService, hdrRoute, hdrOriginalUserID, hdrOriginalExpiration,
+	hdrDroppedHeaders,
 }
 
 var dlqSpec = spec{
@@ -85,6 +89,12 @@ type deadLetter struct {
 	Service            string `json:"service,omitempty"`
 	Route              string `json:"route,omitempty"`
 	ReplayCount        int64  `json:"replay_count,omitempty"`
+	// Unparseable says why the message's headers could not be read (its
+	// raw header table is in the x-hato-raw-headers header); see
+	// broker.HeaderUnparseable.
+	Unparseable string `json:"unparseable,omitempty"`
+	// Dropped lists headers the dead-letter copy dropped to fit a frame.
+	Dropped string `json:"dropped_headers,omitempty"`
 	// hasOrigin is whether the original exchange and key headers exist.
 	hasOrigin bool
 }
@@ -105,6 +115,8 @@ func parseDeadLetter(queue string, d amqp.Delivery) deadLetter {
 		Service:            headerString(h, hdrService),
 		Route:              headerString(h, hdrRoute),
 		ReplayCount:        headerInt(h, hdrReplayCount),
+		Unparseable:        headerString(h, broker.HeaderUnparseable),
+		Dropped:            headerString(h, hdrDroppedHeaders),
 		hasOrigin:          hasEx && hasKey,
 	}
 }
@@ -155,6 +167,12 @@ func (d deadLetter) text(now time.Time) string {
 	}
 	if d.ReplayCount > 0 {
 		fmt.Fprintf(&b, "\n  replayed: %s before", plural(d.ReplayCount, "time"))
+	}
+	if d.Unparseable != "" {
+		fmt.Fprintf(&b, "\n  headers:  unparseable (%s); the raw table is in %s", safe(d.Unparseable), broker.HeaderRawHeaders)
+	}
+	if d.Dropped != "" {
+		fmt.Fprintf(&b, "\n  dropped:  %s", clip(d.Dropped, 200))
 	}
 	return b.String()
 }

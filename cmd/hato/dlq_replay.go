@@ -230,6 +230,13 @@ func (r *replayer) one(queue string, d amqp.Delivery) error {
 	exchange, key, why := r.target(queue, dl)
 	rec := replayed{Action: "would-replay", deadLetter: dl, Exchange: exchange, RoutingKey: key}
 	switch {
+	case dl.Unparseable != "":
+		// Replayed as it is, it would be quarantined again at once.
+		rec.Action = "skipped"
+		rec.Why = "headers unparseable (" + safe(clip(dl.Unparseable, 80)) + "): its raw header table is in " +
+			broker.HeaderRawHeaders + "; fix it and publish it by hand"
+		r.sum.Skipped++
+		r.keep(d)
 	case why != "":
 		rec.Action, rec.Why = "skipped", why
 		r.sum.Skipped++

@@ -53,11 +53,17 @@ type tailRecord struct {
 	RoutingKey string     `json:"routing_key"`
 	Exchange   string     `json:"exchange"`
 	Headers    amqp.Table `json:"headers,omitempty"`
+	// Unparseable says why the message's headers could not be read (see
+	// broker.HeaderUnparseable); they are then in Headers as raw bytes.
+	Unparseable string `json:"unparseable,omitempty"`
 	decoded
 }
 
 func (r tailRecord) text() string {
 	s := safe(r.RoutingKey) + " " + r.decoded.text()
+	if r.Unparseable != "" {
+		s += " (headers unparseable: " + safe(r.Unparseable) + ")"
+	}
 	if len(r.Headers) > 0 {
 		s += " headers=" + safe(fmt.Sprintf("%v", map[string]any(r.Headers)))
 	}
@@ -126,6 +132,7 @@ func (o *tailOpts) print(e *env, dec *decoder, deliveries <-chan amqp.Delivery) 
 				return errors.New("the broker closed the channel")
 			}
 			r := tailRecord{RoutingKey: d.RoutingKey, Exchange: d.Exchange, decoded: dec.decode(d.Body)}
+			r.Unparseable, _ = broker.Unparseable(d.Headers)
 			if o.headers {
 				r.Headers = d.Headers
 			}
