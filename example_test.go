@@ -223,8 +223,11 @@ func Example_readme() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hato.Subscribe(svc, "example.topic", func(ctx context.Context, msg *hato.Message[any]) error {
+	err = hato.Subscribe(svc, "example.topic", func(ctx context.Context, msg *hato.Message[any]) error {
 		return svc.Publish(ctx, msg.Data, "example.response")
-	})
+	}, hato.HandlerName("forward")) // the name in logs and metrics (a closure's own is "func1")
+	if err != nil {
+		log.Fatal(err)
+	}
 	hato.Main(svc) // run until SIGINT/SIGTERM, drain, exit with a meaningful code
 }
