@@ -112,6 +112,7 @@ type config struct {
 	drainTimeout              time.Duration
 	startTimeout              time.Duration
 	handlerTimeout            time.Duration
+	strictOrder               bool
 	onSupervisorEvent         func(SupervisorEvent)
 	onDeliveryEvent           func(DeliveryEvent)
 	deadLetter                bool
@@ -632,6 +633,30 @@ func (o HandlerTimeoutOption) applyRoute(r *routeConfig) error {
 	}
 	d := time.Duration(o)
 	r.handlerTimeout = &d
+	return nil
+}
+
+// StrictOrderOption is the option StrictOrder returns. It implements
+// Option and RouteOption.
+type StrictOrderOption struct{}
+
+// StrictOrder makes a delivery keep its Concurrency slot until the
+// publishes its handler made are confirmed, for the service's routes or one
+// route. Without it, the next delivery's handler runs as soon as the
+// previous handler returned, while its publishes await their confirms (as a
+// hand-written forwarder pipelines); with Concurrency 1 order then holds
+// across handler errors and retries, but a delivery whose publish fails
+// after its handler returned runs again after the deliveries that started
+// meanwhile. With StrictOrder and Concurrency 1, the next delivery runs
+// only once the previous one is acked or dead-lettered, so order holds
+// across failed publishes too; it costs one confirm round trip per
+// delivery.
+func StrictOrder() StrictOrderOption { return StrictOrderOption{} }
+
+func (StrictOrderOption) applyService(c *config) error { c.strictOrder = true; return nil }
+func (StrictOrderOption) applyRoute(r *routeConfig) error {
+	v := true
+	r.strictOrder = &v
 	return nil
 }
 

@@ -127,6 +127,7 @@ type routeConfig struct {
 	queueType      broker.QueueType
 	actorTimeout   time.Duration
 	handlerTimeout *time.Duration // nil: the service's
+	strictOrder    *bool          // nil: the service's
 	dedupe         *DedupeOption
 	breaker        *BreakerPolicy // outage: Breaker as a route option
 }

@@ -542,6 +542,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		GlobalPrefetch: global,
 		Concurrency:    r.cfg.concurrency,
 		HandlerTimeout: s.cfg.handlerTimeout,
+		StrictOrder:    s.cfg.strictOrder,
 		Handle:         s.routeHandler(r),
 		Failure:        s.failurePolicy(r),
 		Logger:         s.log,
@@ -554,6 +555,9 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 	}
 	if r.cfg.handlerTimeout != nil {
 		ar.HandlerTimeout = *r.cfg.handlerTimeout
+	}
+	if r.cfg.strictOrder != nil {
+		ar.StrictOrder = *r.cfg.strictOrder
 	}
 	return supervisor.ChildSpec{
 		Name: r.name,

@@ -220,7 +220,7 @@ type consumer struct {
 	jobs    map[uint64]*job
 	queue   []*job // waiting for a handler slot, in delivery order
 	running int    // handlers of this incarnation started and not reported done
-	waiting int    // jobs in retryWait or confirming: each keeps its slot (see pump)
+	waiting int    // jobs in retryWait, or confirming with StrictOrder: each keeps its slot (see pump)
 	nextID  uint64
 	work    chan *run // to this incarnation's Route.Concurrency workers; nil: none run
 	starts  uint64    // handler runs started, for workersIdle
@@ -471,7 +471,9 @@ func (c *consumer) publishesSettled(ctx actor.Context, msg *publishesSettled) {
 		// Its handlerDone is still in the mailbox.
 		j.early, j.earlyErr = true, msg.err
 	case confirming:
-		c.waiting--
+		if c.route.StrictOrder {
+			c.waiting--
+		}
 		c.published(ctx, j, msg.err)
 		c.pump()
 	}
@@ -815,11 +817,12 @@ func (c *consumer) poisoned(j *job) error {
 	return nil
 }
 
-// pump starts queued jobs while a slot is free. A job keeps its slot until
-// it is settled: while its handler runs, while its handler's publishes wait
-// for their confirms (a publish that fails makes it run again) and while it
-// waits for its retry. So Concurrency 1 keeps order across retries, those
-// after a failed publish included.
+// pump starts queued jobs while a slot is free. A job keeps its slot while
+// its handler runs and while it waits for its retry, so Concurrency 1 keeps
+// order across retries. With Route.StrictOrder it also keeps it while its
+// handler's publishes wait for their confirms (a publish that fails makes
+// it run again), so the order holds across a failed publish too; without,
+// the next job runs meanwhile (pipelined, as a hand-written forwarder does).
 func (c *consumer) pump() {
 	for c.running+c.waiting < c.route.Concurrency && len(c.queue) > 0 && c.drain == nil {
 		j := c.queue[0]
@@ -1066,9 +1069,11 @@ func (c *consumer) handlerDone(ctx actor.Context, msg *handlerDone) {
 		c.published(ctx, j, j.earlyErr)
 	default:
 		// Acked once every publish the handler made is confirmed: the
-		// tracker reports. It keeps its slot until then.
+		// tracker reports. With StrictOrder it keeps its slot until then.
 		j.stage = confirming
-		c.waiting++
+		if c.route.StrictOrder {
+			c.waiting++
+		}
 	}
 	c.pump()
 }

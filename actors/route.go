@@ -37,6 +37,11 @@ type Route struct {
 	// cancelled then, and an error it returns after that is a
 	// *HandlerTimeoutError, a failed attempt. Zero means no deadline.
 	HandlerTimeout time.Duration
+	// StrictOrder keeps a delivery's handler slot until the publishes its
+	// handler made are confirmed, not only until the handler returns, so
+	// with Concurrency 1 a delivery whose publish fails runs again before
+	// any later one. It costs a confirm round trip per delivery.
+	StrictOrder bool
 	// Handle processes one delivery: decoding, middleware, the user's
 	// handler. It runs on its own goroutine. Its error decides the
 	// delivery's fate through Directive / ActionOf: nil acks.
