@@ -228,7 +228,9 @@ type consumer struct {
 	drain       *supervisor.Drain
 	drainClosed bool // the session is being closed to finish the drain
 	drainLate   bool // the drain's deadline passed
-	drained     bool // a drain completed: this incarnation never consumes again
+	// drainCount is what the drain did, logged when it completes.
+	drainCount struct{ returned, held, unfinished int }
+	drained    bool // a drain completed: this incarnation never consumes again
 
 	brk *breaker // outage hook: the route's circuit breaker (breaker.go)
 }
@@ -544,6 +546,7 @@ func (c *consumer) drainTimeout() {
 		c.drain.Unfinished(len(c.jobs))
 	}
 	c.drainLate = true
+	c.drainCount.unfinished = len(c.jobs)
 	c.cancel()
 	if c.session == nil && c.opening {
 		c.abandonOpen() // a session still starting is closed when it does
@@ -1211,6 +1214,7 @@ func (c *consumer) startDrain(msg *supervisor.Drain) {
 	if c.session != nil {
 		c.session.Cancel()
 	}
+	c.drainCount.returned = len(c.queue)
 	for _, j := range c.queue {
 		j.d.Nack(true)
 		delete(c.jobs, j.id)
@@ -1220,8 +1224,10 @@ func (c *consumer) startDrain(msg *supervisor.Drain) {
 		if j.stage == retryWait {
 			c.waiting--
 			c.release(j)
+			c.drainCount.returned++
 		}
 	}
+	c.drainCount.held = len(c.jobs)
 	c.checkDrained()
 }
 
@@ -1253,6 +1259,11 @@ func (c *consumer) finishDrain() {
 
 // drainDone completes the drain: from now on the route stays idle.
 func (c *consumer) drainDone() {
+	n := c.drainCount
+	c.log.Info("route drained",
+		zap.Int("finished", n.held-n.unfinished),
+		zap.Int("returned", n.returned+n.unfinished),
+		zap.Int("unfinished_at_deadline", n.unfinished))
 	close(c.drain.Done)
 	c.drain = nil
 	c.drained = true
