@@ -128,8 +128,9 @@ Commands:
 Run "hato COMMAND --help" for a command's flags and examples.
 
 Broker: --url, else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/.
-Several URLs (repeated --url, or separated by commas or spaces) are tried in
-order until one connects.
+Several URLs (repeated --url, or separated by commas or spaces before each
+amqp:// or amqps://, so a password may hold a comma) are tried in order until
+one connects.
 
 Output: text, or one JSON object per line with --json. Progress lines go to
 stderr, only when it is a terminal.
