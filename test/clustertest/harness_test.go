@@ -100,6 +100,7 @@ type scenario struct {
 	mu         sync.Mutex
 	starts     []time.Time
 	faultStart time.Time
+	faultEnd   time.Time // when the fault function returned (zero: not run through run)
 }
 
 func newScenario(t *testing.T, c *clustertest.Cluster, name string, n, rate int) *scenario {
@@ -210,6 +211,7 @@ func (s *scenario) run(svc *hato.Service, fault func()) int {
 	s.t.Logf("30%% confirmed after %s", time.Since(began).Round(10*time.Millisecond))
 	s.faultStart = time.Now()
 	fault()
+	s.faultEnd = time.Now()
 	s.phase("fault injected and recovered from")
 	s.WaitPublished(done)
 	s.phase("every publish returned")
@@ -224,12 +226,18 @@ func (s *scenario) run(svc *hato.Service, fault func()) int {
 }
 
 // phase logs how long after the fault a phase of run ended; a phase that
-// took over a minute fails the test (its logs are printed then).
+// ended over a minute after the fault was over fails the test (its logs
+// are printed then). A fault that takes its time itself (a rolling restart
+// of three nodes, slower on a loaded host) is not counted against hato.
 func (s *scenario) phase(what string) {
 	took := time.Since(s.faultStart)
 	s.t.Logf("%s %s after the fault (confirmed %d, handled %d)", what, took.Round(10*time.Millisecond), s.Confirmed(), s.Handled.Distinct())
-	if took > time.Minute {
-		s.t.Errorf("%s only %s after the fault", what, took.Round(time.Second))
+	since := s.faultStart
+	if s.faultEnd.After(since) {
+		since = s.faultEnd
+	}
+	if late := time.Since(since); late > time.Minute {
+		s.t.Errorf("%s only %s after the fault (%s after it was over)", what, took.Round(time.Second), late.Round(time.Second))
 	}
 }
 
