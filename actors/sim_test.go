@@ -965,7 +965,7 @@ func TestSimulation(t *testing.T) {
 		}
 		failed++
 		if failed <= 3 || from == to {
-			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -tags unit -run TestSimulation ./actors/\ntrace:\n%s",
+			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -run TestSimulation ./actors/\ntrace:\n%s",
 				seed, violations[0], seed, strings.Join(trace, "\n"))
 		} else {
 			t.Errorf("seed %d: %s", seed, violations[0])

@@ -10,7 +10,7 @@ import (
 
 // pkgVhost is this package's vhost on the test broker, created when the
 // first test asks for it (brokerURL): the tests in files without
-// `//go:build !unit` need no broker.
+// `//go:build integration` need no broker.
 var pkgVhost = brokertest.NewPackageVhost("broker")
 
 func TestMain(m *testing.M) {
