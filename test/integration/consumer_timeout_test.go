@@ -1,6 +1,6 @@
 //go:build cluster && integration
 
-package hato_test
+package integration_test
 
 import (
 	"context"
