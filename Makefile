@@ -75,7 +75,7 @@ test-faults: broker ## Run the fault-injection suite (disrupts the broker; resto
 
 .PHONY: test-cluster
 test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node).
-	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
+	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./internal/clustertest/
 
 .PHONY: bench
 bench: broker ## Benchmarks (~5 min): hato vs a hand-written amqp091-go service in one process (tracing off / propagation / recording SDK) and across processes, the route pipeline's allocations, telemetry cost, envelope codecs.
@@ -118,7 +118,7 @@ vet: ## go vet.
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	$(GO) vet -tags faults ./test/faults/
-	$(GO) vet -tags cluster ./test/clustertest/
+	$(GO) vet -tags cluster ./internal/clustertest/
 
 .PHONY: lint
 lint: ## golangci-lint with .golangci.yml (fetched with go run).

@@ -3,8 +3,8 @@ package hato_test
 import (
 	"testing"
 
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // pkgVhost is this package's own vhost on the test broker, created when the

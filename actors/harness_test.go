@@ -13,8 +13,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/supervisor"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // The actors' unit tests run a consumer actor against a fake connection

@@ -14,8 +14,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hato-go/hato/internal/netproxy"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/netproxy"
 )
 
 // brokerURL is the AMQP URL of this package's vhost; it fails the test if

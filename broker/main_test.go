@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // pkgVhost is this package's vhost on the test broker, created when the

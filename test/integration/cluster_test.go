@@ -22,9 +22,9 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/netproxy"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/netproxy"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 

@@ -17,9 +17,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
