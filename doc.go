@@ -57,7 +57,7 @@
 // broker, and one that keeps crashing is dead-lettered as poison. Handling is
 // at least once: a message may be handled again after a crash or a
 // connection loss. [Dedupe] skips (and acks) a message whose uuid the route
-// handled within a window, with a [DedupStore] ([NewMemoryDedupStore] by
+// handled within a window, with a [DedupeStore] ([NewMemoryDedupeStore] by
 // default).
 //
 // # Lifecycle

@@ -623,7 +623,7 @@ func waitSettled(t *testing.T, queue string) {
 // countingStore wraps a store, counting records and running check (if
 // set) at each one.
 type countingStore struct {
-	hato.DedupStore
+	hato.DedupeStore
 	records atomic.Int64
 	check   func()
 }
@@ -633,7 +633,7 @@ func (c *countingStore) Record(ctx context.Context, key string, ttl time.Duratio
 		c.check()
 	}
 	c.records.Add(1)
-	return c.DedupStore.Record(ctx, key, ttl)
+	return c.DedupeStore.Record(ctx, key, ttl)
 }
 
 // The same message uuid published twice is handled once; both copies are
@@ -683,7 +683,7 @@ func TestDedupeHandlesOnceAndAcksBoth(t *testing.T) {
 func TestDedupeRecordsOnlyAfterSuccess(t *testing.T) {
 	key := testutil.Key(t, "dedupe-retry")
 	var calls atomic.Int64
-	store := &countingStore{DedupStore: hato.NewMemoryDedupStore(0)}
+	store := &countingStore{DedupeStore: hato.NewMemoryDedupeStore(0)}
 	store.check = func() {
 		if n := calls.Load(); n != 2 {
 			t.Errorf("recorded after %d handler calls, want after the second (the success)", n)
@@ -734,7 +734,7 @@ func TestDedupeRecordsAfterPublishesConfirmed(t *testing.T) {
 	}
 
 	var calls atomic.Int64
-	store := &countingStore{DedupStore: hato.NewMemoryDedupStore(0)}
+	store := &countingStore{DedupeStore: hato.NewMemoryDedupeStore(0)}
 	store.check = func() {
 		if n, _, err := brokertest.InspectQueue(conn, onward); err != nil || n != 1 {
 			t.Errorf("recorded with %d messages in the onward queue (err %v), want its confirmed publish there", n, err)
