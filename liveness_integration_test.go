@@ -36,7 +36,7 @@ func livenessOptions() []hato.Option {
 	}
 }
 
-// sessions wraps broker.StartConsumer to break sessions behind the
+// sessions wraps broker.StartSession to break sessions behind the
 // route's back: a muted session never reports its end to the actor.
 type sessions struct {
 	mu       sync.Mutex
@@ -45,7 +45,7 @@ type sessions struct {
 }
 
 type testSession struct {
-	*broker.Consumer
+	*broker.Session
 	ch   *amqp.Channel
 	tag  string
 	mute atomic.Bool
@@ -56,7 +56,7 @@ type testSession struct {
 // the session and the actor would lose it).
 var lose atomic.Bool
 
-func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (transport.Session, amqp.Queue, error) {
+func (ss *sessions) start(ch *amqp.Channel, cfg broker.SessionConfig) (transport.Session, amqp.Queue, error) {
 	s := &testSession{ch: ch, tag: "test-" + broker.RandomID()}
 	cfg.Tag = s.tag
 	if lose.Load() {
@@ -68,11 +68,11 @@ func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (transpor
 			closed(err)
 		}
 	}
-	c, q, err := broker.StartConsumer(ch, cfg)
+	c, q, err := broker.StartSession(ch, cfg)
 	if err != nil {
 		return nil, q, err
 	}
-	s.Consumer = c
+	s.Session = c
 	ss.mu.Lock()
 	ss.list = append(ss.list, s)
 	ss.mu.Unlock()

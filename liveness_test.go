@@ -29,7 +29,7 @@ type memSessions struct {
 	breakAll atomic.Bool
 }
 
-func (m *memSessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (transport.Session, amqp.Queue, error) {
+func (m *memSessions) start(ch *amqp.Channel, cfg broker.SessionConfig) (transport.Session, amqp.Queue, error) {
 	mute := &atomic.Bool{}
 	closed := cfg.Closed
 	cfg.Closed = func(err error) {

@@ -29,7 +29,7 @@ type ConsumerConfig struct {
 	Connection *actor.PID
 
 	// StartSession starts a consuming session; nil means
-	// broker.StartConsumer. Its type is internal to hato: package hato sets
+	// broker.StartSession. Its type is internal to hato: package hato sets
 	// it for another transport (hatotest's in-memory broker), unit tests
 	// set a fake.
 	StartSession sessionStarter
@@ -638,7 +638,7 @@ func (c *consumer) channelReply(msg *ChannelReply) {
 	c.gen++
 	c.gate = &ackGate{}
 	inc, gen, self, sys := c.inc, c.gen, c.self, c.sys
-	cfg := broker.ConsumerConfig{
+	cfg := broker.SessionConfig{
 		Topology:       c.route.Topology,
 		Prefetch:       c.sessionPrefetch(), // outage hook: the trial prefetch while half-open
 		GlobalPrefetch: c.route.GlobalPrefetch,
@@ -720,7 +720,7 @@ func (c *consumer) scheduleReopen(err error) {
 }
 
 // sessionEnded handles the end of the current session. It may come before
-// the session's sessionStarted (the channel died while StartConsumer
+// the session's sessionStarted (the channel died while StartSession
 // returned: a lost pool connection, a broker-side cancel): then the open
 // is over too, and moving the session generation on makes that
 // sessionStarted stale, so it closes the dead session instead of
