@@ -19,17 +19,17 @@ broker: ## Make sure RabbitMQ runs (start it, or install it with apt-get).
 run: broker ## Run the example node and a demo client that drives it (Ctrl-C stops both).
 	@bash scripts/run-example.sh
 
-# Two test layers. A test file that needs RabbitMQ starts with
-# `//go:build !unit`; every other test is the unit layer, built with
-# `-tags unit` and run with an address where no broker listens (and a
-# rabbitmqctl that always fails), so a unit test that reaches for the broker
-# fails instead of quietly using one. Broker tests create their package's
+# Two test layers. A test file that needs RabbitMQ (or Redis, PostgreSQL)
+# starts with `//go:build integration`; every other test is the unit layer:
+# plain `go test ./...`, which `make test-unit` runs with an address where no
+# broker listens (and a rabbitmqctl that always fails), so a unit test that
+# reaches for the broker fails instead of quietly using one. Broker tests create their package's
 # vhost only when they first need it (test/brokertest.PackageVhost).
 UNIT_ENV := HATO_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:1/ HATO_TEST_RABBITMQCTL=/bin/false
 
 .PHONY: test
-test: test-unit broker ## Unit layer, then every test with -race against the real broker, then the fault suite.
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: test-unit broker ## Unit layer, then every test (-tags integration) with -race against the real broker, then the fault, cluster and fleet suites.
+	$(GO) test -race -count=1 -tags integration -timeout 15m ./...
 	$(MAKE) --no-print-directory test-faults
 	$(MAKE) --no-print-directory test-cluster
 	$(MAKE) --no-print-directory test-fleet
@@ -49,25 +49,25 @@ postgres: ## Make sure PostgreSQL runs with the test role and database (start/in
 .PHONY: test-fleet
 test-fleet: broker redis postgres ## Dedupe stores (Redis, PostgreSQL) and the outbox against the real servers, with the crash tests.
 	@for m in $(FLEET_MODULES); do \
-	  echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; \
+	  echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) vet -tags integration ./... && $(GO) test -race -count=1 -tags integration -timeout 10m ./...) || exit 1; \
 	done
 
 .PHONY: bench-outbox
 bench-outbox: broker postgres redis ## Outbox relay throughput and commit-to-confirm latency vs Service.Publish; dedupe stores' cost per message vs in-memory.
-	cd outbox/pgoutbox && $(GO) test -run '^$$' -bench Outbox -benchtime 2000x -timeout 10m .
-	cd dedupe/redisstore && $(GO) test -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
-	cd dedupe/pgstore && $(GO) test -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
+	cd outbox/pgoutbox && $(GO) test -tags integration -run '^$$' -bench Outbox -benchtime 2000x -timeout 10m .
+	cd dedupe/redisstore && $(GO) test -tags integration -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
+	cd dedupe/pgstore && $(GO) test -tags integration -run '^$$' -bench Dedupe -benchtime 2000x -timeout 10m .
 
 .PHONY: test-unit
-test-unit: vet ## Tests that need no broker (-tags unit), with -race and the broker unreachable.
-	$(UNIT_ENV) $(GO) test -race -count=1 -tags unit -timeout 10m ./...
+test-unit: vet ## Tests that need no broker (plain go test, no tag), with -race and the broker unreachable.
+	$(UNIT_ENV) $(GO) test -race -count=1 -timeout 10m ./...
 
 # Seeds for `make sim` (the unit layer runs 3000; see DESIGN.md, Simulation).
 SEEDS ?= 30000
 
 .PHONY: sim
 sim: ## Run the consumer lifecycle simulation over SEEDS seeds (default 30000), with -race; replay one with HATO_SIM_SEED=n.
-	$(UNIT_ENV) HATO_SIM_SEEDS=$(SEEDS) $(GO) test -race -count=1 -tags unit -timeout 60m -run '^TestSimulation$$' -v ./actors/ 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|sim_test.go' ; exit $${PIPESTATUS[0]}
+	$(UNIT_ENV) HATO_SIM_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 60m -run '^TestSimulation$$' -v ./actors/ 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|sim_test.go' ; exit $${PIPESTATUS[0]}
 
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.
@@ -75,13 +75,13 @@ test-faults: broker ## Run the fault-injection suite (disrupts the broker; resto
 
 .PHONY: test-cluster
 test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node).
-	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./test/clustertest/
+	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./internal/clustertest/
 
 .PHONY: bench
 bench: broker ## Benchmarks (~5 min): hato vs a hand-written amqp091-go service in one process (tracing off / propagation / recording SDK) and across processes, the route pipeline's allocations, telemetry cost, envelope codecs.
 	$(GO) run ./test/bench
 	$(GO) run ./test/bench -mode process
-	$(GO) test -run '^$$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
+	$(GO) test -tags integration -run '^$$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
 	$(GO) test -run '^$$' -bench Telemetry -benchmem -count 3 .
 	$(GO) test -run '^$$' -bench . -benchmem ./envelope/
 
@@ -116,9 +116,9 @@ cli: ## Build the hato command into ./bin/hato.
 .PHONY: vet
 vet: ## go vet.
 	$(GO) vet ./...
-	$(GO) vet -tags unit ./...
+	$(GO) vet -tags integration ./...
 	$(GO) vet -tags faults ./test/faults/
-	$(GO) vet -tags cluster ./test/clustertest/
+	$(GO) vet -tags cluster ./internal/clustertest/
 
 .PHONY: lint
 lint: ## golangci-lint with .golangci.yml (fetched with go run).

@@ -1,171 +1,147 @@
-//go:build !unit
-
 package hato_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/hatotest"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
 )
 
-// outageRun is what an outage scenario measured.
-type outageRun struct {
-	deadLettered int           // messages in the dead-letter queue at the end
-	dlqDuring    []int         // the dead-letter queue's depth, once a second from the first publish
-	missing      []string      // neither forwarded nor dead-lettered
-	left         int           // messages left in the route's queue
-	pauses       int           // EventPaused
-	doneAfter    time.Duration // from the end of the outage until every message was forwarded or dead-lettered
+// TestBreakerPausesInsteadOfDeadLettering: on the in-memory broker, a
+// route whose handler fails everything pauses (EventPaused, PausedRoutes)
+// after a few failures, keeps the rest of the messages in the queue, and
+// handles every one once the dependency is back (EventResumed).
+func TestBreakerPausesInsteadOfDeadLettering(t *testing.T) {
+	b := hatotest.NewBroker()
+	events := &testutil.SupervisorEvents{}
+	svc, err := hato.New("svc", hatotest.Transport(b), hato.WithSupervisorEvents(events.Add),
+		hato.Breaker(hato.BreakerPolicy{MinRuns: 5, Cooldown: 50 * time.Millisecond, MaxCooldown: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	down.Store(true)
+	got := testutil.NewCollector()
+	_ = hato.Subscribe(svc, "in", func(ctx context.Context, m *hato.Message[bpayload]) error {
+		if down.Load() {
+			return errors.New("database down")
+		}
+		got.Add(m.Data.ID)
+		return nil
+	}, hato.Concurrency(4))
+	hatotest.Start(t, svc)
+	ids := testutil.IDs("m", 100)
+	for _, id := range ids {
+		if err := b.Publish(context.Background(), "in", bpayload{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return len(svc.PausedRoutes()) == 1 }, "the route to pause")
+	if p := svc.PausedRoutes()[0]; p.Cause == "" || p.Route != svc.Routes()[0].Name {
+		t.Errorf("paused %+v: want the route with its cause", p)
+	}
+	if svc.Ready() != nil {
+		t.Errorf("a paused route is ready: %v", svc.Ready())
+	}
+	down.Store(false)
+	got.WaitDistinct(t, len(ids), 10*time.Second)
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return events.Count(hato.EventResumed) > 0 }, "EventResumed")
+	if n := events.Count(hato.EventPaused); n == 0 {
+		t.Error("no EventPaused")
+	}
+	if len(svc.PausedRoutes()) != 0 {
+		t.Errorf("still paused: %+v", svc.PausedRoutes())
+	}
+	if dl := b.DeadLettered(svc.Routes()[0].DeadLetterQueue); len(dl) > 10 {
+		t.Errorf("%d messages dead-lettered; the breaker should have paused after a few", len(dl))
+	}
 }
 
-// runOutage is the forwarder of examples/amqp-example under an outage:
-// 300 messages arrive at 50 msg/s and the handler fails everything for
-// 10 s from the first one. It waits until every message was forwarded or
-// dead-lettered, at most 90 s after the outage's end, and reports.
-func runOutage(t *testing.T, opts ...hato.RouteOption) outageRun {
-	in, out := testutil.Key(t, "in"), testutil.Key(t, "out")
+// TestPauseDirectivePausesTheRoute: without a Breaker option, a handler's
+// Pause pauses the route at once; the message goes back uncounted (it is
+// handled, not dead-lettered, although MaxAttempts is 1).
+func TestPauseDirectivePausesTheRoute(t *testing.T) {
+	b := hatotest.NewBroker()
 	events := &testutil.SupervisorEvents{}
-	var mu sync.Mutex
-	idOf := map[string]string{} // message uuid → payload id, for the dead-letter events
-	dead := map[string]bool{}
-	fwd := newService(t, "forwarder", hato.WithSupervisorEvents(events.Add), hato.WithDeliveryEvents(func(e hato.DeliveryEvent) {
-		if e.Action == hato.ActionDeadLetter {
-			mu.Lock()
-			dead[e.MessageID] = true
-			mu.Unlock()
-		}
-	}))
-	var outageEnd time.Time
-	mustSubscribe(t, fwd, in, func(ctx context.Context, m *hato.Message[payload]) error {
-		mu.Lock()
-		idOf[m.Metadata.MessageUUID] = m.Data.ID
-		end := outageEnd
-		mu.Unlock()
-		if time.Now().Before(end) {
-			return errors.New("dependency down")
-		}
-		return fwd.Publish(ctx, m.Data, out)
-	}, opts...)
+	svc, err := hato.New("svc", hatotest.Transport(b), hato.WithSupervisorEvents(events.Add),
+		hato.FailureHandling(hato.FailurePolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
 	got := testutil.NewCollector()
-	sink := newService(t, "sink")
-	mustSubscribe(t, sink, out, func(ctx context.Context, m *hato.Message[payload]) error {
+	_ = hato.Subscribe(svc, "in", func(ctx context.Context, m *hato.Message[bpayload]) error {
+		if calls.Add(1) == 1 {
+			return hato.Pause(errors.New("503 from the payment API"), 100*time.Millisecond)
+		}
 		got.Add(m.Data.ID)
 		return nil
 	})
-	testutil.Start(t, fwd)
-	testutil.Start(t, sink)
-	p := publisher(t)
-	conn := brokertest.Dial(t, brokerURL(t), "test-outage-inspect")
-	route := fwd.Routes()[0]
+	hatotest.Start(t, svc)
+	ids := testutil.IDs("p", 5)
+	for _, id := range ids {
+		_ = b.Publish(context.Background(), "in", bpayload{ID: id})
+	}
+	got.WaitDistinct(t, len(ids), 10*time.Second)
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return events.Count(hato.EventResumed) == 1 }, "EventResumed")
+	if events.Count(hato.EventPaused) != 1 {
+		t.Errorf("%d EventPaused, want 1", events.Count(hato.EventPaused))
+	}
+	if dl := b.DeadLettered(svc.Routes()[0].DeadLetterQueue); len(dl) != 0 {
+		t.Errorf("%d dead-lettered, want none", len(dl))
+	}
+}
 
-	ids := fmtIDs("o", 300)
-	mu.Lock()
-	outageEnd = time.Now().Add(10 * time.Second)
-	mu.Unlock()
-	pubDone := make(chan error, 1)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond) // 50 msg/s
-		defer tick.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		for _, id := range ids {
-			<-tick.C
-			if err := p.Publish(ctx, payload{ID: id}, in); err != nil {
-				pubDone <- fmt.Errorf("publish %s: %w", id, err)
-				return
-			}
-		}
-		pubDone <- nil
-	}()
-	var run outageRun
-	settled := func() bool {
-		mu.Lock()
-		n := len(dead)
-		mu.Unlock()
-		return got.Distinct()+n >= len(ids)
-	}
-	deadline := outageEnd.Add(90 * time.Second)
-	for !settled() && time.Now().Before(deadline) {
-		d, _ := brokertest.Inspect(t, conn, route.DeadLetterQueue)
-		run.dlqDuring = append(run.dlqDuring, d)
-		time.Sleep(time.Second)
-	}
-	if err := <-pubDone; err != nil {
+type bpayload struct {
+	ID string `json:"id"`
+}
+
+// TestPausedRouteStopsAndReadyzNamesIt: /readyz stays 200 while a route is
+// paused and names it; a paused service stops at once (no session to
+// drain) and the message stays in its queue.
+func TestPausedRouteStopsAndReadyzNamesIt(t *testing.T) {
+	b := hatotest.NewBroker()
+	svc, err := hato.New("svc", hatotest.Transport(b))
+	if err != nil {
 		t.Fatal(err)
 	}
-	brokertest.WaitFor(t, time.Until(deadline)+time.Second, settled, "every message forwarded or dead-lettered")
-	run.doneAfter = time.Since(outageEnd)
-	run.deadLettered, _ = brokertest.Inspect(t, conn, route.DeadLetterQueue)
-	run.left, _ = brokertest.Inspect(t, conn, route.Queue)
-	mu.Lock()
-	deadIDs := map[string]bool{}
-	for uuid := range dead {
-		deadIDs[idOf[uuid]] = true
+	_ = hato.Subscribe(svc, "in", func(ctx context.Context, m *hato.Message[bpayload]) error {
+		return hato.Pause(errors.New("payment API answers 503"), time.Hour)
+	})
+	hatotest.Start(t, svc)
+	_ = b.Publish(context.Background(), "in", bpayload{ID: "x"})
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return len(svc.PausedRoutes()) == 1 }, "the route to pause")
+	rec := httptest.NewRecorder()
+	svc.OpsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var body struct {
+		Status string `json:"status"`
+		Paused []struct {
+			Route, State, Cause string
+		} `json:"paused"`
 	}
-	mu.Unlock()
-	for _, id := range got.Missing(ids) {
-		if !deadIDs[id] {
-			run.missing = append(run.missing, id)
-		}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusOK || body.Status != "ok" ||
+		len(body.Paused) != 1 || body.Paused[0].State != "open" || !strings.Contains(body.Paused[0].Cause, "503") {
+		t.Errorf("/readyz %d %s (%v)", rec.Code, rec.Body, err)
 	}
-	run.pauses = events.Count(hato.EventPaused)
-	return run
-}
-
-func (r outageRun) String() string {
-	parts := make([]string, len(r.dlqDuring))
-	for i, n := range r.dlqDuring {
-		parts[i] = fmt.Sprint(n)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := svc.Status(ctx); err != nil || len(st.Paused) != 1 {
+		t.Errorf("Status %+v, %v: want the paused route", st, err)
 	}
-	return fmt.Sprintf("dead-lettered %d, left in queue %d, lost %d, pauses %d, all settled %s after the outage; dead-letter queue depth each second: %s",
-		r.deadLettered, r.left, len(r.missing), r.pauses, r.doneAfter.Round(100*time.Millisecond), strings.Join(parts, " "))
-}
-
-// TestBreakerOutageCheck is issue 20's check: with Breaker(BreakerPolicy{})
-// the forwarder loses nothing to a 10 s outage and dead-letters at most 30
-// messages; without it (measured for comparison) the in-process retries
-// dead-letter whatever they meet during the outage.
-func TestBreakerOutageCheck(t *testing.T) {
-	t.Run("breaker", func(t *testing.T) {
-		r := runOutage(t, hato.Breaker(hato.BreakerPolicy{}))
-		t.Logf("with the breaker: %s", r)
-		if r.deadLettered > 30 {
-			t.Errorf("%d dead-lettered, want at most 30", r.deadLettered)
-		}
-		if len(r.missing) > 0 || r.left > 0 {
-			t.Errorf("%d lost (%v), %d left in the queue", len(r.missing), r.missing[:min(5, len(r.missing))], r.left)
-		}
-		if r.pauses == 0 {
-			t.Error("the route never paused")
-		}
-	})
-	t.Run("without", func(t *testing.T) {
-		r := runOutage(t)
-		t.Logf("without the breaker: %s", r)
-		if len(r.missing) > 0 || r.left > 0 {
-			t.Errorf("%d lost, %d left in the queue", len(r.missing), r.left)
-		}
-	})
-	// With Concurrency(1) a retrying message holds the route's only slot,
-	// which slows the flood; with ten slots the retries meet ten times as
-	// many messages.
-	t.Run("without, concurrency 10", func(t *testing.T) {
-		r := runOutage(t, hato.Concurrency(10))
-		t.Logf("without the breaker, Concurrency(10): %s", r)
-	})
-	t.Run("breaker, concurrency 10", func(t *testing.T) {
-		r := runOutage(t, hato.Concurrency(10), hato.Breaker(hato.BreakerPolicy{}))
-		t.Logf("with the breaker, Concurrency(10): %s", r)
-		if r.deadLettered > 30 || len(r.missing) > 0 || r.left > 0 {
-			t.Errorf("%d dead-lettered (want at most 30), %d lost, %d left in the queue", r.deadLettered, len(r.missing), r.left)
-		}
-	})
+	if err := svc.Stop(ctx); err != nil {
+		t.Fatalf("stop while paused: %v", err)
+	}
+	if q := b.Queue(svc.Routes()[0].Queue); len(q) != 1 {
+		t.Errorf("queue holds %d messages after the stop, want the paused one", len(q))
+	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/hato-go/hato/broker"
 )
 
-// DedupStore remembers which messages a route handled, for Dedupe. Keys are
+// DedupeStore remembers which messages a route handled, for Dedupe. Keys are
 // opaque strings (the route's queue and the message's uuid, see Dedupe).
 //
 // Both methods must be safe for concurrent use and honour ctx: hato bounds
@@ -22,12 +22,12 @@ import (
 // or leaves it unrecorded (Record), logs a warning and counts the error in
 // Service.DedupeStats.
 //
-// NewMemoryDedupStore is hato's in-process implementation. Stores shared by
+// NewMemoryDedupeStore is hato's in-process implementation. Stores shared by
 // several nodes are in their own modules, github.com/hato-go/hato/dedupe/
-// redisstore and .../dedupe/pgstore; they also implement DedupClaimer, which
-// a store of your own should too: a plain DedupStore leaves two nodes free
+// redisstore and .../dedupe/pgstore; they also implement DedupeClaimer, which
+// a store of your own should too: a plain DedupeStore leaves two nodes free
 // to handle copies at the same moment.
-type DedupStore interface {
+type DedupeStore interface {
 	// Seen reports whether key was recorded and its ttl has not passed.
 	Seen(ctx context.Context, key string) (bool, error)
 	// Record remembers key for ttl (again, if it is already there).
@@ -38,15 +38,15 @@ type DedupStore interface {
 // none.
 const DefaultDedupeEntries = 100_000
 
-// DedupeStoreTimeout bounds each call hato makes to a DedupStore.
+// DedupeStoreTimeout bounds each call hato makes to a DedupeStore.
 const DedupeStoreTimeout = 5 * time.Second
 
-// MemoryDedupStore is an in-process DedupStore bounded in memory: it holds at
+// MemoryDedupeStore is an in-process DedupeStore bounded in memory: it holds at
 // most its maximum of keys and, when full, forgets the key recorded least
 // recently. An expired key is never seen; it is removed when met. Safe for
 // concurrent use; its methods never block on anything but a mutex and never
 // fail.
-type MemoryDedupStore struct {
+type MemoryDedupeStore struct {
 	mu    sync.Mutex
 	keys  map[string]*list.Element // of *dedupEntry, least recently recorded first
 	order *list.List
@@ -59,17 +59,17 @@ type dedupEntry struct {
 	expires time.Time
 }
 
-// NewMemoryDedupStore returns an empty store holding up to maxEntries keys
+// NewMemoryDedupeStore returns an empty store holding up to maxEntries keys
 // (zero or less means DefaultDedupeEntries).
-func NewMemoryDedupStore(maxEntries int) *MemoryDedupStore {
+func NewMemoryDedupeStore(maxEntries int) *MemoryDedupeStore {
 	if maxEntries <= 0 {
 		maxEntries = DefaultDedupeEntries
 	}
-	return &MemoryDedupStore{keys: map[string]*list.Element{}, order: list.New(), max: maxEntries, now: time.Now}
+	return &MemoryDedupeStore{keys: map[string]*list.Element{}, order: list.New(), max: maxEntries, now: time.Now}
 }
 
-// Seen implements DedupStore.
-func (m *MemoryDedupStore) Seen(_ context.Context, key string) (bool, error) {
+// Seen implements DedupeStore.
+func (m *MemoryDedupeStore) Seen(_ context.Context, key string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.keys[key]
@@ -83,8 +83,8 @@ func (m *MemoryDedupStore) Seen(_ context.Context, key string) (bool, error) {
 	return true, nil
 }
 
-// Record implements DedupStore.
-func (m *MemoryDedupStore) Record(_ context.Context, key string, ttl time.Duration) error {
+// Record implements DedupeStore.
+func (m *MemoryDedupeStore) Record(_ context.Context, key string, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -105,13 +105,13 @@ func (m *MemoryDedupStore) Record(_ context.Context, key string, ttl time.Durati
 
 // Len returns how many keys the store holds (expired ones not yet removed
 // included).
-func (m *MemoryDedupStore) Len() int {
+func (m *MemoryDedupeStore) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.keys)
 }
 
-func (m *MemoryDedupStore) remove(e *list.Element) {
+func (m *MemoryDedupeStore) remove(e *list.Element) {
 	m.order.Remove(e)
 	delete(m.keys, e.Value.(*dedupEntry).key)
 }
@@ -119,7 +119,7 @@ func (m *MemoryDedupStore) remove(e *list.Element) {
 // DedupeOption is the option Dedupe returns. It implements Option and
 // RouteOption.
 type DedupeOption struct {
-	store  DedupStore
+	store  DedupeStore
 	window time.Duration
 	lease  time.Duration
 }
@@ -143,18 +143,18 @@ type DedupeOption struct {
 // the later copy waits, holding its handler slot, until the earlier one is
 // recorded or failed, then is skipped as a duplicate or handled. Across
 // processes only the store decides: two nodes may handle copies at the
-// same moment, unless the store is a DedupClaimer (see its doc): then a
+// same moment, unless the store is a DedupeClaimer (see its doc): then a
 // claim with a lease, taken before the handler runs, lets one node handle a
 // message while a copy on another node waits for it to be recorded, or
 // released when it failed, or for the lease to expire when its node died.
 //
-// store nil means a NewMemoryDedupStore(DefaultDedupeEntries) per route,
+// store nil means a NewMemoryDedupeStore(DefaultDedupeEntries) per route,
 // which forgets on restart and sees only its own process's messages; for
 // a store shared by nodes use github.com/hato-go/hato/dedupe/redisstore or
-// .../dedupe/pgstore, or implement DedupClaimer. A store given
+// .../dedupe/pgstore, or implement DedupeClaimer. A store given
 // to the service is shared by its routes. Store errors fail open (see
-// DedupStore).
-func Dedupe(window time.Duration, store DedupStore) DedupeOption {
+// DedupeStore).
+func Dedupe(window time.Duration, store DedupeStore) DedupeOption {
 	return DedupeOption{store: store, window: window}
 }
 
@@ -185,7 +185,7 @@ func (o DedupeOption) applyRoute(r *routeConfig) error {
 type DedupeStats struct {
 	// Duplicates is how many messages were acked as duplicates, unhandled.
 	Duplicates uint64
-	// StoreErrors is how many DedupStore calls failed (hato failed open).
+	// StoreErrors is how many DedupeStore calls failed (hato failed open).
 	StoreErrors uint64
 }
 
@@ -202,9 +202,9 @@ func (s *Service) DedupeStats() DedupeStats {
 // deduper is one route's de-duplication: its store, and the keys of the
 // copies it handles right now.
 type deduper struct {
-	store    DedupStore
+	store    DedupeStore
 	window   time.Duration
-	lease    time.Duration // of a DedupClaimer's claims
+	lease    time.Duration // of a DedupeClaimer's claims
 	queue    string
 	route    string
 	log      *zap.Logger
@@ -226,7 +226,7 @@ func (s *Service) deduper(r *route) *deduper {
 	}
 	store := o.store
 	if store == nil {
-		store = NewMemoryDedupStore(DefaultDedupeEntries)
+		store = NewMemoryDedupeStore(DefaultDedupeEntries)
 	}
 	lease := o.lease
 	if lease <= 0 {
@@ -258,7 +258,7 @@ type dedupeKey struct {
 }
 
 // DedupeKey returns, inside a handler of a route with Dedupe, the
-// message's key in the DedupStore and the Dedupe window; ok is false
+// message's key in the DedupeStore and the Dedupe window; ok is false
 // elsewhere or for a message without id. A handler whose effect lives in
 // the store's database records the key in the same transaction as its
 // effect (pgstore.Store.RecordTx, redisstore.Store.RecordTx): then a node
@@ -282,7 +282,7 @@ func (dd *deduper) run(ctx context.Context, uuid string, d *broker.Delivery, han
 	if err != nil {
 		return err
 	}
-	if c, ok := dd.store.(DedupClaimer); ok {
+	if c, ok := dd.store.(DedupeClaimer); ok {
 		return dd.runClaimed(ctx, c, key, d, handle, release)
 	}
 	if dd.seen(ctx, key) {
@@ -341,7 +341,7 @@ func (dd *deduper) seen(ctx context.Context, key string) bool {
 	return seen
 }
 
-// heldClaim is a DedupClaimer claim held while a message is handled: stop
+// heldClaim is a DedupeClaimer claim held while a message is handled: stop
 // ends its renewals, unclaim stops them and releases the claim (blocks on
 // the store).
 type heldClaim struct {
@@ -351,7 +351,7 @@ type heldClaim struct {
 // settle records key once every publish the handler made is confirmed (the
 // delivery is then acked), then releases it; a failed publish fails the
 // delivery, which records nothing and gives up claim (nil for a plain
-// DedupStore).
+// DedupeStore).
 func (dd *deduper) settle(ctx context.Context, key string, claim *heldClaim, release func()) {
 	settled := func(err error) {
 		// The store may block: not on the settling goroutine.
@@ -417,3 +417,23 @@ func (dd *deduper) duplicate(key string, d *broker.Delivery) {
 			RoutingKey: d.RoutingKey})
 	}
 }
+
+// DedupStore is the old spelling of DedupeStore.
+//
+// Deprecated: use DedupeStore.
+type DedupStore = DedupeStore
+
+// MemoryDedupStore is the old spelling of MemoryDedupeStore.
+//
+// Deprecated: use MemoryDedupeStore.
+type MemoryDedupStore = MemoryDedupeStore
+
+// NewMemoryDedupStore is the old spelling of NewMemoryDedupeStore.
+//
+// Deprecated: use NewMemoryDedupeStore.
+func NewMemoryDedupStore(maxEntries int) *MemoryDedupeStore { return NewMemoryDedupeStore(maxEntries) }
+
+// DedupClaimer is the old spelling of DedupeClaimer.
+//
+// Deprecated: use DedupeClaimer.
+type DedupClaimer = DedupeClaimer

@@ -11,7 +11,7 @@ import (
 	"github.com/hato-go/hato/envelope"
 )
 
-// ClaimState is what DedupClaimer.Claim found for a key.
+// ClaimState is what DedupeClaimer.Claim found for a key.
 type ClaimState int
 
 const (
@@ -25,20 +25,20 @@ const (
 	ClaimDone
 )
 
-// DefaultDedupeLease is how long a claim on a DedupClaimer lasts unless
+// DefaultDedupeLease is how long a claim on a DedupeClaimer lasts unless
 // renewed (see DedupeOption.Lease).
 const DefaultDedupeLease = 30 * time.Second
 
-// DedupClaimer is a DedupStore shared by several nodes that closes the
+// DedupeClaimer is a DedupeStore shared by several nodes that closes the
 // window between "seen" and "recorded": before a handler runs, hato claims
 // the message's key with a lease, so two nodes that receive copies at the
 // same moment do not both run it. Stores in hato's dedupe/redisstore and
-// dedupe/pgstore modules implement it; a DedupStore that does not keeps
+// dedupe/pgstore modules implement it; a DedupeStore that does not keeps
 // today's behaviour (Seen, then Record).
 //
 // Every method must be safe for concurrent use, atomic in the shared
 // store, and honour ctx (hato bounds each call by DedupeStoreTimeout).
-// Errors fail open as for DedupStore.
+// Errors fail open as for DedupeStore.
 //
 // The protocol hato follows (owner is unique to one copy of a message):
 //
@@ -49,8 +49,8 @@ const DefaultDedupeLease = 30 * time.Second
 //     owner every lease/3 to renew the lease.
 //   - Handler or publish failed: Release, so a redelivery runs at once.
 //   - Success: Record(key, window) replaces the claim by a done mark.
-type DedupClaimer interface {
-	DedupStore
+type DedupeClaimer interface {
+	DedupeStore
 	// Claim takes key for owner for lease unless another owner holds an
 	// unexpired claim (ClaimHeld) or the key is recorded (ClaimDone). A
 	// claim already owner's is renewed (ClaimTaken). Claim never replaces
@@ -61,11 +61,11 @@ type DedupClaimer interface {
 	Release(ctx context.Context, key, owner string) error
 }
 
-// Lease sets how long a claim on a DedupClaimer store lasts unless hato
+// Lease sets how long a claim on a DedupeClaimer store lasts unless hato
 // renews it (every lease/3 while the message is handled): the longest a
 // crashed node's messages wait before another node handles them. Zero or
 // less means DefaultDedupeLease. No effect on a store that is not a
-// DedupClaimer.
+// DedupeClaimer.
 func (o DedupeOption) Lease(d time.Duration) DedupeOption {
 	o.lease = d
 	return o
@@ -75,9 +75,9 @@ func (o DedupeOption) Lease(d time.Duration) DedupeOption {
 // held by another node.
 const claimPollMax = time.Second
 
-// runClaimed is run for a store that is a DedupClaimer, once the key is
+// runClaimed is run for a store that is a DedupeClaimer, once the key is
 // claimed in this process (release drops that).
-func (dd *deduper) runClaimed(ctx context.Context, c DedupClaimer, key string, d *broker.Delivery,
+func (dd *deduper) runClaimed(ctx context.Context, c DedupeClaimer, key string, d *broker.Delivery,
 	handle func() error, release func()) error {
 	owner := envelope.NewUUID4()
 	st, err := dd.acquire(ctx, c, key, owner)
@@ -113,7 +113,7 @@ func (dd *deduper) runClaimed(ctx context.Context, c DedupClaimer, key string, d
 // acquire claims key for owner, waiting while another node holds it. It
 // returns ClaimTaken or ClaimDone; an error only when ctx ends. A failing
 // store fails open (ClaimTaken).
-func (dd *deduper) acquire(ctx context.Context, c DedupClaimer, key, owner string) (ClaimState, error) {
+func (dd *deduper) acquire(ctx context.Context, c DedupeClaimer, key, owner string) (ClaimState, error) {
 	wait := 20 * time.Millisecond
 	for {
 		cctx, cancel := context.WithTimeout(ctx, DedupeStoreTimeout)
@@ -143,7 +143,7 @@ func (dd *deduper) acquire(ctx context.Context, c DedupClaimer, key, owner strin
 // keepClaim renews owner's claim every lease/3 on a timer goroutine until
 // the returned stop is called. stop waits for a renewal in progress, so no
 // renewal runs after it returned (one would re-create a released claim).
-func (dd *deduper) keepClaim(c DedupClaimer, key, owner string) (stop func()) {
+func (dd *deduper) keepClaim(c DedupeClaimer, key, owner string) (stop func()) {
 	var (
 		mu      sync.Mutex
 		t       *time.Timer
@@ -182,7 +182,7 @@ func (dd *deduper) keepClaim(c DedupClaimer, key, owner string) (stop func()) {
 	}
 }
 
-func (dd *deduper) releaseClaim(c DedupClaimer, key, owner string) {
+func (dd *deduper) releaseClaim(c DedupeClaimer, key, owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), DedupeStoreTimeout)
 	defer cancel()
 	if err := c.Release(ctx, key, owner); err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/hato-go/hato/broker"
 )
 
-// claimStore is an in-process DedupClaimer for unit tests; the real ones
+// claimStore is an in-process DedupeClaimer for unit tests; the real ones
 // (dedupe/redisstore, dedupe/pgstore) are tested against their servers.
 type claimStore struct {
 	mu      sync.Mutex

@@ -27,14 +27,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newTestStore(max int) (*MemoryDedupStore, *fakeClock) {
+func newTestStore(max int) (*MemoryDedupeStore, *fakeClock) {
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	m := NewMemoryDedupStore(max)
+	m := NewMemoryDedupeStore(max)
 	m.now = clock.Now
 	return m, clock
 }
 
-func seen(t *testing.T, s DedupStore, key string) bool {
+func seen(t *testing.T, s DedupeStore, key string) bool {
 	t.Helper()
 	ok, err := s.Seen(context.Background(), key)
 	if err != nil {
@@ -43,14 +43,14 @@ func seen(t *testing.T, s DedupStore, key string) bool {
 	return ok
 }
 
-func record(t *testing.T, s DedupStore, key string, ttl time.Duration) {
+func record(t *testing.T, s DedupeStore, key string, ttl time.Duration) {
 	t.Helper()
 	if err := s.Record(context.Background(), key, ttl); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestMemoryDedupStoreTTL(t *testing.T) {
+func TestMemoryDedupeStoreTTL(t *testing.T) {
 	s, clock := newTestStore(10)
 	if seen(t, s, "a") {
 		t.Fatal("unrecorded key seen")
@@ -77,7 +77,7 @@ func TestMemoryDedupStoreTTL(t *testing.T) {
 	}
 }
 
-func TestMemoryDedupStoreBound(t *testing.T) {
+func TestMemoryDedupeStoreBound(t *testing.T) {
 	s, clock := newTestStore(3)
 	for _, k := range []string{"a", "b", "c"} {
 		record(t, s, k, time.Hour)
@@ -102,14 +102,14 @@ func TestMemoryDedupStoreBound(t *testing.T) {
 	if s.Len() != 2 || !seen(t, s, "live") || !seen(t, s, "new") {
 		t.Fatalf("%d keys, want live and new only", s.Len())
 	}
-	if got := NewMemoryDedupStore(0).max; got != DefaultDedupeEntries {
+	if got := NewMemoryDedupeStore(0).max; got != DefaultDedupeEntries {
 		t.Fatalf("default bound %d, want %d", got, DefaultDedupeEntries)
 	}
 }
 
-func TestMemoryDedupStoreConcurrent(t *testing.T) {
+func TestMemoryDedupeStoreConcurrent(t *testing.T) {
 	const max = 50
-	s := NewMemoryDedupStore(max)
+	s := NewMemoryDedupeStore(max)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -151,7 +151,7 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-func testDeduper(store DedupStore) (*deduper, *dedupeCounters) {
+func testDeduper(store DedupeStore) (*deduper, *dedupeCounters) {
 	c := &dedupeCounters{}
 	return &deduper{store: store, window: time.Minute, lease: DefaultDedupeLease, queue: "q", route: "r", log: zap.NewNop(),
 		counters: c, inflight: map[string]chan struct{}{}}, c
@@ -161,7 +161,7 @@ func TestDeduperRun(t *testing.T) {
 	ctx := context.Background()
 	d := &broker.Delivery{}
 	d.MessageId = "amqp-id"
-	store := NewMemoryDedupStore(10)
+	store := NewMemoryDedupeStore(10)
 	dd, counters := testDeduper(store)
 	var runs int
 	handle := func(context.Context) error { runs++; return nil }
@@ -215,7 +215,7 @@ func TestDeduperFailsOpen(t *testing.T) {
 // A second copy in flight waits for the first and is then a duplicate; a
 // panicking handler releases its claim.
 func TestDeduperInFlight(t *testing.T) {
-	dd, counters := testDeduper(NewMemoryDedupStore(10))
+	dd, counters := testDeduper(NewMemoryDedupeStore(10))
 	entered, finish := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {

@@ -36,11 +36,26 @@
 // a route whose handler is a user's actor in an embedding actor system
 // ([WithActorSystem]).
 //
-// Options follow one naming rule, written at the top of options.go:
-// service-only options are With…; route and publish options are bare nouns;
-// an option valid in several places returns a type of its own
-// ([ExchangeOption], [FailureHandlingOption], ...) that says where it
-// applies.
+// # Options
+//
+// How options read. One rule, for every option of [New], [Subscribe] and
+// [Service.Publish]:
+//
+//   - An option that configures only the service is named With… and
+//     returns [Option] ([WithURL], [WithLogger], [WithMiddleware], ...).
+//   - An option of a route or a publish is a bare noun or adjective
+//     ([QueueName], [Concurrency], [Mandatory], ...) and returns
+//     [RouteOption] or [PublishOption]. One that also sets the service's
+//     default for every route or publish keeps its bare name.
+//   - An option valid in more than one place returns an exported type of
+//     its own, named after it with the suffix Option ([ExchangeOption],
+//     [FailureHandlingOption], ...), whose doc says which interfaces it
+//     implements ("implements Option, RouteOption").
+//   - Nothing is named On…: that prefix is for the lifecycle hooks
+//     ([Service.OnStart], [Service.OnStarted], [Service.OnStop]).
+//
+// Every option is validated when it is applied: New, Subscribe and Publish
+// return an error wrapping [ErrInvalidOption].
 //
 // # Delivery guarantees
 //
@@ -57,7 +72,7 @@
 // broker, and one that keeps crashing is dead-lettered as poison. Handling is
 // at least once: a message may be handled again after a crash or a
 // connection loss. [Dedupe] skips (and acks) a message whose uuid the route
-// handled within a window, with a [DedupStore] ([NewMemoryDedupStore] by
+// handled within a window, with a [DedupeStore] ([NewMemoryDedupeStore] by
 // default).
 //
 // # Lifecycle

@@ -200,7 +200,7 @@ func ExampleService_Run() {
 // ten minutes; the in-memory store is bounded.
 func ExampleDedupe() {
 	svc, _ := hato.New("billing")
-	store := hato.NewMemoryDedupStore(50_000)
+	store := hato.NewMemoryDedupeStore(50_000)
 	err := hato.Subscribe(svc, "payment.received", func(ctx context.Context, m *hato.Message[map[string]any]) error {
 		return nil // charged once per message uuid
 	}, hato.Dedupe(10*time.Minute, store))

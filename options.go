@@ -1,22 +1,7 @@
 package hato
 
-// How options read. One rule, for every option of New, Subscribe and
-// Service.Publish:
-//
-//   - An option that configures only the service is named With… and
-//     returns Option (WithURL, WithLogger, WithMiddleware, ...).
-//   - An option of a route or a publish is a bare noun or adjective
-//     (QueueName, Concurrency, Mandatory, ...) and returns RouteOption or
-//     PublishOption. One that also sets the service's default for every
-//     route or publish keeps its bare name.
-//   - An option valid in more than one place returns an exported type of
-//     its own, named after it with the suffix Option, whose doc says which
-//     interfaces it implements ("implements Option, RouteOption").
-//   - Nothing is named On…: that prefix is for the lifecycle hooks
-//     (Service.OnStart, OnStarted, OnStop).
-//
-// Every option is validated when it is applied: New, Subscribe and Publish
-// return an error wrapping ErrInvalidOption.
+// Options follow the naming rule in the package documentation (doc.go,
+// "Options").
 
 import (
 	"crypto/tls"

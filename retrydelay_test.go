@@ -1,5 +1,3 @@
-//go:build !unit
-
 package hato_test
 
 import (
@@ -10,70 +8,72 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
-	"github.com/hato-go/hato/broker"
-	"github.com/hato-go/hato/internal/testutil"
-	"github.com/hato-go/hato/test/brokertest"
+	"github.com/hato-go/hato/hatotest"
 )
 
-// TestRetryDelayHoldsNoSlot: with Concurrency(1), a message waiting for
-// its delayed retry holds no handler slot and no unacked delivery: the
-// next message is handled while it waits in its delay queue, which is
-// declared durable with hato's arguments, while the route's queue keeps
-// tomodachi's.
-func TestRetryDelayHoldsNoSlot(t *testing.T) {
-	key := testutil.Key(t, "delay")
-	svc := newService(t, "delayed", hato.FailureHandling(hato.FailurePolicy{RetryDelays: []time.Duration{2 * time.Second}}))
+// TestRetryDelaysOnTheMemoryBroker: a message whose first delivery fails
+// comes back from the delay queue (Message.Retry 1, routing key as
+// published); one that always fails is dead-lettered after the last delay
+// with its retry history, and each delivery had MaxAttempts in-process
+// attempts.
+func TestRetryDelaysOnTheMemoryBroker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := hatotest.NewBroker()
+	svc, err := hato.New("svc", hatotest.Transport(b), hato.FailureHandling(hato.FailurePolicy{
+		MaxAttempts: 2, RetryDelays: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond},
+		Backoff: hato.Backoff{Initial: time.Millisecond, Jitter: -1},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
-	var order []string
-	release := make(chan struct{})
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+	runs := map[string][]int{} // id → Message.Retry of each run
+	keys := map[string]string{}
+	_ = hato.Subscribe(svc, "in.*", func(ctx context.Context, m *hato.Message[bpayload]) error {
 		mu.Lock()
-		order = append(order, m.Data.ID+"/"+string(rune('0'+m.Retry)))
+		runs[m.Data.ID] = append(runs[m.Data.ID], m.Retry)
+		keys[m.Data.ID] = m.DeliveredRoutingKey
 		mu.Unlock()
-		if m.Data.ID == "a" && m.Retry == 0 {
-			return errors.New("fails once")
-		}
-		if m.Data.ID == "b" {
-			<-release // b runs while a waits in the delay queue
+		if m.Data.ID == "always" || m.Retry == 0 {
+			return errors.New("fails")
 		}
 		return nil
-	}, hato.Concurrency(1))
-	testutil.Start(t, svc)
-	route := svc.Routes()[0]
-	p := publisher(t)
-	publishN(t, p, key, []string{"a", "b"})
-	delayQueue := broker.RetryQueueName(route.Queue, 2*time.Second)
-	conn := brokertest.Dial(t, brokerURL(t), "test-delay-slot")
-	brokertest.WaitFor(t, 10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(order) == 2
-	}, "b to run")
-	if m, _ := brokertest.Inspect(t, conn, delayQueue); m != 1 {
-		t.Errorf("delay queue holds %d messages while b runs, want a", m)
+	})
+	hatotest.Start(t, svc)
+	_ = b.Publish(ctx, "in.a", bpayload{ID: "once"})
+	_ = b.Publish(ctx, "in.b", bpayload{ID: "always"})
+	if err := b.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
 	}
-	close(release)
-	brokertest.WaitFor(t, 20*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(order) == 3
-	}, "a's delayed retry")
 	mu.Lock()
-	if order[0] != "a/0" || order[1] != "b/0" || order[2] != "a/1" {
-		t.Errorf("runs %v, want [a/0 b/0 a/1]", order)
+	defer mu.Unlock()
+	if got := runs["once"]; len(got) != 3 || got[0] != 0 || got[1] != 0 || got[2] != 1 {
+		t.Errorf("runs of once: %v, want [0 0 1] (two in-process attempts, then the delayed retry)", got)
 	}
-	mu.Unlock()
-	q, ok, err := brokertest.FindQueue(brokerVhost(t), delayQueue)
-	if err != nil || !ok {
-		t.Fatalf("delay queue %s: %v %v", delayQueue, ok, err)
+	if got := runs["always"]; len(got) != 6 || got[5] != 2 {
+		t.Errorf("runs of always: %v, want 2 attempts × 3 deliveries, the last with Retry 2", got)
 	}
-	args := q.Arguments
-	if !q.Durable || args["x-message-ttl"] != int64(2000) || args["x-dead-letter-exchange"] != "" ||
-		args["x-dead-letter-routing-key"] != route.Queue || args["x-expires"] != int64(7*24*time.Hour/time.Millisecond) {
-		t.Errorf("delay queue %+v", q)
+	if keys["once"] != "in.a" {
+		t.Errorf("delivered routing key after a delayed retry %q, want in.a", keys["once"])
 	}
-	main, _, err := brokertest.FindQueue(brokerVhost(t), route.Queue)
-	if err != nil || main.Arguments["x-dead-letter-exchange"] != nil || main.Arguments["x-message-ttl"] != nil {
-		t.Errorf("route queue arguments changed: %+v %v", main.Arguments, err)
+	dl := b.DeadLettered(svc.Routes()[0].DeadLetterQueue)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead-lettered, want 1", len(dl))
+	}
+	if dl[0].Header("x-hato-retry") != int64(2) || dl[0].Header("x-hato-original-routing-key") != "in.b" {
+		t.Errorf("dead-letter headers %v", dl[0].Publishing.Headers)
+	}
+	if h, _ := dl[0].Header("x-hato-retry-history").([]any); len(h) != 2 {
+		t.Errorf("retry history %v, want 2 entries", dl[0].Header("x-hato-retry-history"))
+	}
+}
+
+func TestRetryDelaysValidated(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second, time.Microsecond} {
+		_, err := hato.New("svc", hato.FailureHandling(hato.FailurePolicy{RetryDelays: []time.Duration{d}}))
+		if !errors.Is(err, hato.ErrInvalidOption) {
+			t.Errorf("RetryDelays [%s]: %v, want ErrInvalidOption", d, err)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 package actors
 
@@ -52,7 +52,7 @@ func newStopHarness(t *testing.T) *stopHarness {
 		},
 	}
 	props := ConsumerProps(ConsumerConfig{Route: route, Connection: fakeConn,
-		StartSession: func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+		StartSession: func(ch *amqp.Channel, cfg broker.SessionConfig) (consumerSession, amqp.Queue, error) {
 			if start := h.start.Load(); start != nil {
 				return (*start)(ch, cfg)
 			}
@@ -120,7 +120,7 @@ func TestConsumerStoppedWhileItsSessionStartsReturnsItsDeliveries(t *testing.T) 
 		}
 	}
 	started, proceed := make(chan struct{}), make(chan struct{})
-	var start sessionStarter = func(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+	var start sessionStarter = func(ch *amqp.Channel, cfg broker.SessionConfig) (consumerSession, amqp.Queue, error) {
 		s, q, err := startBrokerSession(ch, cfg)
 		close(started)
 		<-proceed

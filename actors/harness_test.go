@@ -13,8 +13,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato/broker"
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/supervisor"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // The actors' unit tests run a consumer actor against a fake connection
@@ -47,11 +47,11 @@ func newSystem(t *testing.T) *actor.ActorSystem {
 	return sys
 }
 
-// fakeSession stands in for a broker.Consumer: the test delivers through it
+// fakeSession stands in for a broker.Session: the test delivers through it
 // and it records how the actor settles each delivery (as amqp.Acknowledger)
 // and whether it cancelled or closed the session.
 type fakeSession struct {
-	cfg broker.ConsumerConfig
+	cfg broker.SessionConfig
 
 	mu        sync.Mutex
 	log       []string // "ack 1", "nack 2 requeue", "reject 3", "cancel", "close"
@@ -195,7 +195,7 @@ type sessions struct {
 	hold chan struct{}
 }
 
-func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+func (ss *sessions) start(ch *amqp.Channel, cfg broker.SessionConfig) (consumerSession, amqp.Queue, error) {
 	s, q, err := ss.startNow(ch, cfg)
 	if ss.hold != nil {
 		<-ss.hold
@@ -203,7 +203,7 @@ func (ss *sessions) start(ch *amqp.Channel, cfg broker.ConsumerConfig) (consumer
 	return s, q, err
 }
 
-func (ss *sessions) startNow(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+func (ss *sessions) startNow(_ *amqp.Channel, cfg broker.SessionConfig) (consumerSession, amqp.Queue, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.attempts++

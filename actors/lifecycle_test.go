@@ -10,7 +10,7 @@ import (
 	"github.com/hato-go/hato/supervisor"
 )
 
-// Issue 17-3a: a session whose channel dies while StartConsumer returns
+// Issue 17-3a: a session whose channel dies while StartSession returns
 // sends its sessionEnded before its sessionStarted. The actor must not
 // install the dead session and report ready: it opens a new one.
 func TestSessionEndedBeforeStartedReopens(t *testing.T) {
@@ -43,7 +43,7 @@ func TestDrainBeforeSessionStartedWaitsForHandlers(t *testing.T) {
 	open := func() { once.Do(func() { close(hold) }) }
 	t.Cleanup(open)
 	r := startConsumerWith(t, route, &fakeConn{}, &sessions{hold: hold})
-	s := r.sessions.await(t, 0) // consuming; StartConsumer has not returned
+	s := r.sessions.await(t, 0) // consuming; StartSession has not returned
 	s.deliver(1, "m", false)
 	recv(t, entered)
 	drain := &supervisor.Drain{Deadline: time.Now().Add(time.Minute), Done: make(chan struct{})}

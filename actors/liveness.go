@@ -112,7 +112,7 @@ type watch struct {
 }
 
 // alive is what a session may tell about itself: false once its channel is
-// gone. broker.Consumer and hatotest's sessions implement it.
+// gone. broker.Session and hatotest's sessions implement it.
 type alive interface{ Alive() bool }
 
 // livenessStall tells the actor the watchdog found its session stuck.

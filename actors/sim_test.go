@@ -43,7 +43,7 @@ type simSession struct {
 	sim      *sim
 	gen      int    // the sim's session number
 	cgen     uint64 // the consumer's session generation it started in
-	cfg      broker.ConsumerConfig
+	cfg      broker.SessionConfig
 	nextTag  uint64
 	ended    bool // Closed was called
 	byActor  bool // the actor closed it
@@ -369,8 +369,8 @@ func (m *sim) sent(pid *actor.PID, msg any) {
 	}
 }
 
-// start is the simulated broker.StartConsumer.
-func (m *sim) start(_ *amqp.Channel, cfg broker.ConsumerConfig) (consumerSession, amqp.Queue, error) {
+// start is the simulated broker.StartSession.
+func (m *sim) start(_ *amqp.Channel, cfg broker.SessionConfig) (consumerSession, amqp.Queue, error) {
 	s := &simSession{sim: m, gen: len(m.sessions) + 1, cgen: m.c.gen, cfg: cfg, unacked: map[uint64]*simDelivery{}}
 	m.sessions = append(m.sessions, s)
 	m.tracef("session %d started", s.gen)
@@ -967,7 +967,7 @@ func TestSimulation(t *testing.T) {
 		}
 		failed++
 		if failed <= 3 || from == to {
-			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -tags unit -run TestSimulation ./actors/\ntrace:\n%s",
+			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -run TestSimulation ./actors/\ntrace:\n%s",
 				seed, violations[0], seed, strings.Join(trace, "\n"))
 		} else {
 			t.Errorf("seed %d: %s", seed, violations[0])

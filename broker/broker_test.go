@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 package broker
 
@@ -14,8 +14,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hato-go/hato/internal/netproxy"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/netproxy"
 )
 
 // brokerURL is the AMQP URL of this package's vhost; it fails the test if
@@ -216,7 +216,7 @@ func TestConsumerSettlesOnItsOwnChannelAndRequeuesOnClose(t *testing.T) {
 	queue, topo := queueWith(t, conn, 10)
 	deliveries := make(chan *Delivery, 100)
 	ended := make(chan error, 1)
-	c, q, err := StartConsumer(channel(t, conn), ConsumerConfig{
+	c, q, err := StartSession(channel(t, conn), SessionConfig{
 		Topology: topo, Prefetch: 4,
 		Deliver: func(d *Delivery) { deliveries <- d },
 		Closed:  func(err error) { ended <- err },
@@ -281,7 +281,7 @@ func TestConsumerAcksFromAnyGoroutineOnAFlusherThatDoesNotStay(t *testing.T) {
 	deliveries := make(chan *Delivery, n)
 	ended := make(chan error, 1)
 	before := liveConsumers.Load()
-	c, _, err := StartConsumer(channel(t, conn), ConsumerConfig{
+	c, _, err := StartSession(channel(t, conn), SessionConfig{
 		Topology: topo, Prefetch: n,
 		Deliver: func(d *Delivery) { deliveries <- d },
 		Closed:  func(err error) { ended <- err },
@@ -302,9 +302,9 @@ func TestConsumerAcksFromAnyGoroutineOnAFlusherThatDoesNotStay(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	brokertest.WaitFor(t, 5*time.Second, func() bool { return goroutinesIn("broker.(*Consumer).flush") == 0 },
+	brokertest.WaitFor(t, 5*time.Second, func() bool { return goroutinesIn("broker.(*Session).flush") == 0 },
 		"the flusher to go once every ack was sent")
-	if g := goroutinesIn("broker.(*Consumer).run"); g != 1 {
+	if g := goroutinesIn("broker.(*Session).run"); g != 1 {
 		t.Fatalf("%d session goroutines, want 1", g)
 	}
 	c.Close()
@@ -324,7 +324,7 @@ func TestConsumerReportsBrokerCancel(t *testing.T) {
 	queue := "broker-test-" + RandomID()
 	topo := Topology{Queue: queue, BindingKey: queue}
 	ended := make(chan error, 1)
-	_, _, err := StartConsumer(channel(t, conn), ConsumerConfig{
+	_, _, err := StartSession(channel(t, conn), SessionConfig{
 		Topology: topo, Prefetch: 1,
 		Deliver: func(*Delivery) {},
 		Closed:  func(err error) { ended <- err },

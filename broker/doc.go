@@ -17,7 +17,7 @@
 //     [ErrUnroutable], [ErrExchangeNotFound], [ErrAccessRefused], ...;
 //     package hato re-exports them) and [Permanent].
 //
-// Everything else here (Dial, Config, Consumer, Publisher, Topology,
+// Everything else here (Dial, Config, Session, Publisher, Topology,
 // Delivery, QueueType, Request.Finish, the URL helpers) is implementation
 // detail of packages hato and actors, subject to change without notice.
 //
@@ -35,7 +35,7 @@
 //
 // # Sessions
 //
-// Each AMQP channel has exactly one owner goroutine. A [Consumer] owns a
+// Each AMQP channel has exactly one owner goroutine. A [Session] owns a
 // consuming channel: QoS, declarations, consume, acks, cancel and close all
 // happen on its goroutine; settlements from any goroutine are queued and
 // never block, and settlements after the channel ended are dropped (a

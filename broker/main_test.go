@@ -4,13 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // pkgVhost is this package's vhost on the test broker, created when the
 // first test asks for it (brokerURL): the tests in files without
-// `//go:build !unit` need no broker.
+// `//go:build integration` need no broker.
 var pkgVhost = brokertest.NewPackageVhost("broker")
 
 func TestMain(m *testing.M) {

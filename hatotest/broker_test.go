@@ -47,7 +47,7 @@ func (c *consumer) last() *broker.Delivery {
 func startConsumer(t *testing.T, b *Broker, queue string, prefetch int) (*session, *consumer) {
 	t.Helper()
 	c := &consumer{}
-	s, _, err := b.startSession(broker.ConsumerConfig{
+	s, _, err := b.startSession(broker.SessionConfig{
 		Topology: broker.Topology{Queue: queue, BindingKey: "k.#"},
 		Prefetch: prefetch,
 		Deliver:  c.deliver,
@@ -150,7 +150,7 @@ func TestMandatoryAndMissingExchange(t *testing.T) {
 func TestQueueDeclarations(t *testing.T) {
 	b := NewBroker()
 	ok := func(t broker.Topology) error {
-		_, _, err := b.startSession(broker.ConsumerConfig{Topology: t, Deliver: func(*broker.Delivery) {}, Closed: func(error) {}})
+		_, _, err := b.startSession(broker.SessionConfig{Topology: t, Deliver: func(*broker.Delivery) {}, Closed: func(error) {}})
 		return err
 	}
 	if err := ok(broker.Topology{Queue: "solo", BindingKey: "k", MaxConsumers: 1}); err != nil {
@@ -193,7 +193,7 @@ func TestWaitIdle(t *testing.T) {
 func TestQuorumDeliveryCount(t *testing.T) {
 	b := NewBroker()
 	c := &consumer{}
-	_, _, err := b.startSession(broker.ConsumerConfig{
+	_, _, err := b.startSession(broker.SessionConfig{
 		Topology: broker.Topology{Queue: "qq", BindingKey: "k.#", QueueType: broker.Quorum},
 		Deliver:  c.deliver, Closed: func(error) {},
 	})

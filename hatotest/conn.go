@@ -27,7 +27,7 @@ func (t memTransport) ConnectionProps(name string, _ *zap.Logger) *actor.Props {
 }
 
 // StartSession implements transport.Transport.
-func (t memTransport) StartSession(_ *amqp.Channel, cfg broker.ConsumerConfig) (transport.Session, amqp.Queue, error) {
+func (t memTransport) StartSession(_ *amqp.Channel, cfg broker.SessionConfig) (transport.Session, amqp.Queue, error) {
 	return t.b.startSession(cfg)
 }
 

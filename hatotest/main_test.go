@@ -3,7 +3,7 @@ package hatotest_test
 import (
 	"testing"
 
-	"github.com/hato-go/hato/test/leak"
+	"github.com/hato-go/hato/internal/leak"
 )
 
 func TestMain(m *testing.M) {

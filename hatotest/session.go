@@ -21,7 +21,7 @@ import (
 type session struct {
 	b         *Broker
 	q         *queue
-	cfg       broker.ConsumerConfig
+	cfg       broker.SessionConfig
 	tag       string
 	nextTag   uint64
 	unacked   map[uint64]*message
@@ -32,8 +32,8 @@ type session struct {
 var _ transport.Session = (*session)(nil)
 
 // startSession declares cfg's topology and starts consuming, as
-// broker.StartConsumer does on a channel.
-func (b *Broker) startSession(cfg broker.ConsumerConfig) (transport.Session, amqp.Queue, error) {
+// broker.StartSession does on a channel.
+func (b *Broker) startSession(cfg broker.SessionConfig) (transport.Session, amqp.Queue, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q, err := b.declare(cfg.Topology)
@@ -143,7 +143,7 @@ func settlement(requeue bool) Settlement {
 }
 
 // Alive reports whether the session was not closed, as
-// broker.Consumer.Alive does.
+// broker.Session.Alive does.
 func (s *session) Alive() bool {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
@@ -159,7 +159,7 @@ func (s *session) Cancel() {
 }
 
 // Close ends the session: its unsettled deliveries go back to the queue,
-// and Closed(nil) is reported, as after broker.Consumer.Close.
+// and Closed(nil) is reported, as after broker.Session.Close.
 func (s *session) Close() {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
@@ -171,7 +171,7 @@ func (s *session) Close() {
 
 // fail ends the session as a channel error does on RabbitMQ: its
 // unsettled deliveries go back to the queue and Closed reports err,
-// classified as broker.StartConsumer's sessions classify it. Called with
+// classified as broker.StartSession's sessions classify it. Called with
 // b.mu held.
 func (s *session) fail(err *amqp.Error) {
 	s.end(fmt.Errorf("channel closed: %w: %w", broker.ErrPreconditionFailed, err))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throw-away RabbitMQ cluster (3 nodes by default) on loopback, beside the
-# default broker, for hato's cluster tests (test/clustertest, make test-cluster).
+# default broker, for hato's cluster tests (internal/clustertest, make test-cluster).
 #
 #   scripts/cluster.sh start            start the nodes and cluster them (join_cluster);
 #                                       a no-op if that cluster already runs whole,

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/hato-go/hato/test/leak"
+	"github.com/hato-go/hato/internal/leak"
 )
 
 func TestMain(m *testing.M) {

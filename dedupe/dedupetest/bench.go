@@ -13,9 +13,9 @@ import (
 // of store per message (Claim, then Record) against the in-memory store
 // (Seen, then Record), in the same run, and reports both in µs per message
 // and their ratio. Sequential: the added latency of one message.
-func BenchStore(b *testing.B, store hato.DedupClaimer) {
+func BenchStore(b *testing.B, store hato.DedupeClaimer) {
 	ctx := context.Background()
-	mem := hato.NewMemoryDedupStore(0)
+	mem := hato.NewMemoryDedupeStore(0)
 	run := b.N
 	prefix := fmt.Sprintf("bench-%d/", time.Now().UnixNano())
 	b.ResetTimer()

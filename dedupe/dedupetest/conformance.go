@@ -1,4 +1,4 @@
-// Package dedupetest checks a hato.DedupClaimer against the claim protocol
+// Package dedupetest checks a hato.DedupeClaimer against the claim protocol
 // (Conformance) and runs the fleet crash test shared by the stores' modules
 // (Crash). It needs no driver: each store module passes its own store and
 // node binary.
@@ -16,7 +16,7 @@ import (
 
 // Conformance runs the claim protocol against a fresh store from newStore
 // (keys it uses are unique to the call).
-func Conformance(t *testing.T, newStore func(t *testing.T) hato.DedupClaimer) {
+func Conformance(t *testing.T, newStore func(t *testing.T) hato.DedupeClaimer) {
 	ctx := context.Background()
 	key := func(t *testing.T) string { return fmt.Sprintf("q/%s-%d", t.Name(), time.Now().UnixNano()) }
 	must := func(t *testing.T, got hato.ClaimState, err error, want hato.ClaimState) {
@@ -78,7 +78,7 @@ func Conformance(t *testing.T, newStore func(t *testing.T) hato.DedupClaimer) {
 }
 
 // waitState polls Claim until it returns want (a lease or ttl passing).
-func waitState(t *testing.T, s hato.DedupClaimer, k, owner string, want hato.ClaimState) {
+func waitState(t *testing.T, s hato.DedupeClaimer, k, owner string, want hato.ClaimState) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -97,7 +97,7 @@ func waitState(t *testing.T, s hato.DedupClaimer, k, owner string, want hato.Cla
 }
 
 // oneWinner: 16 owners claim one key at once; exactly one takes it.
-func oneWinner(t *testing.T, s hato.DedupClaimer, k string) {
+func oneWinner(t *testing.T, s hato.DedupeClaimer, k string) {
 	const n = 16
 	var wg sync.WaitGroup
 	states := make([]hato.ClaimState, n)

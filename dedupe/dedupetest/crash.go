@@ -36,10 +36,10 @@ const CrashLease = 2 * time.Second
 // handler runs effect with the message's dedupe key (hato.DedupeKey). It
 // prints "ready" once consuming and stops on SIGTERM. It exits the process.
 //
-// With $HATO_CRASH_PLAIN set, the store is used as a plain DedupStore (no
-// claim step), as hato did before DedupClaimer: the crash test then shows
+// With $HATO_CRASH_PLAIN set, the store is used as a plain DedupeStore (no
+// claim step), as hato did before DedupeClaimer: the crash test then shows
 // double effects.
-func RunNode(store hato.DedupStore, effect func(ctx context.Context, key string, window time.Duration) error) {
+func RunNode(store hato.DedupeStore, effect func(ctx context.Context, key string, window time.Duration) error) {
 	if os.Getenv("HATO_CRASH_PLAIN") != "" {
 		store = plainStore{store}
 	}
@@ -75,7 +75,7 @@ func RunNode(store hato.DedupStore, effect func(ctx context.Context, key string,
 	os.Exit(0)
 }
 
-type plainStore struct{ hato.DedupStore }
+type plainStore struct{ hato.DedupeStore }
 
 // CrashConfig is one crash test.
 type CrashConfig struct {

@@ -1,4 +1,4 @@
-// Package pgstore is a hato.DedupClaimer on PostgreSQL: a de-duplication
+// Package pgstore is a hato.DedupeClaimer on PostgreSQL: a de-duplication
 // store shared by every node of a service, for hato.Dedupe.
 //
 // # Table
@@ -56,7 +56,7 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Store is a hato.DedupClaimer on PostgreSQL. Safe for concurrent use;
+// Store is a hato.DedupeClaimer on PostgreSQL. Safe for concurrent use;
 // each call is one statement, bounded by its ctx.
 type Store struct {
 	db         DB
@@ -167,9 +167,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-var _ hato.DedupClaimer = (*Store)(nil)
+var _ hato.DedupeClaimer = (*Store)(nil)
 
-// Seen implements hato.DedupStore.
+// Seen implements hato.DedupeStore.
 func (s *Store) Seen(ctx context.Context, key string) (bool, error) {
 	var ok bool
 	if err := s.db.QueryRow(ctx, s.q.seen, key).Scan(&ok); err != nil {
@@ -178,7 +178,7 @@ func (s *Store) Seen(ctx context.Context, key string) (bool, error) {
 	return ok, nil
 }
 
-// Record implements hato.DedupStore: it replaces a claim.
+// Record implements hato.DedupeStore: it replaces a claim.
 func (s *Store) Record(ctx context.Context, key string, ttl time.Duration) error {
 	if _, err := s.db.Exec(ctx, s.q.record, key, ttl.Milliseconds()); err != nil {
 		return fmt.Errorf("pgstore: record: %w", err)
@@ -186,7 +186,7 @@ func (s *Store) Record(ctx context.Context, key string, ttl time.Duration) error
 	return nil
 }
 
-// Claim implements hato.DedupClaimer.
+// Claim implements hato.DedupeClaimer.
 func (s *Store) Claim(ctx context.Context, key, owner string, lease time.Duration) (hato.ClaimState, error) {
 	var n int
 	if err := s.db.QueryRow(ctx, s.q.claim, key, owner, max(lease.Milliseconds(), 1)).Scan(&n); err != nil {
@@ -201,7 +201,7 @@ func (s *Store) Claim(ctx context.Context, key, owner string, lease time.Duratio
 	return hato.ClaimHeld, nil
 }
 
-// Release implements hato.DedupClaimer.
+// Release implements hato.DedupeClaimer.
 func (s *Store) Release(ctx context.Context, key, owner string) error {
 	if _, err := s.db.Exec(ctx, s.q.release, key, owner); err != nil {
 		return fmt.Errorf("pgstore: release: %w", err)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package pgstore_test
 
 import (
@@ -63,7 +65,7 @@ func newStore(t testing.TB, opts ...pgstore.Option) (*pgstore.Store, *pgxpool.Po
 }
 
 func TestConformance(t *testing.T) {
-	dedupetest.Conformance(t, func(t *testing.T) hato.DedupClaimer {
+	dedupetest.Conformance(t, func(t *testing.T) hato.DedupeClaimer {
 		s, _, _ := newStore(t)
 		return s
 	})

@@ -1,4 +1,4 @@
-// Package redisstore is a hato.DedupClaimer on Redis: a de-duplication
+// Package redisstore is a hato.DedupeClaimer on Redis: a de-duplication
 // store shared by every node of a service, for hato.Dedupe.
 //
 // # Keys
@@ -54,7 +54,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// Store is a hato.DedupClaimer on Redis. Safe for concurrent use; every
+// Store is a hato.DedupeClaimer on Redis. Safe for concurrent use; every
 // call is one round trip, bounded by its ctx (and the client's timeouts).
 type Store struct {
 	rdb    redis.UniversalClient
@@ -90,9 +90,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-var _ hato.DedupClaimer = (*Store)(nil)
+var _ hato.DedupeClaimer = (*Store)(nil)
 
-// Seen implements hato.DedupStore: whether key is recorded as handled.
+// Seen implements hato.DedupeStore: whether key is recorded as handled.
 func (s *Store) Seen(ctx context.Context, key string) (bool, error) {
 	v, err := s.rdb.Get(ctx, s.prefix+key).Result()
 	if errors.Is(err, redis.Nil) {
@@ -104,7 +104,7 @@ func (s *Store) Seen(ctx context.Context, key string) (bool, error) {
 	return v == done, nil
 }
 
-// Record implements hato.DedupStore: key is handled, for ttl; it replaces a
+// Record implements hato.DedupeStore: key is handled, for ttl; it replaces a
 // claim.
 func (s *Store) Record(ctx context.Context, key string, ttl time.Duration) error {
 	if err := s.rdb.Set(ctx, s.prefix+key, done, max(ttl, time.Millisecond)).Err(); err != nil {
@@ -113,7 +113,7 @@ func (s *Store) Record(ctx context.Context, key string, ttl time.Duration) error
 	return nil
 }
 
-// Claim implements hato.DedupClaimer.
+// Claim implements hato.DedupeClaimer.
 func (s *Store) Claim(ctx context.Context, key, owner string, lease time.Duration) (hato.ClaimState, error) {
 	n, err := claimScript.Run(ctx, s.rdb, []string{s.prefix + key}, "c:"+owner, max(lease.Milliseconds(), 1)).Int()
 	if err != nil {
@@ -128,7 +128,7 @@ func (s *Store) Claim(ctx context.Context, key, owner string, lease time.Duratio
 	return hato.ClaimHeld, nil
 }
 
-// Release implements hato.DedupClaimer.
+// Release implements hato.DedupeClaimer.
 func (s *Store) Release(ctx context.Context, key, owner string) error {
 	if err := releaseScript.Run(ctx, s.rdb, []string{s.prefix + key}, "c:"+owner).Err(); err != nil {
 		return fmt.Errorf("redisstore: release: %w", err)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package redisstore_test
 
 import (
@@ -43,7 +45,7 @@ func client(t testing.TB) (*redis.Client, string) {
 }
 
 func TestConformance(t *testing.T) {
-	dedupetest.Conformance(t, func(t *testing.T) hato.DedupClaimer {
+	dedupetest.Conformance(t, func(t *testing.T) hato.DedupeClaimer {
 		rdb, prefix := client(t)
 		s, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
 		if err != nil {

@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 package conformance_test
 
@@ -53,7 +53,7 @@ func (rabbit) DeadLetters(t *testing.T, queue string, n int) []conformance.Messa
 
 // Session consumes on a channel of a connection of its own, closed when
 // the test ends.
-func (rabbit) Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session {
+func (rabbit) Session(t *testing.T, cfg broker.SessionConfig) transport.Session {
 	t.Helper()
 	conn := brokertest.Dial(t, pkgVhost.URL(t), "conformance-session")
 	t.Cleanup(func() { _ = conn.Close() })
@@ -61,7 +61,7 @@ func (rabbit) Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _, err := broker.StartConsumer(ch, cfg)
+	s, _, err := broker.StartSession(ch, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

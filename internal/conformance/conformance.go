@@ -38,10 +38,10 @@ type Env interface {
 	// queue.
 	DeadLetters(t *testing.T, queue string, n int) []Message
 	// Session starts a consuming session on the transport directly, as a
-	// consumer actor does (broker.StartConsumer on a channel of its own
+	// consumer actor does (broker.StartSession on a channel of its own
 	// connection for RabbitMQ), for scenarios about settlement that no
 	// service can provoke. The test's cleanup ends what is left of it.
-	Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session
+	Session(t *testing.T, cfg broker.SessionConfig) transport.Session
 }
 
 // Message is a message read from a queue.

@@ -3,8 +3,8 @@ package conformance_test
 import (
 	"testing"
 
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // pkgVhost is this package's vhost on the test broker, created only when

@@ -33,7 +33,7 @@ func (m *memory) DeadLetters(t *testing.T, queue string, n int) []conformance.Me
 	return out
 }
 
-func (m *memory) Session(t *testing.T, cfg broker.ConsumerConfig) transport.Session {
+func (m *memory) Session(t *testing.T, cfg broker.SessionConfig) transport.Session {
 	t.Helper()
 	s, _, err := transport.Memory(m.b).StartSession(nil, cfg)
 	if err != nil {

@@ -52,9 +52,9 @@ func secondSettlement(t *testing.T, s *suite) {
 
 // sessionConfig is a session config on topology whose deliveries and
 // close come out of the returned channels.
-func sessionConfig(topology broker.Topology) (broker.ConsumerConfig, chan *broker.Delivery, chan error) {
+func sessionConfig(topology broker.Topology) (broker.SessionConfig, chan *broker.Delivery, chan error) {
 	got, closed := make(chan *broker.Delivery, 16), make(chan error, 1)
-	return broker.ConsumerConfig{
+	return broker.SessionConfig{
 		Topology: topology, Prefetch: 10,
 		Deliver: func(d *broker.Delivery) { got <- d },
 		Closed:  func(err error) { closed <- err },

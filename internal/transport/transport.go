@@ -3,7 +3,7 @@
 // envelopes, middleware, failure policy, supervision) is the same whatever
 // the transport; only two pieces change: the connection actor and how a
 // consumer actor starts its consuming session. The default is the AMQP
-// broker (package actors' connection actor, broker.StartConsumer); package
+// broker (package actors' connection actor, broker.StartSession); package
 // hatotest provides an in-memory one.
 //
 // The package is internal: a service selects a transport only through
@@ -20,7 +20,7 @@ import (
 )
 
 // Session is a consuming session as a consumer actor sees it (a
-// *broker.Consumer on the broker). Deliveries are settled through each
+// *broker.Session on the broker). Deliveries are settled through each
 // *broker.Delivery. Cancel stops deliveries but keeps the session so
 // deliveries in hand can still be settled; Close ends it, and the
 // transport requeues whatever is unsettled. Neither blocks. The session
@@ -31,11 +31,11 @@ type Session interface {
 }
 
 // SessionStarter sets a channel up (the route's topology, QoS) and starts
-// consuming on it, as broker.StartConsumer does; it may block (consumer
+// consuming on it, as broker.StartSession does; it may block (consumer
 // actors call it off their mailbox). ch is what the connection actor
 // handed out in its ChannelReply: nil for a transport that needs none. On
 // error it never calls cfg's callbacks.
-type SessionStarter func(ch *amqp.Channel, cfg broker.ConsumerConfig) (Session, amqp.Queue, error)
+type SessionStarter func(ch *amqp.Channel, cfg broker.SessionConfig) (Session, amqp.Queue, error)
 
 // Transport carries a service's messages.
 type Transport interface {
@@ -47,7 +47,7 @@ type Transport interface {
 	// supervisor.ChildReady to its parent once it is ready.
 	ConnectionProps(name string, log *zap.Logger) *actor.Props
 	// StartSession starts a consumer actor's session.
-	StartSession(ch *amqp.Channel, cfg broker.ConsumerConfig) (Session, amqp.Queue, error)
+	StartSession(ch *amqp.Channel, cfg broker.SessionConfig) (Session, amqp.Queue, error)
 }
 
 // Option returns a hato.Option (as any: this package cannot import hato)

@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 package main
 
@@ -35,7 +35,7 @@ import (
 // so a service's own allocations per delivery are its figure minus
 // driver-only's. Run it with a fixed count, e.g.
 //
-//	go test -run '^$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
+//	go test -tags integration -run '^$' -bench ForwardPipeline -benchmem -benchtime 20000x ./test/bench/
 func BenchmarkForwardPipeline(b *testing.B) {
 	url, cleanup, err := brokertest.SetupVhost("bench-pipeline")
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/hato-go/hato/test/netproxy"
+	"github.com/hato-go/hato/internal/netproxy"
 )
 
 // DefaultURL is the broker used when HATO_TEST_AMQP_URL is not set.

@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 package brokertest
 
@@ -19,7 +19,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/hato-go/hato/test/netproxy"
+	"github.com/hato-go/hato/internal/netproxy"
 )
 
 // ctlWait bounds waits whose every poll runs rabbitmqctl: each call starts
@@ -338,7 +338,7 @@ func TestCrossProcessLock(t *testing.T) {
 	}
 }
 
-// TestNetproxyAMQP shows the two network faults of test/netproxy on a real
+// TestNetproxyAMQP shows the two network faults of internal/netproxy on a real
 // AMQP connection: a paused proxy makes heartbeats time out, CutAll drops
 // the connection at once.
 func TestNetproxyAMQP(t *testing.T) {

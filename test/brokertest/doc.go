@@ -33,8 +33,9 @@
 //
 // The vhost is created only when a test asks for it, so the tests of the
 // package that need no broker run without one. Files whose tests need the
-// broker start with `//go:build !unit`: `go test -tags unit ./...` (`make
-// test-unit`) runs the rest, the unit layer. SetupVhost does the same for
+// broker start with `//go:build integration`: plain `go test ./...` (`make
+// test-unit`) runs the rest, the unit layer, and `go test -tags integration
+// ./...` (`make test`) runs both. SetupVhost does the same for
 // a TestMain of its own.
 //
 // # Inspection

@@ -1,7 +1,8 @@
-//go:build unit
+//go:build !(integration || faults || cluster)
 
 package brokertest
 
-// unitLayer: built with -tags unit, the test layer that runs without a
-// broker (`make test-unit`).
+// unitLayer: true without -tags integration (or faults, cluster): plain
+// `go test ./...` (`make test-unit`) is the unit layer, which runs without a
+// broker.
 const unitLayer = true

@@ -159,7 +159,7 @@ func (p *PackageVhost) setup(t testing.TB) {
 	if p.err != nil {
 		layer := ""
 		if unitLayer {
-			layer = " (built with -tags unit, the layer without a broker: a test that needs the broker belongs in a file tagged //go:build !unit)"
+			layer = " (built without -tags integration: the unit layer, which has no broker; a test that needs the broker belongs in a file tagged //go:build integration)"
 		}
 		t.Fatalf("this test needs the broker: package vhost %q: %v%s", p.label, p.err, layer)
 	}

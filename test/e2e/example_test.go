@@ -1,4 +1,4 @@
-//go:build !unit
+//go:build integration
 
 // Package e2e runs the example nodes as processes against the real broker.
 package e2e

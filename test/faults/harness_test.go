@@ -15,9 +15,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 // N is the number of messages per scenario.

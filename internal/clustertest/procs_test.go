@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/clustertest"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/clustertest"
 )
 
 // worker is one hato process (cmd/worker) of a scenario.

@@ -15,9 +15,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/clustertest"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/clustertest"
 )
 
 // result is one row of the scenario table (the same columns as the fault

@@ -1,6 +1,6 @@
-//go:build !unit
+//go:build integration
 
-package hato_test
+package integration_test
 
 import (
 	"context"
@@ -21,12 +21,144 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/netproxy"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
+
+// Several broker URLs: a dead address in the list costs one failed dial;
+// when the node of the connections goes silent (a network cut), the service
+// reconnects to the next address and says so in Status and its events.
+func TestSeveralURLsFailOver(t *testing.T) {
+	url := brokerURL(t)
+	p1, url1 := brokertest.Proxy(t, url)
+	p2, url2 := brokertest.Proxy(t, url)
+	proxies := map[string]*netproxy.Proxy{p1.Addr(): p1, p2.Addr(): p2}
+	dead := "amqp://guest:s3cret@127.0.0.1:1/"
+
+	key := testutil.Key(t, "failover")
+	handled := testutil.NewCollector()
+	var events testutil.SupervisorEvents
+	svc := newService(t, "failover",
+		hato.WithURLs(dead, url1, url2),
+		hato.WithDialTimeout(2*time.Second),
+		hato.WithHeartbeat(time.Second),
+		hato.WithReconnectBackoff(hato.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}),
+		hato.WithSupervisorEvents(events.Add))
+	if err := hato.Subscribe(svc, key, func(_ context.Context, m *hato.Message[payload]) error {
+		handled.Add(idOf(m))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Start(t, svc)
+
+	st := status(t, svc)
+	first := proxies[st.PublishNode]
+	if first == nil || st.ConsumeNode != st.PublishNode {
+		t.Fatalf("connected to publish=%q consume=%q, want both on one of the proxies %v", st.PublishNode, st.ConsumeNode, keys(proxies))
+	}
+	publishN(t, svc, key, []string{"before"})
+	handled.WaitDistinct(t, 1, 10*time.Second)
+
+	cut := time.Now()
+	first.Pause()
+	t.Cleanup(first.Resume)
+	brokertest.WaitFor(t, 30*time.Second, func() bool {
+		st, err := svc.Status(context.Background())
+		return err == nil && st.Connected && st.PublishNode != "" && st.PublishNode != first.Addr()
+	}, "reconnection to another node than %s", first.Addr())
+	st = status(t, svc)
+	if proxies[st.PublishNode] == nil || st.ConsumeNode != st.PublishNode {
+		t.Fatalf("after the cut: publish=%q consume=%q", st.PublishNode, st.ConsumeNode)
+	}
+	publishN(t, svc, key, []string{"after"})
+	handled.WaitDistinct(t, 2, 20*time.Second)
+
+	var detail string
+	for _, e := range events.Snapshot() {
+		if e.Child == "connection" && e.Kind == hato.EventReady && e.Time.After(cut) {
+			detail = e.Detail
+		}
+	}
+	if !strings.Contains(detail, "publish="+st.PublishNode) || !strings.Contains(detail, "consume="+st.ConsumeNode) {
+		t.Errorf("connection's EventReady after the cut has detail %q, want its node %s", detail, st.PublishNode)
+	}
+	for _, e := range events.Snapshot() {
+		if strings.Contains(e.String(), "s3cret") {
+			t.Errorf("event shows the password: %s", e)
+		}
+	}
+}
+
+func status(t *testing.T, svc *hato.Service) hato.ConnectionStatus {
+	t.Helper()
+	st, err := svc.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Issue 9: a quorum queue counts every return in x-delivery-count, also the
+// returns of a lost connection (node down, network cut). Poison detection
+// must not count those: messages held unacked across two connection losses
+// are handled, not dead-lettered, even with MaxRedeliveries 1.
+func TestQuorumPoisonIgnoresConnectionLoss(t *testing.T) {
+	proxy, url := brokertest.Proxy(t, brokerURL(t))
+	key := testutil.Key(t, "qq-loss")
+	ids := fmtIDs("loss", 5)
+	handled := testutil.NewCollector()
+	var dl testutil.DeliveryEvents
+	gate := make(chan struct{})
+	var arrivals atomic.Int64
+	svc := newService(t, "qq-loss",
+		hato.WithURL(url),
+		hato.WithReconnectBackoff(hato.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}),
+		hato.WithDeliveryEvents(dl.Add),
+		hato.FailureHandling(hato.FailurePolicy{MaxRedeliveries: 1}))
+	err := hato.Subscribe(svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+		arrivals.Add(1)
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		handled.Add(idOf(m))
+		return nil
+	}, hato.QuorumQueue(), hato.Concurrency(3*len(ids))) // handlers of a lost channel keep their slots until they return
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Start(t, svc)
+	publishN(t, publisher(t), key, ids)
+
+	// Each cut returns the unacked messages to the queue (x-delivery-count
+	// +1); wait until all are held again before the next one.
+	for cut := 1; cut <= 2; cut++ {
+		want := int64(cut * len(ids))
+		brokertest.WaitFor(t, 30*time.Second, func() bool { return arrivals.Load() >= want }, "%d arrivals", want)
+		proxy.CutAll()
+	}
+	brokertest.WaitFor(t, 30*time.Second, func() bool {
+		return arrivals.Load() >= int64(3*len(ids)) || dl.Len() > 0
+	}, "redeliveries after the second cut")
+	close(gate)
+	for _, e := range dl.Snapshot() {
+		t.Fatalf("%d delivery events after connection losses, e.g. %s %s: %v", dl.Len(), e.Action, e.MessageID, e.Err)
+	}
+	handled.WaitDistinct(t, len(ids), 30*time.Second)
+}
 
 func TestQuorumQueueUsesTheBrokersDeliveryCountForPoisonMessages(t *testing.T) {
 	key := testutil.Key(t, "quorum")

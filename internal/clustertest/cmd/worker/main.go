@@ -1,5 +1,5 @@
 // Command worker is one hato process of a service for the cluster tests
-// (test/clustertest): it consumes a competing quorum queue and prints
+// (internal/clustertest): it consumes a competing quorum queue and prints
 // "handled <id>" on stdout for every message its handler finished
 // ("handled <id> redelivered" for a redelivery), "ready" once started. It reads the broker URLs from AMQP_URL (comma-separated)
 // and runs until SIGTERM/SIGINT, or until the test kills it.

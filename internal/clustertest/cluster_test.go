@@ -12,9 +12,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hato-go/hato/internal/clustertest"
+	"github.com/hato-go/hato/internal/leak"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/clustertest"
-	"github.com/hato-go/hato/test/leak"
 )
 
 func TestMain(m *testing.M) { leak.VerifyTestMain(m) }

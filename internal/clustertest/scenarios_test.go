@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/clustertest"
+	"github.com/hato-go/hato/internal/netproxy"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/clustertest"
-	"github.com/hato-go/hato/test/netproxy"
 )
 
 // Message counts and publish rates of the scenarios: modest, so that the

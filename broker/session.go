@@ -8,8 +8,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// ConsumerConfig configures a Consumer.
-type ConsumerConfig struct {
+// SessionConfig configures a Session.
+type SessionConfig struct {
 	// Topology is declared before consuming.
 	Topology Topology
 	// Prefetch is the per-consumer prefetch (basic.qos global=false).
@@ -27,7 +27,7 @@ type ConsumerConfig struct {
 	Closed func(err error)
 }
 
-// Consumer is one channel consuming one queue. It is the channel's only
+// Session is one channel consuming one queue. It is the channel's only
 // owner: its session goroutine receives the deliveries, and every other
 // AMQP call on the channel (acks, nacks, cancel, close) is made by one
 // flusher goroutine at a time, started when the owner queues an op and
@@ -41,11 +41,11 @@ type ConsumerConfig struct {
 //
 // An idle session holds one goroutine, parked in a plain channel receive
 // with a small stack (see run).
-type Consumer struct {
+type Session struct {
 	ch       *amqp.Channel
-	tag      string          // ConsumerConfig's
-	handOver func(*Delivery) // ConsumerConfig.Deliver
-	closed   func(error)     // ConsumerConfig.Closed
+	tag      string          // SessionConfig's
+	handOver func(*Delivery) // SessionConfig.Deliver
+	closed   func(error)     // SessionConfig.Closed
 
 	mu       sync.Mutex
 	ops      []op
@@ -73,14 +73,14 @@ type op struct {
 	requeue bool
 }
 
-// Delivery is a message received by a Consumer. Settle it exactly once with
+// Delivery is a message received by a Session. Settle it exactly once with
 // Ack, Nack or Reject; they never block.
 //
-// A Delivery built outside a Consumer (a test's fake session) is settled
+// A Delivery built outside a Session (a test's fake session) is settled
 // through its amqp.Delivery's Acknowledger instead.
 type Delivery struct {
 	amqp.Delivery
-	session *Consumer
+	session *Session
 }
 
 // Ack acknowledges the delivery on the channel it came from.
@@ -111,11 +111,11 @@ func (d *Delivery) settle(o op) {
 	}
 }
 
-// StartConsumer sets ch up (QoS, topology, basic.consume) and starts the
+// StartSession sets ch up (QoS, topology, basic.consume) and starts the
 // session goroutine. It blocks on broker round trips: call it off any actor's
 // mailbox. On error ch is closed and no callback is ever called.
-func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue, error) {
-	fail := func(err error) (*Consumer, amqp.Queue, error) {
+func StartSession(ch *amqp.Channel, cfg SessionConfig) (*Session, amqp.Queue, error) {
+	fail := func(err error) (*Session, amqp.Queue, error) {
 		_ = ch.Close()
 		return nil, amqp.Queue{}, err
 	}
@@ -147,7 +147,7 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 	}
 	// The rest of cfg (the topology above all) is not kept: an idle route
 	// holds it elsewhere already.
-	c := &Consumer{ch: ch, tag: cfg.Tag, handOver: cfg.Deliver, closed: cfg.Closed}
+	c := &Session{ch: ch, tag: cfg.Tag, handOver: cfg.Deliver, closed: cfg.Closed}
 	// The first Delivery is allocated here, not on the session's goroutine:
 	// an allocation can take the allocator's slow path, whose stack depth
 	// would grow that goroutine's stack for good before it first parks.
@@ -158,19 +158,19 @@ func StartConsumer(ch *amqp.Channel, cfg ConsumerConfig) (*Consumer, amqp.Queue,
 
 // Cancel stops deliveries (basic.cancel) but keeps the channel open so
 // deliveries in hand can still be settled. Non-blocking.
-func (c *Consumer) Cancel() { c.enqueue(op{kind: opCancel}) }
+func (c *Session) Cancel() { c.enqueue(op{kind: opCancel}) }
 
 // Alive reports whether the session's channel is open. Non-blocking: a
 // liveness check may call it from any goroutine.
-func (c *Consumer) Alive() bool { return !c.ch.IsClosed() }
+func (c *Session) Alive() bool { return !c.ch.IsClosed() }
 
 // Close closes the channel; the broker requeues every unsettled delivery.
 // Non-blocking; Closed is called when the channel is gone. Settlements
 // enqueued before Close are sent first.
-func (c *Consumer) Close() { c.enqueue(op{kind: opClose}) }
+func (c *Session) Close() { c.enqueue(op{kind: opClose}) }
 
 // enqueue queues o and starts a flusher unless one is running.
-func (c *Consumer) enqueue(o op) {
+func (c *Session) enqueue(o op) {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -187,7 +187,7 @@ func (c *Consumer) enqueue(o op) {
 
 // flush is a flusher goroutine: it applies the queued ops, batch by batch,
 // until none is left.
-func (c *Consumer) flush() {
+func (c *Session) flush() {
 	for {
 		c.mu.Lock()
 		if len(c.ops) == 0 || c.stopped {
@@ -203,7 +203,7 @@ func (c *Consumer) flush() {
 	}
 }
 
-func (c *Consumer) stop() {
+func (c *Session) stop() {
 	c.mu.Lock()
 	c.stopped = true
 	c.ops = nil
@@ -236,7 +236,7 @@ type runState struct {
 // wait's bookkeeping under the receive. A select over four channels did
 // not fit for half of the sessions; this loop, with deliver and end kept
 // out of its frame, fits.
-func (c *Consumer) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string, next *Delivery) {
+func (c *Session) run(deliveries <-chan amqp.Delivery, closes <-chan *amqp.Error, cancels <-chan string, next *Delivery) {
 	for receive(deliveries, &next.Delivery) {
 		next = c.deliver(next)
 	}
@@ -259,7 +259,7 @@ func receive(deliveries <-chan amqp.Delivery, into *amqp.Delivery) bool {
 // until the owner closes it), and reports how the session ended.
 //
 //go:noinline // its frame stays out of run's (see run)
-func (c *Consumer) end(closes <-chan *amqp.Error, cancels <-chan string) {
+func (c *Session) end(closes <-chan *amqp.Error, cancels <-chan string) {
 	// The broker's basic.cancel is announced before the deliveries end.
 	select {
 	case tag, ok := <-cancels:
@@ -278,7 +278,7 @@ func (c *Consumer) end(closes <-chan *amqp.Error, cancels <-chan string) {
 // the Delivery to receive the next one into.
 //
 //go:noinline // its frame stays out of run's (see run)
-func (c *Consumer) deliver(d *Delivery) *Delivery {
+func (c *Session) deliver(d *Delivery) *Delivery {
 	c.stMu.Lock()
 	closing := c.st.closing
 	if !closing {
@@ -293,7 +293,7 @@ func (c *Consumer) deliver(d *Delivery) *Delivery {
 }
 
 // finish ends the session once amqp091-go closed its channels.
-func (c *Consumer) finish(cancels <-chan string) {
+func (c *Session) finish(cancels <-chan string) {
 	// Drain a cancel notification amqp091-go may still hold.
 	go func() {
 		for range cancels {
@@ -308,7 +308,7 @@ func (c *Consumer) finish(cancels <-chan string) {
 }
 
 // fail records the first error that closes the channel.
-func (c *Consumer) fail(err error) {
+func (c *Session) fail(err error) {
 	c.stMu.Lock()
 	c.st.fail(err)
 	c.stMu.Unlock()
@@ -322,7 +322,7 @@ func (st *runState) fail(err error) {
 
 // cancelled handles the broker cancelling the consumer: the channel is
 // closed, and its close notification ends the session.
-func (c *Consumer) cancelled(tag string) {
+func (c *Session) cancelled(tag string) {
 	c.stMu.Lock()
 	defer c.stMu.Unlock()
 	if c.st.closing {
@@ -336,7 +336,7 @@ func (c *Consumer) cancelled(tag string) {
 // applyOps performs a batch of the owner's acks, nacks and closes, up to
 // the first that closes the channel. The batch's acks are coalesced (see
 // flushAcks) and sent after its nacks and rejects, before a close.
-func (c *Consumer) applyOps(st *runState, ops []op) {
+func (c *Session) applyOps(st *runState, ops []op) {
 	if st.closing {
 		return
 	}
@@ -369,7 +369,7 @@ func (c *Consumer) applyOps(st *runState, ops []op) {
 // prefix of the unsettled tags they settle, and each other one on its own.
 // A multiple ack never covers a tag that is not being acked. It reports
 // false, the loop closing, if the channel failed.
-func (c *Consumer) flushAcks(st *runState) bool {
+func (c *Session) flushAcks(st *runState) bool {
 	if len(st.acks) == 0 {
 		return true
 	}
@@ -397,7 +397,7 @@ func (c *Consumer) flushAcks(st *runState) bool {
 	return true
 }
 
-func (c *Consumer) ackTag(tag uint64, multiple bool) error {
+func (c *Session) ackTag(tag uint64, multiple bool) error {
 	err := c.ch.Ack(tag, multiple)
 	if err != nil {
 		go func() { _ = c.ch.Close() }()
@@ -470,7 +470,7 @@ func (st *runState) result() error {
 
 // apply performs one op. An error means the channel is unusable: it is
 // closed, and its close notification ends the loop.
-func (c *Consumer) apply(o op) error {
+func (c *Session) apply(o op) error {
 	var err error
 	switch o.kind {
 	case opNack:
@@ -487,4 +487,21 @@ func (c *Consumer) apply(o op) error {
 		go func() { _ = c.ch.Close() }()
 	}
 	return err
+}
+
+// Consumer is the old name of Session.
+//
+// Deprecated: use Session ("consumer" now means only the route's actor).
+type Consumer = Session
+
+// ConsumerConfig is the old name of SessionConfig.
+//
+// Deprecated: use SessionConfig.
+type ConsumerConfig = SessionConfig
+
+// StartConsumer is the old name of StartSession.
+//
+// Deprecated: use StartSession.
+func StartConsumer(ch *amqp.Channel, cfg SessionConfig) (*Session, amqp.Queue, error) {
+	return StartSession(ch, cfg)
 }

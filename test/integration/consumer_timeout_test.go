@@ -1,6 +1,6 @@
-//go:build cluster
+//go:build cluster && integration
 
-package hato_test
+package integration_test
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/hato-go/hato"
+	"github.com/hato-go/hato/internal/clustertest"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/test/clustertest"
 )
 
 // Issue 17 (2): on a RabbitMQ node whose consumer_timeout is 2 s, one
