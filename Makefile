@@ -74,8 +74,9 @@ test-faults: broker ## Run the fault-injection suite (disrupts the broker; resto
 	$(GO) test -race -count=1 -tags faults -timeout 20m -run 'TestFaults' -v ./test/faults/ 2>&1 | tee /tmp/hato-faults.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\||panic|    faults_test)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: test-cluster
-test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node).
+test-cluster: broker ## Run the cluster scenarios on a throw-away 3-node cluster (scripts/cluster.sh; ~15 s start, ~130 MB a node), and the consumer_timeout test on a throw-away node.
 	$(GO) test -race -count=1 -tags cluster -timeout 15m -v ./internal/clustertest/
+	$(GO) test -race -count=1 -tags 'integration cluster' -timeout 10m -run TestConsumerTimeoutSlowHandler -v ./test/integration/
 
 .PHONY: bench
 bench: broker ## Benchmarks (~5 min): hato vs a hand-written amqp091-go service in one process (tracing off / propagation / recording SDK) and across processes, the route pipeline's allocations, telemetry cost, envelope codecs.
