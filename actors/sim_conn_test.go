@@ -40,7 +40,7 @@ type csimReq struct {
 	err       error
 	acked     bool // the broker confirmed a write of it (routed, or returned)
 	returned  bool
-	routed    int // writes the broker routed
+	routed    int  // writes the broker routed
 	ambiguous bool // a channel died with it in flight: routed twice is allowed
 	deaths    int  // channel deaths while in flight
 	nacks     int
