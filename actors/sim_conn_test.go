@@ -708,8 +708,8 @@ func (m *csim) send() {
 	m.mu.Unlock()
 }
 
-// stopActor delivers Stopping and Stopped; what is still in the mailbox goes
-// to dead letters, as with protoactor.
+// stopActor delivers Stopping and Stopped; what is still in the mailbox is
+// dropped, as protoactor's InvokeUserMessage does for a stopped actor.
 func (m *csim) stopActor() {
 	m.mu.Lock()
 	m.stopping = true
