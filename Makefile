@@ -62,12 +62,12 @@ bench-outbox: broker postgres redis ## Outbox relay throughput and commit-to-con
 test-unit: vet ## Tests that need no broker (plain go test, no tag), with -race and the broker unreachable.
 	$(UNIT_ENV) $(GO) test -race -count=1 -timeout 10m ./...
 
-# Seeds for `make sim` (the unit layer runs 3000; see DESIGN.md, Simulation).
+# Seeds for `make sim` (the unit layer runs 3000 consumer and 500 connection seeds; see DESIGN.md, Simulation).
 SEEDS ?= 30000
 
 .PHONY: sim
-sim: ## Run the consumer lifecycle simulation over SEEDS seeds (default 30000), with -race; replay one with HATO_SIM_SEED=n.
-	$(UNIT_ENV) HATO_SIM_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 60m -run '^TestSimulation$$' -v ./actors/ 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|sim_test.go' ; exit $${PIPESTATUS[0]}
+sim: ## Run the consumer and connection simulations over SEEDS seeds each (default 30000), with -race; replay one with HATO_SIM_SEED=n.
+	$(UNIT_ENV) HATO_SIM_SEEDS=$(SEEDS) HATO_SIM_CONN_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 60m -run '^TestSimulation(Connection)?$$' -v ./actors/ 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|sim(_conn)?_test.go' ; exit $${PIPESTATUS[0]}
 
 .PHONY: test-faults
 test-faults: broker ## Run the fault-injection suite (disrupts the broker; restores it) and print its table.

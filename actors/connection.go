@@ -59,6 +59,49 @@ type ConnectionConfig struct {
 	// nothing is buffered, so the caller's publishers can skip the mailbox
 	// (see DirectPublish). Nil means every publish is a Publish message.
 	Direct *DirectPublish
+
+	// fx routes the actor's dials, publishing channel opens, connection
+	// closes and timers; nil means realConnEffects. The simulation
+	// (sim_conn_test.go) decides when each happens and how it ends.
+	fx connEffects
+}
+
+// connEffects are the connection actor's side effects on the broker and
+// the clock. dial and publishChannel block (they run on goroutines);
+// closeConn may block (it runs on one too); the notify methods register a
+// receiver that is closed when conn is gone, as amqp091-go's are.
+type connEffects interface {
+	dial(ctx context.Context, cfg broker.Config) (*amqp.Connection, error)
+	notifyClose(conn *amqp.Connection, c chan *amqp.Error) chan *amqp.Error
+	notifyBlocked(conn *amqp.Connection, c chan amqp.Blocking) chan amqp.Blocking
+	publishChannel(conn *amqp.Connection) (broker.PublishChannel, error)
+	closeConn(conn *amqp.Connection)
+	after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any)
+}
+
+// realConnEffects are the production effects: amqp091-go and time.AfterFunc.
+type realConnEffects struct{}
+
+func (realConnEffects) dial(ctx context.Context, cfg broker.Config) (*amqp.Connection, error) {
+	return broker.Dial(ctx, cfg)
+}
+
+func (realConnEffects) notifyClose(conn *amqp.Connection, c chan *amqp.Error) chan *amqp.Error {
+	return conn.NotifyClose(c)
+}
+
+func (realConnEffects) notifyBlocked(conn *amqp.Connection, c chan amqp.Blocking) chan amqp.Blocking {
+	return conn.NotifyBlocked(c)
+}
+
+func (realConnEffects) publishChannel(conn *amqp.Connection) (broker.PublishChannel, error) {
+	return conn.Channel()
+}
+
+func (realConnEffects) closeConn(conn *amqp.Connection) { _ = conn.Close() }
+
+func (realConnEffects) after(d time.Duration, self *actor.PID, sys *actor.ActorSystem, msg any) {
+	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
 }
 
 // ConnectionProps returns the props of a connection actor. It owns both
@@ -82,6 +125,9 @@ func connectionProps(cfg ConnectionConfig) (*actor.Props, *connShared) {
 	}
 	if cfg.Direct != nil {
 		cfg.Direct.limit.Store(int64(cfg.PublishBuffer))
+	}
+	if cfg.fx == nil {
+		cfg.fx = realConnEffects{}
 	}
 	shared := &connShared{setup: broker.NewSetupPool(broker.SetupBase)}
 	return actor.PropsFromProducer(func() actor.Actor {
@@ -168,6 +214,7 @@ type dialResult struct {
 	pubCfg   broker.Config // what was dialed (URL: the node)
 	subCfg   broker.Config
 	err      error
+	fx       connEffects // closes what a stale dial opened
 }
 
 type connLost struct {
@@ -216,7 +263,7 @@ func (m *publisherResult) discard() {
 func (m *dialResult) discard() {
 	for _, conn := range []*amqp.Connection{m.pub, m.sub} {
 		if conn != nil {
-			go func() { _ = conn.Close() }()
+			go m.fx.closeConn(conn)
 		}
 	}
 }
@@ -376,14 +423,14 @@ func (c *connection) dial() {
 	c.dialing = true
 	ctx := c.ctx
 	self, sys := c.self, c.sys
-	res := &dialResult{stamp: stamp{inc: c.inc}, next: c.gen + 1}
+	res := &dialResult{stamp: stamp{inc: c.inc}, next: c.gen + 1, fx: c.cfg.fx}
 	res.pubCfg, res.subCfg = c.nodeConfigs()
 	go func() {
-		res.pub, res.err = broker.Dial(ctx, res.pubCfg)
+		res.pub, res.err = res.fx.dial(ctx, res.pubCfg)
 		if res.err != nil {
 			res.err = fmt.Errorf("publishing connection: %w", res.err)
-		} else if res.sub, res.err = broker.Dial(ctx, res.subCfg); res.err != nil {
-			_ = res.pub.Close()
+		} else if res.sub, res.err = res.fx.dial(ctx, res.subCfg); res.err != nil {
+			res.fx.closeConn(res.pub)
 			res.pub, res.err = nil, fmt.Errorf("consuming connection: %w", res.err)
 		}
 		sys.Root.Send(self, res)
@@ -416,7 +463,7 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
 	c.watch(msg.pub)
 	c.watch(msg.sub)
-	blocks := msg.pub.NotifyBlocked(make(chan amqp.Blocking, 4))
+	blocks := c.cfg.fx.notifyBlocked(msg.pub, make(chan amqp.Blocking, 4))
 	go func() {
 		for b := range blocks {
 			sys.Root.Send(self, &blockedChanged{stamp: st, active: b.Active, reason: b.Reason})
@@ -434,14 +481,14 @@ func (c *connection) dialed(ctx actor.Context, msg *dialResult) {
 
 func (c *connection) openPublisher() {
 	pub, st, self, sys, shared := c.pub, stamp{inc: c.inc, gen: c.gen}, c.self, c.sys, c.shared
-	maxInFlight := c.cfg.MaxInFlight
+	maxInFlight, fx := c.cfg.MaxInFlight, c.cfg.fx
 	go func() {
-		ch, err := pub.Channel()
+		ch, err := fx.publishChannel(pub)
 		if err != nil {
 			sys.Root.Send(self, &publisherResult{stamp: st, err: err})
 			return
 		}
-		p, err := broker.NewPublisher(ch, broker.PublisherConfig{
+		p, err := broker.NewPublisherOn(ch, broker.PublisherConfig{
 			MaxInFlight: maxInFlight,
 			FrameMax:    pub.Config.FrameSize,
 			Closed: func(p *broker.Publisher, err error, unfinished []*broker.Request) {
@@ -532,7 +579,7 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 // closeConns drops both connections; closing the consuming one closes every
 // consumer channel, so consumer actors reopen theirs.
 func (c *connection) closeConns() {
-	pub, subs := c.pub, c.subs
+	pub, subs, fx := c.pub, c.subs, c.cfg.fx
 	c.cfg.Direct.open(nil)
 	c.pub, c.subs, c.publisher = nil, nil, nil
 	c.growing, c.growFailures = false, 0
@@ -541,10 +588,10 @@ func (c *connection) closeConns() {
 	c.blocked = false
 	go func() {
 		if pub != nil {
-			_ = pub.Close()
+			fx.closeConn(pub)
 		}
 		for _, sub := range subs {
-			_ = sub.Close()
+			fx.closeConn(sub)
 		}
 	}()
 }
@@ -630,8 +677,11 @@ func (c *connection) checkDrain() {
 }
 
 func (c *connection) after(d time.Duration, msg any) {
-	self, sys := c.self, c.sys
-	time.AfterFunc(d, func() { sys.Root.Send(self, msg) })
+	fx := c.cfg.fx
+	if fx == nil { // a connection made without connectionProps (unit tests)
+		fx = realConnEffects{}
+	}
+	fx.after(d, c.self, c.sys, msg)
 }
 
 // teardown closes connections and cancels dials; buffered requests stay.

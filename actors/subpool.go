@@ -109,10 +109,10 @@ func (c *connection) growSubs() {
 	c.growing = true
 	cfg := c.subCfg
 	cfg.ConnectionName = subName(cfg.ConnectionName, len(c.subs)+1)
-	ctx, self, sys := c.ctx, c.self, c.sys
+	ctx, self, sys, fx := c.ctx, c.self, c.sys, c.cfg.fx
 	res := &subDialed{stamp: stamp{inc: c.inc, gen: c.gen}}
 	go func() {
-		res.conn, res.err = broker.Dial(ctx, cfg)
+		res.conn, res.err = fx.dial(ctx, cfg)
 		sys.Root.Send(self, res)
 	}()
 }
@@ -143,7 +143,7 @@ func (c *connection) subDialed(msg *subDialed) {
 // watch reports the loss of conn, a connection of the current generation.
 func (c *connection) watch(conn *amqp.Connection) {
 	st, self, sys := stamp{inc: c.inc, gen: c.gen}, c.self, c.sys
-	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
+	closes := c.cfg.fx.notifyClose(conn, make(chan *amqp.Error, 1))
 	go func() {
 		// amqp091-go sends at most one error, then closes the channel.
 		err := broker.ErrClosed

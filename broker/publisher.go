@@ -143,7 +143,7 @@ type PublisherConfig struct {
 // goroutine sends requests in order and a reader goroutine matches confirms
 // and returns to them.
 type Publisher struct {
-	ch  *amqp.Channel
+	ch  PublishChannel
 	cfg PublisherConfig
 
 	mu        sync.Mutex
@@ -164,9 +164,31 @@ type Publisher struct {
 	count      atomic.Int64  // submitted, without an outcome, not handed back
 }
 
+// PublishChannel is what a Publisher uses of its channel: *amqp.Channel in
+// production; an in-process fake in unit tests (the actors package's
+// simulation decides when confirms, nacks, returns and the close come).
+// The Notify* channels it is given are closed by the channel's owner when
+// the channel is gone, as amqp091-go does.
+type PublishChannel interface {
+	NotifyClose(c chan *amqp.Error) chan *amqp.Error
+	NotifyPublish(c chan amqp.Confirmation) chan amqp.Confirmation
+	NotifyReturn(c chan amqp.Return) chan amqp.Return
+	Confirm(noWait bool) error
+	GetNextPublishSeqNo() uint64
+	PublishWithDeferredConfirm(exchange, key string, mandatory, immediate bool, msg amqp.Publishing) (*amqp.DeferredConfirmation, error)
+	Close() error
+}
+
 // NewPublisher puts ch in confirm mode and starts the session goroutines. It
 // blocks on a broker round trip. On error ch is closed.
 func NewPublisher(ch *amqp.Channel, cfg PublisherConfig) (*Publisher, error) {
+	return NewPublisherOn(ch, cfg)
+}
+
+// NewPublisherOn is NewPublisher on any PublishChannel (a fake in tests).
+// Only the Publisher's writer goroutine publishes on ch, so
+// GetNextPublishSeqNo is the next publish's delivery tag.
+func NewPublisherOn(ch PublishChannel, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
