@@ -209,20 +209,32 @@ func (c *consumer) deadLetterQueueDeclared(ctx actor.Context, msg *deadLetterQue
 func (c *consumer) declareDeadLetterQueue(id uint64) {
 	topo := c.route.Topology
 	topo.DeadLetterQueue = c.policy.DeadLetterQueue
-	inc, self, sys, conn := c.inc, c.self, c.sys, c.conn
+	inc := c.inc
+	c.onOwnChannel(id, topo.DeclareDeadLetterQueue, func(err error) any {
+		return &deadLetterQueueDeclared{inc: inc, id: id, err: err}
+	})
+}
+
+// onOwnChannel runs declare on a channel of its own (a failed declaration
+// closes its channel, which must not be the route's), closes the channel,
+// and sends report(err) to the actor. A one-shot actor asks the connection
+// actor for the channel, so the channel is closed however late it comes;
+// declare runs on a goroutine, never in a Receive.
+func (c *consumer) onOwnChannel(nonce uint64, declare func(*amqp.Channel) error, report func(error) any) {
+	self, sys, conn := c.self, c.sys, c.conn
 	sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		switch msg := ctx.Message().(type) {
 		case *actor.Started:
-			ctx.Send(conn, &OpenChannel{ReplyTo: ctx.Self(), Nonce: id})
+			ctx.Send(conn, &OpenChannel{ReplyTo: ctx.Self(), Nonce: nonce})
 		case *ChannelReply:
 			ctx.Stop(ctx.Self())
 			go func() {
 				err := msg.Err
 				if msg.Channel != nil {
-					err = topo.DeclareDeadLetterQueue(msg.Channel)
+					err = declare(msg.Channel)
 					_ = msg.Channel.Close()
 				}
-				sys.Root.Send(self, &deadLetterQueueDeclared{inc: inc, id: id, err: err})
+				sys.Root.Send(self, report(err))
 			}()
 		}
 	}))

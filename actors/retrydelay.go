@@ -180,23 +180,10 @@ func (c *consumer) redeclareRetryQueues() {
 func (c *consumer) declareRetryQueues(id uint64) {
 	topo := c.route.Topology
 	topo.RetryDelays = c.policy.RetryDelays
-	inc, self, sys, conn := c.inc, c.self, c.sys, c.conn
-	sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		switch msg := ctx.Message().(type) {
-		case *actor.Started:
-			ctx.Send(conn, &OpenChannel{ReplyTo: ctx.Self(), Nonce: id})
-		case *ChannelReply:
-			ctx.Stop(ctx.Self())
-			go func() {
-				err := msg.Err
-				if msg.Channel != nil {
-					err = topo.DeclareRetryQueues(msg.Channel)
-					_ = msg.Channel.Close()
-				}
-				sys.Root.Send(self, &retryQueuesDeclared{inc: inc, id: id, err: err})
-			}()
-		}
-	}))
+	inc := c.inc
+	c.onOwnChannel(id, topo.DeclareRetryQueues, func(err error) any {
+		return &retryQueuesDeclared{inc: inc, id: id, err: err}
+	})
 }
 
 // restoreRetried gives a message back from a delay queue the exchange and
