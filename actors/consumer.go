@@ -286,25 +286,19 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 	if c.stale(msg) {
 		return
 	}
+	if !c.sessionResult(ctx, msg) {
+		c.jobResult(ctx, msg)
+	}
+}
+
+// sessionResult dispatches a result about the route's session, timers and
+// workers; it reports whether msg was one.
+func (c *consumer) sessionResult(ctx actor.Context, msg stamped) bool {
 	switch msg := msg.(type) {
 	case *sessionStarted:
 		c.sessionStarted(ctx, msg)
-	case *deliveryArrived:
-		c.arrived(ctx, msg.j)
 	case *sessionEnded:
 		c.sessionEnded(ctx, msg.err)
-	case *handlerDone:
-		c.handlerDone(ctx, msg)
-	case *settledWake:
-		c.settledRuns(ctx)
-	case *retryDue:
-		c.retryDue(msg)
-	case *deadLettered:
-		c.deadLettered(ctx, msg)
-	case *deadLetterRetry:
-		c.deadLetterRetry(ctx, msg)
-	case *deadLetterQueueDeclared:
-		c.deadLetterQueueDeclared(ctx, msg)
 	case *reopen:
 		c.reopen(ctx)
 	case *openTimeout:
@@ -317,6 +311,29 @@ func (c *consumer) receiveResult(ctx actor.Context, msg stamped) {
 		msg.handle(c, ctx)
 	case *livenessStall:
 		c.stalled(ctx, msg)
+	default:
+		return false
+	}
+	return true
+}
+
+// jobResult dispatches a result about one delivery's job.
+func (c *consumer) jobResult(ctx actor.Context, msg stamped) {
+	switch msg := msg.(type) {
+	case *deliveryArrived:
+		c.arrived(ctx, msg.j)
+	case *handlerDone:
+		c.handlerDone(ctx, msg)
+	case *settledWake:
+		c.settledRuns(ctx)
+	case *retryDue:
+		c.retryDue(msg)
+	case *deadLettered:
+		c.deadLettered(ctx, msg)
+	case *deadLetterRetry:
+		c.deadLetterRetry(ctx, msg)
+	case *deadLetterQueueDeclared:
+		c.deadLetterQueueDeclared(ctx, msg)
 	}
 }
 
