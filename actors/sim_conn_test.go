@@ -954,29 +954,7 @@ func TestSimulationConnection(t *testing.T) {
 	if os.Getenv("HATO_SIM_SEED") != "" {
 		from, to = simSeeds(t)
 	}
-	sys := newSystem(t)
-	start := time.Now()
-	failed := 0
-	covered := map[string]int{}
-	for seed := from; seed <= to; seed++ {
-		violations, trace := simulateConn(sys, seed)
-		coverConn(covered, trace)
-		if len(violations) == 0 {
-			if from == to {
-				t.Logf("seed %d passes; trace:\n%s", seed, strings.Join(trace, "\n"))
-			}
-			continue
-		}
-		failed++
-		if failed <= 2 || from == to {
-			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -run TestSimulationConnection ./actors/\ntrace:\n%s",
-				seed, violations[0], seed, strings.Join(trace, "\n"))
-		} else {
-			t.Errorf("seed %d: %s", seed, violations[0])
-		}
-	}
-	t.Logf("%d seeds (%d..%d) in %s, %d failed; seeds that reached: %v",
-		to-from+1, from, to, time.Since(start).Round(time.Millisecond), failed, covered)
+	runSeeds(t, "TestSimulationConnection", from, to, 2, simulateConn, coverConn)
 }
 
 var csimMarks = []string{"step: nack", "step: return", "step: channel closed by the broker", "step: connection lost",

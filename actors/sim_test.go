@@ -952,12 +952,21 @@ func simSeeds(tb testing.TB) (from, to uint64) {
 // HATO_SIM_SEED.
 func TestSimulation(t *testing.T) {
 	from, to := simSeeds(t)
+	runSeeds(t, "TestSimulation", from, to, 3, simulate, cover)
+}
+
+// runSeeds runs seeds from..to through sim, counts what each trace reached
+// with cover, and reports failing seeds: the first show of them with a
+// replay command and their trace (every one when a single seed runs).
+func runSeeds(t *testing.T, test string, from, to uint64, show int,
+	sim func(*actor.ActorSystem, uint64) ([]string, []string), cover func(map[string]int, []string)) {
+	t.Helper()
 	failed := 0
 	start := time.Now()
 	sys := newSystem(t)
 	covered := map[string]int{}
 	for seed := from; seed <= to; seed++ {
-		violations, trace := simulate(sys, seed)
+		violations, trace := sim(sys, seed)
 		cover(covered, trace)
 		if len(violations) == 0 {
 			if from == to {
@@ -966,9 +975,9 @@ func TestSimulation(t *testing.T) {
 			continue
 		}
 		failed++
-		if failed <= 3 || from == to {
-			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -run TestSimulation ./actors/\ntrace:\n%s",
-				seed, violations[0], seed, strings.Join(trace, "\n"))
+		if failed <= show || from == to {
+			t.Errorf("seed %d: %s\nreplay: HATO_SIM_SEED=%d go test -race -run '^%s$' ./actors/\ntrace:\n%s",
+				seed, violations[0], seed, test, strings.Join(trace, "\n"))
 		} else {
 			t.Errorf("seed %d: %s", seed, violations[0])
 		}
