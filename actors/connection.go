@@ -150,6 +150,11 @@ type connShared struct {
 
 	pending []*broker.Request
 	waiters []*OpenChannel
+	// retired are publishers the actor let go of with their connection
+	// (closeConns) that have not closed yet: their requests come back
+	// through handBack, and until then they are outstanding (a drain must
+	// not report clean while they are in transit).
+	retired []*broker.Publisher
 	inc     uint64
 	gen     uint64
 	next    int // index in ConnectionConfig.URLs of the next dial's node
@@ -199,6 +204,8 @@ type connection struct {
 	pubNode      string // host:port of the live connections' node(s)
 	subNode      string
 	subCfg       broker.Config // how subs[0] was dialed
+
+	beforeHandback func() // test hook: runs in outstanding between its reads
 }
 
 // stamp says which incarnation started the work behind an async message
@@ -581,6 +588,9 @@ func (c *connection) lost(ctx actor.Context, msg *connLost) {
 func (c *connection) closeConns() {
 	pub, subs, fx := c.pub, c.subs, c.cfg.fx
 	c.cfg.Direct.open(nil)
+	if c.publisher != nil {
+		c.shared.retired = append(c.shared.retired, c.publisher)
+	}
 	c.pub, c.subs, c.publisher = nil, nil, nil
 	c.growing, c.growFailures = false, 0
 	c.pubNode, c.subNode = "", ""
@@ -616,16 +626,47 @@ func (c *connection) publish(r *broker.Request) {
 }
 
 // outstanding is how many publishes wait for the broker: buffered here,
-// awaiting their confirm, or handed back by a closed publisher and not yet
-// taken (a drain must not report clean while they wait).
+// awaiting their confirm (on the publisher or on one let go of with its
+// connection), or handed back by a closed publisher and not yet taken (a
+// drain must not report clean while they wait).
+//
+// Publishers are read before the hand-back: a closing publisher hands its
+// requests back before its count drops to zero (broker.Publisher.finish),
+// so in this order a request in transit between the two is counted at
+// least once (twice only delays a drain). In the other order it could be
+// counted nowhere (TestOutstandingCountsPublishesInTransit).
 func (c *connection) outstanding() int {
-	c.shared.mu.Lock()
-	n := len(c.shared.handback)
-	c.shared.mu.Unlock()
-	n += len(c.shared.pending)
+	n := c.retiredOutstanding()
 	if c.publisher != nil {
 		n += c.publisher.Outstanding()
 	}
+	if c.beforeHandback != nil {
+		c.beforeHandback()
+	}
+	c.shared.mu.Lock()
+	n += len(c.shared.handback)
+	c.shared.mu.Unlock()
+	return n + len(c.shared.pending)
+}
+
+// retiredOutstanding counts what retired publishers still hold and forgets
+// those that closed (their requests are handed back by then).
+func (c *connection) retiredOutstanding() int {
+	if len(c.shared.retired) == 0 {
+		return 0
+	}
+	n, live := 0, c.shared.retired[:0]
+	for _, p := range c.shared.retired {
+		select {
+		case <-p.Done():
+			continue
+		default:
+		}
+		n += p.Outstanding()
+		live = append(live, p)
+	}
+	clear(c.shared.retired[len(live):])
+	c.shared.retired = live
 	return n
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
 	"github.com/hato-go/hato/broker"
@@ -30,5 +31,80 @@ func TestDrainCountsHandedBackPublishes(t *testing.T) {
 	case <-done:
 		t.Fatal("drain reported clean while a publish waits in hand-over between publishers")
 	default:
+	}
+}
+
+// inTransitFixture is a connection actor's state with one publish in flight
+// on a real broker.Publisher over a simulated channel.
+func inTransitFixture(t *testing.T) (*connection, *csim, *csimChan, *broker.Publisher) {
+	t.Helper()
+	sys := actor.NewActorSystem()
+	t.Cleanup(sys.Shutdown)
+	m := newCsim(sys, 1)
+	shared := &connShared{}
+	ch := &csimChan{m: m, id: 1, next: 1}
+	m.chans = append(m.chans, ch)
+	p, err := broker.NewPublisherOn(ch, broker.PublisherConfig{MaxInFlight: 4,
+		Closed: func(_ *broker.Publisher, _ error, unfinished []*broker.Request) { shared.handBack(unfinished) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.newRequest()
+	if !p.Submit(r.req) {
+		t.Fatal("Submit refused")
+	}
+	m.waitFor(func() bool { return len(ch.inflight) == 1 })
+	if len(ch.inflight) != 1 {
+		t.Fatal("the publish was never written")
+	}
+	c := &connection{cfg: ConnectionConfig{fx: csimFx{m: m}, Direct: &DirectPublish{}}, shared: shared,
+		publisher: p, log: zap.NewNop(), sys: sys, self: m.self}
+	return c, m, ch, p
+}
+
+// A publisher closing while outstanding() runs hands its requests back
+// before its count drops to zero; outstanding must read the publisher
+// before the hand-back, or a request in transit is counted nowhere and a
+// drain reports clean with it unconfirmed.
+func TestOutstandingCountsPublishesInTransit(t *testing.T) {
+	c, m, ch, p := inTransitFixture(t)
+	c.beforeHandback = func() {
+		c.beforeHandback = nil
+		m.mu.Lock()
+		ch.die(&amqp.Error{Code: amqp.InternalError, Reason: "test: channel closed", Server: true})
+		m.mu.Unlock()
+		<-p.Done()
+	}
+	if n := c.outstanding(); n < 1 {
+		t.Fatalf("outstanding = %d with one publish handed back while counting", n)
+	}
+}
+
+// A connection lost with publishes in flight: the actor lets go of the
+// publisher at once, the publisher hands them back only once it notices
+// the close. A drain in between must not report clean.
+func TestDrainWaitsForPublisherLetGoWithItsConnection(t *testing.T) {
+	c, m, ch, p := inTransitFixture(t)
+	c.closeConns()
+	done := make(chan struct{})
+	c.drain = &supervisor.Drain{Deadline: time.Now().Add(time.Hour), Done: done}
+	c.checkDrain()
+	select {
+	case <-done:
+		t.Fatal("drain reported clean while the publisher let go of still held a publish")
+	default:
+	}
+	m.mu.Lock()
+	ch.die(&amqp.Error{Code: amqp.ConnectionForced, Reason: "test: connection closed"})
+	m.mu.Unlock()
+	<-p.Done()
+	c.checkDrain()
+	select {
+	case <-done:
+		t.Fatal("drain reported clean with the publish handed back and not resent")
+	default:
+	}
+	if len(c.shared.retired) != 0 {
+		t.Errorf("%d closed publishers still retired", len(c.shared.retired))
 	}
 }

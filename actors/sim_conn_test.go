@@ -801,10 +801,17 @@ func (m *csim) pick(acts []csimAction) csimAction {
 	return acts[m.rng.IntN(len(acts))]
 }
 
+// simPatience bounds how long a step waits for goroutines in transit when
+// nothing else can happen; only a failing seed waits it out.
+const simPatience = 3 * time.Second
+
 func (m *csim) step(heal bool) bool {
 	acts := m.actions(heal)
-	for try := 0; len(acts) == 0 && try < 5; try++ {
-		// Nothing to do: give goroutines still on their way time to arrive.
+	// Nothing to do and something unresolved: a goroutine may still be on
+	// its way (a publisher result, a hand-back) on a loaded machine; give
+	// it up to simPatience before the run concludes that nothing will
+	// happen. Settled runs end at once.
+	for deadline := time.Now().Add(simPatience); len(acts) == 0 && !m.settled() && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 		m.quiesce()
 		acts = m.actions(heal)
