@@ -561,7 +561,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 	}
 	return supervisor.ChildSpec{
 		Name: r.name,
-		Props: actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, StartSession: s.sessionStarter(),
+		Props: actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, Direct: &s.direct, StartSession: s.sessionStarter(),
 			Liveness: s.watchdog.Route(r.name, ar.Topology)}),
 		Policy: supervisorPolicy(policy),
 	}

@@ -289,10 +289,14 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *publisherClosed:
 		c.publisherGone(msg)
 	case *Publish:
-		c.publish(msg.Req)
-		msg.counted.taken()
+		if msg.Take() {
+			c.publish(msg.Req)
+			msg.counted.taken()
+		}
 	case *OpenChannel:
-		c.openChannel(msg)
+		if msg.Take() {
+			c.openChannel(msg)
+		}
 	case *subsFull:
 		c.full(msg)
 	case *StatusRequest:
@@ -356,6 +360,12 @@ func (c *connection) started(ctx actor.Context) {
 	// What an earlier incarnation took in is served by this one: requests
 	// it handed back, buffered ones and routes waiting for a channel.
 	c.takeHandback()
+	// Publishes and channel requests sent to the stopped incarnation after
+	// its Stopping, or to its PID before this one took its name, are this
+	// one's (in send order).
+	reqs, opens := c.cfg.Direct.sweep()
+	c.shared.pending = append(c.shared.pending, reqs...)
+	c.shared.waiters = append(c.shared.waiters, opens...)
 	c.dial()
 }
 
@@ -740,10 +750,14 @@ func (c *connection) stop() {
 	rest := append(c.shared.handback, c.shared.pending...)
 	c.shared.handback, c.shared.pending = nil, nil
 	c.shared.mu.Unlock()
+	// What is still in the mailbox is dropped with it: the publishes and
+	// channel requests DirectPublish registered end as the buffered ones do.
+	reqs, opens := c.cfg.Direct.sweep()
+	rest = append(rest, reqs...)
 	for _, r := range rest {
 		r.Finish(ErrClosed)
 	}
-	for _, w := range c.shared.waiters {
+	for _, w := range append(c.shared.waiters, opens...) {
 		c.sys.Root.Send(w.ReplyTo, &ChannelReply{Nonce: w.Nonce, Err: ErrClosed})
 	}
 	c.shared.waiters = nil

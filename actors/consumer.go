@@ -25,6 +25,11 @@ type ConsumerConfig struct {
 	state *routeState
 	// Connection is the connection actor that opens channels and publishes.
 	Connection *actor.PID
+	// Direct is the connection actor's ConnectionConfig.Direct: dead-letter
+	// and delayed-retry copies are posted through it (DirectPublish.Post),
+	// so a copy the connection actor drops with its mailbox at a stop is
+	// still resolved. Nil: plain Publish messages.
+	Direct *DirectPublish
 
 	// StartSession starts a consuming session; nil means
 	// broker.StartSession. Its type is internal to hato: package hato sets
@@ -128,6 +133,7 @@ func consumerProducer(cfg ConsumerConfig) actor.Producer {
 			state:        cfg.state,
 			slots:        slots,
 			conn:         cfg.Connection,
+			direct:       cfg.Direct,
 			log:          log,
 			jobs:         map[uint64]*job{},
 			begin:        cfg.StartSession,
@@ -192,6 +198,7 @@ type consumer struct {
 	state  *routeState
 	slots  *handlerSlots // bounds running handlers across incarnations
 	conn   *actor.PID
+	direct *DirectPublish
 	log    *zap.Logger
 	live   *RouteLiveness // written after every message (see liveness.go)
 	self   *actor.PID

@@ -33,10 +33,12 @@ func (c *consumer) abandonOpen() {
 
 // channelReplyTimeout bounds the wait for the connection actor's reply to
 // OpenChannel. A request sent while the connection actor is stopped (being
-// respawned by the root supervisor) goes to dead letters and is never
-// answered (issue 17-3b). While the connection is down a request waits in
-// the connection actor, so this is long: a timed-out request is abandoned
-// and a new one sent after the reopen backoff.
+// respawned by the root supervisor) is served by the next incarnation when
+// it was posted through ConsumerConfig.Direct; without it (unit tests, an
+// embedder's connection actor) it goes to dead letters and is never answered
+// (issue 17-3b). While the connection is down a request waits in the
+// connection actor, so this is long: a timed-out request is abandoned and a
+// new one sent after the reopen backoff.
 const channelReplyTimeout = 30 * time.Second
 
 // requestChannel asks the connection actor for a channel. The reply goes to
@@ -56,7 +58,7 @@ func (c *consumer) requestChannel(ctx actor.Context) {
 			sys.Root.Send(self, r)
 		}
 	})
-	ctx.Send(c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
+	c.direct.PostOpen(ctx.Send, c.conn, &OpenChannel{ReplyTo: inbox, Nonce: c.nonce})
 }
 
 // openTimedOut abandons a channel request still unanswered: its inbox

@@ -220,7 +220,7 @@ func (c *consumer) publishDeadLetter(ctx actor.Context, j *job) {
 		}
 		sys.Root.Send(self, &deadLettered{inc: inc, id: id, err: err})
 	}
-	ctx.Send(c.conn, &Publish{Req: req})
+	c.direct.Post(ctx.Send, c.conn, req)
 }
 
 func (c *consumer) deadLettered(ctx actor.Context, msg *deadLettered) {

@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -35,6 +37,19 @@ type DirectPublish struct {
 	// queued counts the requests Send passed to the actor's mailbox that the
 	// actor has not taken yet.
 	queued atomic.Int64
+
+	// sent holds every Publish message Send and Post, and every OpenChannel
+	// PostOpen, sent to the actor that nobody took yet, with its send order.
+	// Each is taken exactly once: by the actor's Receive (Publish.Take,
+	// OpenChannel.Take), or, if the actor stopped with it in its mailbox or
+	// it was sent to a stopped actor, by the actor's Stopping or the next
+	// incarnation's Started (sweep). Without it such a request is dropped
+	// with the mailbox: a publish's caller waits to its deadline, a route
+	// waits channelReplyTimeout for its channel (issue 17-3b). See
+	// DESIGN.md, "DirectPublish".
+	mu   sync.Mutex
+	sent map[any]uint64 // *Publish or *OpenChannel
+	seq  uint64
 }
 
 // Submit hands r to the open publishing channel and reports true, or
@@ -59,11 +74,98 @@ func (d *DirectPublish) Send(root *actor.RootContext, pid *actor.PID, r *broker.
 	if d.Submit(r) {
 		return true
 	}
-	if d != nil {
-		d.queued.Add(1)
+	if d == nil {
+		root.Send(pid, &Publish{Req: r})
+		return false
 	}
-	root.Send(pid, &Publish{Req: r, counted: d})
+	d.queued.Add(1)
+	msg := &Publish{Req: r, counted: d, via: d}
+	d.register(msg)
+	root.Send(pid, msg)
 	return false
+}
+
+// Post sends r to the connection actor pid in a Publish message through
+// send (an actor.Context's or a RootContext's Send), registered so that it
+// is resolved even if the actor stops before taking it: resent by the
+// actor's next incarnation, or finished with ErrClosed. Unlike Send it never
+// hands r over directly and does not hold direct publishes back. d may be
+// nil (a plain Publish message).
+func (d *DirectPublish) Post(send func(*actor.PID, any), pid *actor.PID, r *broker.Request) {
+	msg := &Publish{Req: r}
+	if d != nil {
+		msg.via = d
+		d.register(msg)
+	}
+	send(pid, msg)
+}
+
+// PostOpen sends msg to the connection actor pid through send, registered
+// like Post's publishes: if the actor stops before taking it, it is answered
+// with ErrClosed at the stop, or served by the next incarnation when it was
+// sent after the stop. d may be nil (a plain send).
+func (d *DirectPublish) PostOpen(send func(*actor.PID, any), pid *actor.PID, msg *OpenChannel) {
+	if d != nil {
+		msg.via = d
+		d.register(msg)
+	}
+	send(pid, msg)
+}
+
+func (d *DirectPublish) register(msg any) {
+	d.mu.Lock()
+	if d.sent == nil {
+		d.sent = make(map[any]uint64)
+	}
+	d.seq++
+	d.sent[msg] = d.seq
+	d.mu.Unlock()
+}
+
+// claim takes msg out of the registry; false if someone took it already.
+func (d *DirectPublish) claim(msg any) bool {
+	d.mu.Lock()
+	_, ok := d.sent[msg]
+	delete(d.sent, msg)
+	d.mu.Unlock()
+	return ok
+}
+
+// sweep takes every registered message nobody took, in send order: the
+// requests of Publish messages (the ones Send counted are uncounted) and
+// the OpenChannel messages.
+func (d *DirectPublish) sweep() (reqs []*broker.Request, opens []*OpenChannel) {
+	if d == nil {
+		return nil, nil
+	}
+	d.mu.Lock()
+	msgs := make([]any, 0, len(d.sent))
+	for msg := range d.sent {
+		msgs = append(msgs, msg)
+	}
+	slices.SortFunc(msgs, func(a, b any) int { return compareSeq(d.sent[a], d.sent[b]) })
+	clear(d.sent)
+	d.mu.Unlock()
+	for _, msg := range msgs {
+		switch msg := msg.(type) {
+		case *Publish:
+			reqs = append(reqs, msg.Req)
+			msg.counted.taken()
+		case *OpenChannel:
+			opens = append(opens, msg)
+		}
+	}
+	return reqs, opens
+}
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // taken uncounts a request Send passed to the mailbox, once the actor took

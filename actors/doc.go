@@ -23,6 +23,13 @@
 //   - [StatusRequest], answered by a [ConnectionStatus] (use RequestFuture);
 //     hato.Service.Status wraps it.
 //
+// A Publish or OpenChannel you send yourself that is still in the
+// connection actor's mailbox when the actor is stopped from outside is
+// dropped with the mailbox, as protoactor drops any message to a stopped
+// actor: its Done is never called, its ReplyTo never answered, so give
+// your requests a deadline (Request.Abandon). hato's own publishes and
+// channel requests are registered and resolved instead.
+//
 // Outcomes may be [ErrBufferFull] and [ErrClosed] (hato.ErrBufferFull and
 // hato.ErrConnectionClosed) or the broker package's sentinels.
 //

@@ -2,9 +2,13 @@ package actors
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/supervisor"
@@ -142,4 +146,104 @@ func TestCrashWhileDrainingCompletesTheDrain(t *testing.T) {
 	if n := r.sessions.starts(); n != 1 {
 		t.Fatalf("%d sessions started, want 1: the drained route consumed again", n)
 	}
+}
+
+// Issue 17-3b: publishes and channel requests sent to the connection
+// actor's PID after it was stopped from outside (they go to dead letters)
+// are served by the incarnation the root supervisor respawns, and a publish
+// DirectPublish.Send counted no longer holds direct publishing off for good.
+func TestConnectionRespawnedServesPublishesSentWhileStopped(t *testing.T) {
+	sys := newSystem(t)
+	direct := &DirectPublish{}
+	props, _ := connectionProps(ConnectionConfig{
+		Name:      "connection",
+		Direct:    direct,
+		Publish:   broker.Config{URL: unreachable, ConnectionName: "pub", DialTimeout: time.Second},
+		Consume:   broker.Config{URL: unreachable, ConnectionName: "sub", DialTimeout: time.Second},
+		Reconnect: supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
+	})
+	pid, err := sys.Root.SpawnNamed(props, "connection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status(t, sys, pid)
+	if err := sys.Root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	posted, postedDone := outcome("posted")
+	sent, sentDone := outcome("sent")
+	replies := make(chan *ChannelReply, 1)
+	inbox := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if r, ok := ctx.Message().(*ChannelReply); ok {
+			replies <- r
+		}
+	}))
+	direct.PostOpen(sys.Root.Send, pid, &OpenChannel{ReplyTo: inbox, Nonce: 7})
+	direct.Post(sys.Root.Send, pid, posted)
+	if direct.Send(sys.Root, pid, sent) {
+		t.Fatal("handed over directly with no channel open")
+	}
+	if pid, err = sys.Root.SpawnNamed(props, "connection"); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, sys, pid); st.Buffered != 2 {
+		t.Fatalf("the respawned actor buffers %d publishes, want the 2 sent while it was stopped", st.Buffered)
+	}
+	if n := direct.queued.Load(); n != 0 {
+		t.Fatalf("%d publishes still counted by Send: direct publishing held off", n)
+	}
+	if err := sys.Root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-replies: // the channel request was the new incarnation's
+		if r.Nonce != 7 || !errors.Is(r.Err, ErrClosed) {
+			t.Errorf("channel reply %+v, want nonce 7 with ErrClosed at the final stop", r)
+		}
+	case <-time.After(waitLimit):
+		t.Error("the channel request sent while the actor was stopped was never answered")
+	}
+	for name, done := range map[string]chan error{"posted": postedDone, "sent": sentDone} {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("%s: %v, want ErrClosed at the final stop", name, err)
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("%s: never resolved", name)
+		}
+	}
+}
+
+// Issue 17-3b: publishes still in the connection actor's mailbox when it is
+// stopped are dropped with the mailbox; they must be resolved (ErrClosed,
+// as buffered ones) instead of leaving their callers to their deadlines,
+// and taken once only if they are delivered after all.
+func TestConnectionStoppedWithPublishesInItsMailbox(t *testing.T) {
+	sys := newSystem(t)
+	m := newCsim(sys, 1)
+	t.Cleanup(func() { sys.ProcessRegistry.Remove(m.self); sys.ProcessRegistry.Remove(m.parent) })
+	m.actor = m.produce()
+	m.receive(&actor.Started{})
+	m.publish() // a consumer's dead-letter copy: Post
+	m.send()    // a handler's publish: Send, counted
+	if len(m.inbox) != 2 {
+		t.Fatalf("%d messages in the mailbox, want 2", len(m.inbox))
+	}
+	inbox := slices.Clone(m.inbox)
+	m.stopActor()
+	for _, r := range m.reqs {
+		if r.dones != 1 || !errors.Is(r.err, ErrClosed) {
+			t.Errorf("publish %d: %d outcomes (%v), want ErrClosed once", r.id, r.dones, r.err)
+		}
+	}
+	if n := m.direct.queued.Load(); n != 0 {
+		t.Errorf("%d publishes still counted by Send: direct publishing held off", n)
+	}
+	for _, msg := range inbox {
+		if msg.(*Publish).Take() {
+			t.Error("a publish resolved at the stop can be taken again")
+		}
+	}
+	m.finish()
 }

@@ -18,6 +18,17 @@ type Publish struct {
 	// counted: sent by DirectPublish.Send, which counts it until the actor
 	// took it.
 	counted *DirectPublish
+	// via: registered by DirectPublish.Send or Post until taken.
+	via *DirectPublish
+}
+
+// Take claims the message for its receiver: true once, for whoever takes it
+// first, the connection actor or, when that actor stopped with the message
+// in its mailbox, the sweep that resolves it (see DirectPublish.Post). A
+// receiver of Publish messages publishes Req only if Take reports true. A
+// Publish made without DirectPublish is always taken.
+func (m *Publish) Take() bool {
+	return m.via == nil || m.via.claim(m)
 }
 
 // OpenChannel asks the connection actor for a channel on the consuming
@@ -26,6 +37,14 @@ type Publish struct {
 type OpenChannel struct {
 	ReplyTo *actor.PID
 	Nonce   uint64
+	// via: registered by DirectPublish.PostOpen until taken.
+	via *DirectPublish
+}
+
+// Take claims the message for its receiver, as Publish.Take does: a
+// receiver answers it only if Take reports true.
+func (m *OpenChannel) Take() bool {
+	return m.via == nil || m.via.claim(m)
 }
 
 // ChannelReply answers OpenChannel. Exactly one of Channel and Err is set.

@@ -97,7 +97,7 @@ func (c *consumer) publishRetry(ctx actor.Context, j *job) {
 	inc, id, self, sys := c.inc, j.id, c.self, c.sys
 	req := retryRequest(j.d, c.route, c.policy.RetryDelays, j.attempts, j.err)
 	req.Done = func(err error) { sys.Root.Send(self, &retryDelayed{inc: inc, id: id, err: err}) }
-	ctx.Send(c.conn, &Publish{Req: req})
+	c.direct.Post(ctx.Send, c.conn, req)
 }
 
 // retryRequest is the copy of d for its next delayed retry: as a

@@ -44,7 +44,6 @@ type csimReq struct {
 	ambiguous bool // a channel died with it in flight: routed twice is allowed
 	deaths    int  // channel deaths while in flight
 	nacks     int
-	lost      bool // its Publish message was in the mailbox at a stop (dead letters)
 	direct    bool
 }
 
@@ -688,13 +687,14 @@ func (m *csim) connGone(conn *amqp.Connection, err *amqp.Error) {
 	c.closes, c.blocks = nil, nil
 }
 
-// publish is a Publish message from outside (hato.Publish, a handler).
+// publish is a Publish message posted from outside (a consumer's
+// dead-letter or delayed-retry copy: DirectPublish.Post).
 func (m *csim) publish() {
 	r := m.newRequest()
 	m.mu.Lock()
 	m.tracef("publish %d sent as a Publish message", r.id)
 	m.mu.Unlock()
-	m.sys.Root.Send(m.self, &Publish{Req: r.req})
+	m.direct.Post(m.sys.Root.Send, m.self, r.req)
 }
 
 // send is DirectPublish.Send: straight to the open channel, or counted
@@ -724,8 +724,13 @@ func (m *csim) stopActor() {
 		if p, ok := msg.(*Publish); ok {
 			for _, r := range m.reqs {
 				if r.req == p.Req {
-					r.lost = true
-					m.tracef("publish %d dead-lettered with the stopped mailbox", r.id)
+					m.tracef("publish %d dropped with the stopped mailbox", r.id)
+					if r.dones == 0 {
+						// Issue 17-3b: its caller would wait to its deadline,
+						// and one DirectPublish.Send counted would hold
+						// direct publishing off for good.
+						m.violatef("publish %d dropped with the stopped mailbox, unresolved", r.id)
+					}
 				}
 			}
 		}
@@ -781,7 +786,7 @@ func (m *csim) checkDrain() {
 		return
 	}
 	for _, r := range m.reqs {
-		if r.dones == 0 && !r.lost && !m.inMailbox(r) {
+		if r.dones == 0 && !m.inMailbox(r) {
 			m.violatef("drain completed with publish %d unresolved", r.id)
 		}
 	}
@@ -852,7 +857,6 @@ func (m *csim) run() {
 	}
 	for _, r := range m.reqs {
 		switch {
-		case r.lost:
 		case r.dones == 0:
 			m.violatef("publish %d never resolved (broker available, nothing left to happen)", r.id)
 		case r.err != nil && !errors.Is(r.err, broker.ErrUnroutable) && !errors.Is(r.err, ErrClosed):
@@ -862,14 +866,19 @@ func (m *csim) run() {
 			return
 		}
 	}
+	if n := m.direct.queued.Load(); n != 0 && len(m.inbox) == 0 {
+		// Issue 17-3b: a counted publish nobody uncounted holds direct
+		// publishing off for the rest of the process.
+		m.violatef("direct publishing held off: %d publishes counted by Send were never taken", n)
+	}
 }
 
-// settled: every publish resolved (or dead-lettered).
+// settled: every publish resolved.
 func (m *csim) settled() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.reqs {
-		if r.dones == 0 && !r.lost {
+		if r.dones == 0 {
 			return false
 		}
 	}
@@ -965,7 +974,7 @@ func TestSimulationConnection(t *testing.T) {
 }
 
 var csimMarks = []string{"step: nack", "step: return", "step: channel closed by the broker", "step: connection lost",
-	"step: respawn", "step: drain", "step: stop", "step: dial fails", "step: open fails", "(direct: true)", "dead-lettered"}
+	"step: respawn", "step: drain", "step: stop", "step: dial fails", "step: open fails", "(direct: true)", "dropped with the stopped mailbox"}
 
 func coverConn(covered map[string]int, trace []string) {
 	seen := map[string]bool{}

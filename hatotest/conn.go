@@ -46,9 +46,13 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *actor.Started:
 		ctx.Send(ctx.Parent(), &supervisor.ChildReady{Name: c.name})
 	case *actors.Publish:
-		c.b.publish(msg.Req)
+		if msg.Take() {
+			c.b.publish(msg.Req)
+		}
 	case *actors.OpenChannel:
-		ctx.Send(msg.ReplyTo, &actors.ChannelReply{Nonce: msg.Nonce})
+		if msg.Take() {
+			ctx.Send(msg.ReplyTo, &actors.ChannelReply{Nonce: msg.Nonce})
+		}
 	case *actors.StatusRequest:
 		ctx.Respond(&actors.ConnectionStatus{Connected: true, Generation: 1})
 	case *supervisor.Drain:
