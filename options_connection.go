@@ -152,7 +152,7 @@ func WithHeartbeat(d time.Duration) Option {
 // 100 ms doubling to 30 s with 20 % jitter).
 func WithReconnectBackoff(b Backoff) Option {
 	return serviceOption(func(c *config) error {
-		if err := b.check(); err != nil {
+		if err := checkBackoff(b); err != nil {
 			return err
 		}
 		c.reconnect = b

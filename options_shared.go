@@ -178,7 +178,7 @@ type FailureHandlingOption struct{ p FailurePolicy }
 func FailureHandling(p FailurePolicy) FailureHandlingOption { return FailureHandlingOption{p} }
 
 func (o FailureHandlingOption) applyService(c *config) error {
-	if err := o.p.check(); err != nil {
+	if err := checkFailurePolicy(o.p); err != nil {
 		return err
 	}
 	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
@@ -188,7 +188,7 @@ func (o FailureHandlingOption) applyService(c *config) error {
 	return nil
 }
 func (o FailureHandlingOption) applyRoute(r *routeConfig) error {
-	if err := o.p.check(); err != nil {
+	if err := checkFailurePolicy(o.p); err != nil {
 		return err
 	}
 	if err := checkRetryDelays(o.p.RetryDelays); err != nil { // outage
@@ -208,14 +208,14 @@ type SupervisionOption struct{ p RestartPolicy }
 func Supervision(p RestartPolicy) SupervisionOption { return SupervisionOption{p} }
 
 func (o SupervisionOption) applyService(c *config) error {
-	if err := o.p.check(); err != nil {
+	if err := checkRestartPolicy(o.p); err != nil {
 		return err
 	}
 	c.supervision = o.p
 	return nil
 }
 func (o SupervisionOption) applyRoute(r *routeConfig) error {
-	if err := o.p.check(); err != nil {
+	if err := checkRestartPolicy(o.p); err != nil {
 		return err
 	}
 	p := o.p
