@@ -27,36 +27,14 @@ import (
 // consumes again with a prefetch of Trials and closes once Trials runs in
 // a row succeed; a failure opens it again for twice the cooldown, up to
 // MaxCooldown.
-type BreakerPolicy struct {
-	// FailureRatio is the share of failed runs that trips the breaker, in
-	// (0, 1]. Zero means 0.5.
-	FailureRatio float64
-	// MinRuns is how many runs the window must hold before it is judged.
-	// Zero means 10.
-	MinRuns int
-	// Window is the sliding period runs are counted over. Zero means 10 s.
-	Window time.Duration
-	// Cooldown is the pause before the first trial. Zero means 5 s.
-	Cooldown time.Duration
-	// MaxCooldown caps the cooldown as failed trials double it. Zero means
-	// 1 min.
-	MaxCooldown time.Duration
-	// Trials is how many messages the half-open route takes at once and how
-	// many must succeed in a row to close it. Zero means 3.
-	Trials int
-	// Counts says whether a handler's error counts as a failure. Nil means:
-	// plain errors (and timeouts, and failed publishes) count; DeadLetter,
-	// Drop and Requeue decisions and undecodable messages do not (they say
-	// nothing about the dependency).
-	Counts func(error) bool
-}
-
-func (p BreakerPolicy) actors() *actors.BreakerPolicy {
-	return &actors.BreakerPolicy{
-		FailureRatio: p.FailureRatio, MinRuns: p.MinRuns, Window: p.Window, Cooldown: p.Cooldown,
-		MaxCooldown: p.MaxCooldown, Trials: p.Trials, Counts: p.Counts,
-	}
-}
+//
+// The defaults: FailureRatio 0.5 (in (0, 1]), MinRuns 10, Window 10 s,
+// Cooldown 5 s, MaxCooldown 1 min, Trials 3. Counts says whether a
+// handler's error counts as a failure; nil means plain errors (and
+// timeouts, and failed publishes) count, while DeadLetter, Drop and
+// Requeue decisions and undecodable messages do not (they say nothing
+// about the dependency).
+type BreakerPolicy = actors.BreakerPolicy
 
 // BreakerOption is the option Breaker returns. It implements Option and
 // RouteOption.
@@ -97,20 +75,11 @@ func Pause(err error, d time.Duration) error {
 }
 
 // PausedRoute is a route whose circuit breaker is open or half-open (see
-// Service.PausedRoutes).
-type PausedRoute struct {
-	// Route is the route's name (RouteInfo.Name).
-	Route string
-	// State is "open" (consuming nothing) or "half-open" (trying a few
-	// messages).
-	State string
-	// Since is when the route paused.
-	Since time.Time
-	// Cause is what paused it: the handler error that tripped the breaker.
-	Cause string
-	// Cooldown is the current pause before the next trial.
-	Cooldown time.Duration
-}
+// Service.PausedRoutes): its Route name (RouteInfo.Name), State ("open" or
+// "half-open"), Since (when it paused), Cause (the handler error that
+// tripped the breaker) and Cooldown (the current pause before the next
+// trial).
+type PausedRoute = actors.PausedRoute
 
 // pauseBook follows the routes' breakers for Service.PausedRoutes,
 // /readyz and the metrics. The consumer actors write it through their
@@ -222,7 +191,8 @@ func (s *Service) breakerOf(r *route) *actors.BreakerPolicy {
 	if p == nil {
 		return nil
 	}
-	return p.actors()
+	c := *p
+	return &c
 }
 
 // writeReady is /readyz: writeProbe's answer, plus the paused routes (a

@@ -3,7 +3,6 @@ package hato
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
@@ -85,135 +84,59 @@ var (
 // FailurePolicy says what happens to a message whose handler fails: for
 // the service's routes or one route (see FailureHandling). Zero fields take
 // the defaults.
-type FailurePolicy struct {
-	// MaxAttempts is how many times a failing handler runs in process for
-	// one delivery before the message is dead-lettered. Zero means 3.
-	MaxAttempts int
-	// Backoff paces those in-process retries. Zero means 100 ms doubling to
-	// 5 s with 20 % jitter.
-	Backoff Backoff
-	// MaxRedeliveries bounds how often one message may come back from the
-	// broker because its handler asked to requeue it or crashed the route's
-	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
-	// Only what the message itself did counts: returns it did not cause
-	// (another message's crash, a lost channel, a drain, a restart) do not.
-	// A quorum queue's x-delivery-count, which counts those too before
-	// RabbitMQ 4.3, is only a backstop at 100 deliveries (or 20 ×
-	// MaxRedeliveries if more), for a message that crashes the whole process.
-	MaxRedeliveries int
-	// DeadLetterQueue is where failed messages are republished. Empty means
-	// "<queue>.dlq" (or none with NoDeadLetterQueue: failed messages are
-	// then rejected without requeue).
-	DeadLetterQueue string
-	// RetryDelays, when set, retries a failed message through the broker
-	// instead of in process: it waits RetryDelays[i] in a delay queue of
-	// hato's ("<queue>.retry.<delay>") and comes back to the route's queue
-	// (Message.Retry counts the delayed retries); after the last delay it
-	// is dead-lettered, its headers holding the retry history. A waiting
-	// message holds no handler slot and no unacked delivery, and survives
-	// restarts. MaxAttempts zero then means 1; a MaxAttempts set runs that
-	// many in-process attempts before each delay. Order is not kept across
-	// a delayed retry. See docs/outage-handling.md.
-	RetryDelays []time.Duration
-}
+//
+// MaxAttempts is how many times a failing handler runs in process for one
+// delivery before the message is dead-lettered (zero means 3), paced by
+// Backoff (zero means 100 ms doubling to 5 s with 20 % jitter).
+// MaxRedeliveries bounds how often one message may come back from the
+// broker because its handler asked to requeue it or crashed the route's
+// actor (zero means 5); beyond it the message is dead-lettered as poison.
+// DeadLetterQueue is where failed messages are republished (empty means
+// "<queue>.dlq", or none with NoDeadLetterQueue). RetryDelays, when set,
+// retries a failed message through the broker, in delay queues, instead of
+// in process (see docs/outage-handling.md). The fields' docs tell more.
+type FailurePolicy = actors.FailurePolicy
 
-// check refuses negative values, which the defaults would silently
-// replace.
-func (p FailurePolicy) check() error {
+// checkFailurePolicy refuses negative values, which the defaults would
+// silently replace.
+func checkFailurePolicy(p FailurePolicy) error {
 	if p.MaxAttempts < 0 || p.MaxRedeliveries < 0 {
 		return invalid("failure policy: negative MaxAttempts %d or MaxRedeliveries %d", p.MaxAttempts, p.MaxRedeliveries)
 	}
-	return p.Backoff.check()
+	return checkBackoff(p.Backoff)
 }
 
-// actorsPolicy converts p for the consumer actor, filling the defaults.
-func actorsPolicy(p FailurePolicy) actors.FailurePolicy {
-	return actors.FailurePolicy{
-		MaxAttempts:     p.MaxAttempts,
-		Backoff:         supervisorBackoff(p.Backoff),
-		MaxRedeliveries: p.MaxRedeliveries,
-		DeadLetterQueue: p.DeadLetterQueue,
-		RetryDelays:     p.RetryDelays,
-	}.WithDefaults()
-}
+// Action is what became of the message a DeliveryEvent reports: one of the
+// constants below.
+type Action = actors.Action
 
-// Action is what became of the message a DeliveryEvent reports.
-type Action int
-
+// The actions a DeliveryEvent reports.
 const (
 	// ActionDeadLetter: the message failed for good. It was republished to
 	// its dead-letter queue (the broker confirmed it) and acked, or, with
 	// no dead-letter queue, rejected without requeue.
-	ActionDeadLetter Action = iota + 1
+	ActionDeadLetter = actors.DeadLetter
 	// ActionDrop: the handler dropped the message on purpose (Drop); it was
 	// acked and logged.
-	ActionDrop
+	ActionDrop = actors.Drop
 	// ActionRequeue: the message failed for good but could not be
 	// dead-lettered: its dead-letter queue refused the copy as unroutable
 	// even after hato declared the queue again. It went back to its queue
 	// (and is dead-lettered again when it fails again); Err says why.
-	ActionRequeue
+	ActionRequeue = actors.Requeue
 	// ActionDuplicate: the message's uuid was handled within the route's
 	// Dedupe window; it was acked without running the handler.
-	ActionDuplicate
+	ActionDuplicate = actors.Duplicate
 )
-
-func (a Action) String() string {
-	switch a {
-	case ActionDeadLetter:
-		return "dead-letter"
-	case ActionDrop:
-		return "drop"
-	case ActionRequeue:
-		return "requeue"
-	case ActionDuplicate:
-		return "duplicate"
-	}
-	return fmt.Sprintf("Action(%d)", int(a))
-}
 
 // DeliveryEvent reports a message that was dead-lettered or dropped, or
 // could not be dead-lettered (ActionRequeue), or was acked as a duplicate
-// (ActionDuplicate; see Dedupe and WithDeliveryEvents).
-type DeliveryEvent struct {
-	// Route is the route's name.
-	Route string
-	// Action is what became of the message.
-	Action Action
-	// MessageID is the AMQP message id.
-	MessageID string
-	// RoutingKey is the key the message was delivered with.
-	RoutingKey string
-	// Attempts is how many times the handler ran for this delivery.
-	Attempts int
-	// Err is why.
-	Err error
-	// DeadLetterQueue is the queue the message went to (ActionDeadLetter;
-	// empty when there is none), or the one that refused it
-	// (ActionRequeue).
-	DeadLetterQueue string
-}
-
-// deliveryEvent converts the consumer actor's event.
-func deliveryEvent(e actors.DeliveryEvent) DeliveryEvent {
-	ev := DeliveryEvent{
-		Route:           e.Route,
-		MessageID:       e.MessageID,
-		RoutingKey:      e.RoutingKey,
-		Attempts:        e.Attempts,
-		Err:             e.Err,
-		DeadLetterQueue: e.DeadLetterQ,
-	}
-	switch e.Action {
-	case actors.DeadLetter:
-		ev.Action = ActionDeadLetter
-	case actors.Drop:
-		ev.Action = ActionDrop
-	case actors.Requeue:
-		ev.Action = ActionRequeue
-	}
-	return ev
-}
+// (ActionDuplicate; see Dedupe and WithDeliveryEvents): its Route (name),
+// Action, MessageID (the AMQP message id), RoutingKey (as delivered),
+// Attempts (how many times the handler ran for this delivery), Err (why)
+// and DeadLetterQueue (the queue the message went to, empty when there is
+// none, or the one that refused it).
+type DeliveryEvent = actors.DeliveryEvent
 
 // Requeue returns err marked "requeue": the message goes back to the queue
 // at once (tomodachi's internal-service-error), up to the route's

@@ -236,7 +236,7 @@ func (s *Service) stopOps() {
 // restarts, give-ups and reconnections. It runs on the root supervisor's
 // goroutine.
 func (s *Service) trackEvent(e supervisor.Event) {
-	kind := eventKind(e.Kind)
+	kind := e.Kind
 	o := s.ops
 	o.mu.Lock()
 	first := e.Child == "connection" && !o.connReady

@@ -329,7 +329,7 @@ func (s *Service) failurePolicy(r *route) actors.FailurePolicy {
 	} else if p.DeadLetterQueue == "" {
 		p.DeadLetterQueue = s.deadLetterQueueOf(r.cfg)
 	}
-	return actorsPolicy(p)
+	return p.WithDefaults()
 }
 
 // deliveryEvents adapts the WithDeliveryEvents callback for the consumer
@@ -339,7 +339,7 @@ func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 	return func(e actors.DeliveryEvent) {
 		s.tel.deliveryEvent(e)
 		if fn != nil {
-			fn(deliveryEvent(e))
+			fn(e)
 		}
 	}
 }
@@ -548,7 +548,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Logger:         s.log,
 		LogFields:      []zap.Field{zap.String("route", r.name), zap.String("routing_key", r.cfg.routingKey)},
 		Service:        s.name,
-		Reopen:         supervisorBackoff(s.cfg.reconnect),
+		Reopen:         s.cfg.reconnect,
 		Events:         s.deliveryEvents(),
 		Breaker:        s.breakerOf(r),     // outage
 		BreakerEvents:  s.cfg.pauses.event, // outage
@@ -563,7 +563,7 @@ func (s *Service) routeChild(r *route, connPID *actor.PID) supervisor.ChildSpec 
 		Name: r.name,
 		Props: actors.ConsumerProps(actors.ConsumerConfig{Route: ar, Connection: connPID, Direct: &s.direct, StartSession: s.sessionStarter(),
 			Liveness: s.watchdog.Route(r.name, ar.Topology)}),
-		Policy: supervisorPolicy(policy),
+		Policy: policy,
 	}
 }
 
@@ -596,7 +596,7 @@ func (s *Service) dialConfig(kind string) broker.Config {
 func (s *Service) onEvent(e supervisor.Event) {
 	s.trackEvent(e)
 	if s.cfg.onSupervisorEvent != nil {
-		s.cfg.onSupervisorEvent(supervisorEvent(e))
+		s.cfg.onSupervisorEvent(e)
 	}
 	if e.Kind == supervisor.EventGaveUp && !s.cfg.keepRunningOnRouteFailure {
 		s.mu.Lock()
@@ -620,31 +620,12 @@ func (s *Service) fail(err error) {
 }
 
 // ConnectionStatus is the state of the service's broker connections (see
-// Service.Status).
-type ConnectionStatus struct {
-	// Connected is set while the service is connected to the broker.
-	Connected bool
-	// Generation increments on every successful (re)connection.
-	Generation uint64
-	// Blocked is set while the broker's flow control blocks publishing.
-	Blocked bool
-	// Buffered counts publishes waiting for a connection.
-	Buffered int
-	// Outstanding counts publishes sent and awaiting their confirm.
-	Outstanding int
-	// FailedAttempts counts connection attempts that failed since the last
-	// successful one; LastError is the last such failure (nil once
-	// connected), with any password redacted.
-	FailedAttempts int
-	LastError      error
-	// PublishNode and ConsumeNode are the broker nodes ("host:port", from
-	// the URL dialed) the publishing and consuming connections are on;
-	// empty while disconnected.
-	PublishNode, ConsumeNode string
-	// Paused lists the routes paused by their circuit breaker (see
-	// Service.PausedRoutes).
-	Paused []PausedRoute
-}
+// Service.Status): Connected, Generation (incremented on every successful
+// (re)connection), Blocked (by the broker's flow control), Buffered and
+// Outstanding publishes, FailedAttempts and LastError (why it is not
+// connected), PublishNode and ConsumeNode (the broker nodes), and Paused
+// (the routes paused by their circuit breaker).
+type ConnectionStatus = actors.ConnectionStatus
 
 // Status asks the connection actor for its state: connected, blocked by
 // the broker's flow control, publishes buffered while disconnected or
@@ -681,7 +662,7 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 		Blocked:        st.Blocked,
 		Buffered:       st.Buffered,
 		Outstanding:    st.Outstanding,
-		FailedAttempts: st.Attempts,
+		FailedAttempts: st.FailedAttempts,
 		LastError:      st.LastError,
 		PublishNode:    st.PublishNode,
 		ConsumeNode:    st.ConsumeNode,

@@ -25,7 +25,7 @@ func (s *Service) startTimedOut(cause error) error {
 		return err
 	case st.LastError != nil:
 		return fmt.Errorf("%w: not connected to %s after %d failed connection attempts; last error: %w",
-			err, broker.Redact(s.cfg.url), st.Attempts, st.LastError)
+			err, broker.Redact(s.cfg.url), st.FailedAttempts, st.LastError)
 	default:
 		return fmt.Errorf("%w: not connected to %s: the first connection attempt had not finished",
 			err, broker.Redact(s.cfg.url))

@@ -33,7 +33,7 @@ func (s *Service) connectionProps() *actor.Props {
 		Publish:               s.dialConfig("pub"),
 		Consume:               s.dialConfig("sub"),
 		URLs:                  shuffled(s.cfg.urls),
-		Reconnect:             supervisorBackoff(s.cfg.reconnect),
+		Reconnect:             s.cfg.reconnect,
 		PublishBuffer:         s.cfg.publishBuffer,
 		ChannelsPerConnection: s.cfg.channelsPerConnection,
 		Logger:                s.log.Named("connection"),

@@ -12,10 +12,11 @@ import (
 )
 
 // BreakerPolicy says when a route's circuit breaker pauses the route (see
-// Route.Breaker). Zero fields take the defaults of WithDefaults.
+// Route.Breaker). Zero fields take the defaults of WithDefaults. Package
+// hato exports it as hato.BreakerPolicy (see hato.Breaker).
 type BreakerPolicy struct {
 	// FailureRatio is the share of failed handler runs within Window that
-	// trips the breaker. Zero means 0.5.
+	// trips the breaker, in (0, 1]. Zero means 0.5.
 	FailureRatio float64
 	// MinRuns is how many handler runs Window must hold before the ratio is
 	// judged. Zero means 10.
@@ -34,7 +35,7 @@ type BreakerPolicy struct {
 	// Counts says whether a handler error counts as a failure. Nil means
 	// the default: errors whose action is Retry (plain errors, timeouts,
 	// failed publishes) count; DeadLetter, Drop and Requeue directives and
-	// undecodable messages do not.
+	// undecodable messages do not (they say nothing about the dependency).
 	Counts func(error) bool
 }
 
@@ -62,6 +63,23 @@ func (p BreakerPolicy) WithDefaults() BreakerPolicy {
 		p.Counts = func(err error) bool { return actionOf(err) == Retry }
 	}
 	return p
+}
+
+// PausedRoute is a route whose circuit breaker is open or half-open, as
+// package hato reports it (hato.PausedRoute, Service.PausedRoutes,
+// ConnectionStatus.Paused).
+type PausedRoute struct {
+	// Route is the route's name (hato.RouteInfo.Name).
+	Route string
+	// State is "open" (consuming nothing) or "half-open" (trying a few
+	// messages).
+	State string
+	// Since is when the route paused.
+	Since time.Time
+	// Cause is what paused it: the handler error that tripped the breaker.
+	Cause string
+	// Cooldown is the current pause before the next trial.
+	Cooldown time.Duration
 }
 
 // BreakerState is the state of a route's circuit breaker.

@@ -405,7 +405,7 @@ func (c *connection) openChannel(msg *OpenChannel) {
 func (c *connection) status() *ConnectionStatus {
 	c.prune()
 	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
-		Attempts: c.failures, LastError: c.lastErr, PublishNode: c.pubNode, ConsumeNode: c.subNode}
+		FailedAttempts: c.failures, LastError: c.lastErr, PublishNode: c.pubNode, ConsumeNode: c.subNode}
 	if c.publisher != nil {
 		st.Outstanding = c.publisher.Outstanding()
 	}

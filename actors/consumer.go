@@ -437,7 +437,7 @@ func (c *consumer) eventFor(j *job, action Action, err error) DeliveryEvent {
 		Attempts: j.attempts, Err: err,
 	}
 	if action == DeadLetter || action == Requeue {
-		ev.DeadLetterQ = c.policy.DeadLetterQueue
+		ev.DeadLetterQueue = c.policy.DeadLetterQueue
 	}
 	return ev
 }

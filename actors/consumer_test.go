@@ -127,7 +127,7 @@ func TestConsumerDeadLettersAfterRetries(t *testing.T) {
 	dl.Finish(nil)
 	waitFor(t, "ack 1 after the dead-letter confirm", func() bool { return s.has("ack 1") })
 	waitFor(t, "the dead-letter event", func() bool { return len(r.events.all()) == 1 })
-	if ev := r.events.all()[0]; ev.Action != DeadLetter || ev.DeadLetterQ != "q.dlq" || ev.Attempts != 3 || ev.MessageID != "bad" {
+	if ev := r.events.all()[0]; ev.Action != DeadLetter || ev.DeadLetterQueue != "q.dlq" || ev.Attempts != 3 || ev.MessageID != "bad" {
 		t.Errorf("event = %+v", ev)
 	}
 }

@@ -33,13 +33,19 @@
 // Outcomes may be [ErrBufferFull] and [ErrClosed] (hato.ErrBufferFull and
 // hato.ErrConnectionClosed) or the broker package's sentinels.
 //
+// Some types here are package hato's public types, which it exports as
+// aliases (one definition, see DESIGN.md, "Types defined once"):
+// FailurePolicy, Action (the values a DeliveryEvent carries), DeliveryEvent,
+// ConnectionStatus, BreakerPolicy, PausedRoute, HandlerTimeoutError. They
+// change only as package hato's API does; use them by hato's names
+// (hato.FailurePolicy, hato.ActionDeadLetter, ...).
+//
 // Everything else here (ConnectionProps, ConsumerProps and their configs,
-// DirectPublish, Route, RouteState, Tracker, Directive, Action, FailurePolicy,
-// DeliveryEvent, HandlerPanic, the Header* names) is implementation detail
-// of package hato, subject to change without notice. Use the root package
-// instead: hato.FailurePolicy, hato.DeliveryEvent, hato.Requeue and its
-// siblings, hato.SubscribeActor; the dead-letter headers are described in
-// docs/failure-handling.md.
+// DirectPublish, Route, RouteState, Tracker, Directive, the Ack and Retry
+// actions, HandlerPanic, the Header* names) is implementation detail of
+// package hato, subject to change without notice. Use the root package
+// instead: hato.Requeue and its siblings, hato.SubscribeActor; the
+// dead-letter headers are described in docs/failure-handling.md.
 //
 // # Implementation: the actors
 //

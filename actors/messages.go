@@ -62,21 +62,34 @@ type ChannelReply struct {
 // (use RequestFuture).
 type StatusRequest struct{}
 
-// ConnectionStatus is the connection actor's state.
+// ConnectionStatus is the state of the service's broker connections: the
+// connection actor's reply to a StatusRequest. Package hato exports it as
+// hato.ConnectionStatus (see Service.Status), which also fills Paused.
 type ConnectionStatus struct {
-	Connected   bool
-	Generation  uint64 // increments on every successful (re)connection
-	Blocked     bool   // the broker's flow control blocks publishing
-	Buffered    int    // publishes waiting for a connection
-	Outstanding int    // publishes sent, awaiting their confirm
-	// Attempts counts connection attempts that failed since the last
+	// Connected is set while the service is connected to the broker.
+	Connected bool
+	// Generation increments on every successful (re)connection.
+	Generation uint64
+	// Blocked is set while the broker's flow control blocks publishing.
+	Blocked bool
+	// Buffered counts publishes waiting for a connection.
+	Buffered int
+	// Outstanding counts publishes sent and awaiting their confirm.
+	Outstanding int
+	// FailedAttempts counts connection attempts that failed since the last
 	// successful one; LastError is the last such failure (nil once
-	// connected). They say why a service is not connected.
-	Attempts  int
-	LastError error
-	// PublishNode and ConsumeNode are the broker nodes ("host:port") of
-	// the two connections; empty while disconnected.
+	// connected), with any password redacted. They say why a service is
+	// not connected.
+	FailedAttempts int
+	LastError      error
+	// PublishNode and ConsumeNode are the broker nodes ("host:port", from
+	// the URL dialed) the publishing and consuming connections are on;
+	// empty while disconnected.
 	PublishNode, ConsumeNode string
+	// Paused lists the routes paused by their circuit breaker (see
+	// hato.Service.PausedRoutes). The connection actor leaves it empty:
+	// hato.Service.Status fills it.
+	Paused []PausedRoute
 }
 
 // discarder is an internal async result that holds a resource (a session, a

@@ -75,32 +75,44 @@ type Route struct {
 	BreakerEvents func(BreakerEvent)
 }
 
-// FailurePolicy says what happens to a delivery whose handler fails.
+// FailurePolicy says what happens to a message whose handler fails.
+// Package hato exports it as hato.FailurePolicy (see hato.FailureHandling):
+// zero fields take the defaults (WithDefaults).
 type FailurePolicy struct {
-	// MaxAttempts is how many times a failing handler runs in process for one
-	// delivery before the delivery is dead-lettered. Zero means 3.
+	// MaxAttempts is how many times a failing handler runs in process for
+	// one delivery before the message is dead-lettered. Zero means 3 (1
+	// with RetryDelays).
 	MaxAttempts int
-	// Backoff paces those in-process retries.
+	// Backoff paces those in-process retries. Zero means 100 ms doubling to
+	// 5 s with 20 % jitter.
 	Backoff supervisor.Backoff
 	// MaxRedeliveries bounds how often one message may come back from the
-	// broker because its handler asked to requeue it or crashed the actor;
-	// beyond it the message is dead-lettered. Zero means 5. Only what the
-	// message itself did counts (the route's RouteState counts it): a
-	// message returned because another one crashed the actor, or because
-	// the channel closed, a drain or a restart, is not poison. A quorum
-	// queue's x-delivery-count counts every return (before RabbitMQ 4.3),
-	// so it is only a backstop: see DeliveryCountLimit.
+	// broker because its handler asked to requeue it or crashed the route's
+	// actor; beyond it the message is dead-lettered as poison. Zero means 5.
+	// Only what the message itself did counts (the route's RouteState
+	// counts it): returns it did not cause (another message's crash, a lost
+	// channel, a drain, a restart) do not. A quorum queue's
+	// x-delivery-count, which counts those too before RabbitMQ 4.3, is only
+	// a backstop at 100 deliveries (or 20 × MaxRedeliveries if more), for a
+	// message that crashes the whole process: see DeliveryCountLimit.
 	MaxRedeliveries int
-	// DeadLetterQueue is where failed messages are republished. Empty means
-	// no dead-letter queue: failed messages are rejected without requeue
-	// (the broker drops them, or routes them to a dead-letter exchange a
-	// broker policy configured).
+	// DeadLetterQueue is where failed messages are republished. Given to
+	// hato, empty means "<queue>.dlq" (or none with hato.NoDeadLetterQueue:
+	// failed messages are then rejected without requeue). On a Route,
+	// where hato has resolved it, empty means none: failed messages are
+	// rejected without requeue (the broker drops them, or routes them to a
+	// dead-letter exchange a broker policy configured).
 	DeadLetterQueue string
-	// RetryDelays, when set, are delayed retries through the broker: once
-	// a delivery failed its MaxAttempts in-process attempts, a copy waits
-	// RetryDelays[i] in the delay queue broker.RetryQueueName(queue, d)
-	// and comes back to the queue (HeaderRetry counts them); after the
-	// last one the message is dead-lettered. See retrydelay.go.
+	// RetryDelays, when set, retries a failed message through the broker
+	// instead of in process: it waits RetryDelays[i] in a delay queue of
+	// hato's ("<queue>.retry.<delay>", broker.RetryQueueName) and comes
+	// back to the route's queue (hato.Message.Retry and the HeaderRetry
+	// header count the delayed retries); after the last delay it is
+	// dead-lettered, its headers holding the retry history. A waiting
+	// message holds no handler slot and no unacked delivery, and survives
+	// restarts. MaxAttempts zero then means 1; a MaxAttempts set runs that
+	// many in-process attempts before each delay. Order is not kept across
+	// a delayed retry. See retrydelay.go and docs/outage-handling.md.
 	RetryDelays []time.Duration
 }
 
@@ -131,22 +143,39 @@ func (p FailurePolicy) DeliveryCountLimit() int {
 	return max(100, 20*p.MaxRedeliveries)
 }
 
-// Action is what happens to a delivery after its handler ran.
+// Action is what happens to a delivery after its handler ran, and what
+// became of the message a DeliveryEvent reports. Package hato exports it
+// as hato.Action, with the values a DeliveryEvent carries:
+// hato.ActionDeadLetter, hato.ActionDrop, hato.ActionRequeue,
+// hato.ActionDuplicate. The values are fixed (hato's constants have had
+// them since they were its own): do not reorder.
 type Action int
 
 const (
 	// Ack: done, remove the message.
-	Ack Action = iota
-	// Retry: run the handler again in process after a backoff, up to
-	// FailurePolicy.MaxAttempts, then dead-letter. The default for errors.
-	Retry
+	Ack Action = 0
+	// DeadLetter: dead-letter now (undecodable or hopeless messages). As a
+	// DeliveryEvent's: the message failed for good. It was republished to
+	// its dead-letter queue (the broker confirmed it) and acked, or, with
+	// no dead-letter queue, rejected without requeue.
+	DeadLetter Action = 1
+	// Drop: remove the message on purpose (acked and logged). As a
+	// DeliveryEvent's: the handler dropped the message (hato.Drop).
+	Drop Action = 2
 	// Requeue: return the message to the queue now (tomodachi's
 	// internal-service-error), bounded by FailurePolicy.MaxRedeliveries.
-	Requeue
-	// DeadLetter: dead-letter now (undecodable or hopeless messages).
-	DeadLetter
-	// Drop: remove the message on purpose (acked and logged).
-	Drop
+	// As a DeliveryEvent's: the message failed for good but could not be
+	// dead-lettered: its dead-letter queue refused the copy as unroutable
+	// even after hato declared the queue again. It went back to its queue
+	// (and is dead-lettered again when it fails again); Err says why.
+	Requeue Action = 3
+	// Duplicate: only a DeliveryEvent's (never a Directive's): the
+	// message's uuid was handled within the route's Dedupe window; it was
+	// acked without running the handler.
+	Duplicate Action = 4
+	// Retry: run the handler again in process after a backoff, up to
+	// FailurePolicy.MaxAttempts, then dead-letter. The default for errors.
+	Retry Action = 5
 )
 
 func (a Action) String() string {
@@ -161,6 +190,8 @@ func (a Action) String() string {
 		return "dead-letter"
 	case Drop:
 		return "drop"
+	case Duplicate:
+		return "duplicate"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -196,16 +227,26 @@ func actionOf(err error) Action {
 	return Retry
 }
 
-// DeliveryEvent reports what happened to a delivery that did not simply
-// succeed.
+// DeliveryEvent reports a message that was dead-lettered or dropped, or
+// could not be dead-lettered (Requeue), or was acked as a duplicate
+// (Duplicate; hato.Dedupe). Package hato exports it as hato.DeliveryEvent
+// (see hato.WithDeliveryEvents).
 type DeliveryEvent struct {
-	Route       string
-	Action      Action
-	MessageID   string
-	RoutingKey  string
-	Attempts    int
-	Err         error
-	DeadLetterQ string
+	// Route is the route's name.
+	Route string
+	// Action is what became of the message.
+	Action Action
+	// MessageID is the AMQP message id.
+	MessageID string
+	// RoutingKey is the key the message was delivered with.
+	RoutingKey string
+	// Attempts is how many times the handler ran for this delivery.
+	Attempts int
+	// Err is why.
+	Err error
+	// DeadLetterQueue is the queue the message went to (DeadLetter; empty
+	// when there is none), or the one that refused it (Requeue).
+	DeadLetterQueue string
 }
 
 // routeState is the memory of a route that outlives its actor's restarts

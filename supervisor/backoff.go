@@ -10,7 +10,10 @@ import (
 //
 //	delay(n) = min(Max, Initial × Multiplier^(n-1)) × (1 ± Jitter)
 //
-// The zero value is usable and means DefaultBackoff.
+// The zero value is usable and means DefaultBackoff. Package hato exports
+// it as hato.Backoff (WithReconnectBackoff, FailurePolicy.Backoff,
+// RestartPolicy.Backoff), where a zero FailurePolicy.Backoff has a default
+// of its own.
 type Backoff struct {
 	// Initial is the first delay. Zero means 100 ms.
 	Initial time.Duration

@@ -18,4 +18,8 @@
 //
 // Children report [ChildReady] and [ChildFailed] to their parent and honour
 // [Drain]. The root answers [AwaitReady] and [DrainChildren].
+//
+// Package hato exports [Backoff], [Policy], [EventKind] (and its values)
+// and [Event] as hato.Backoff, hato.RestartPolicy, hato.EventKind and
+// hato.SupervisorEvent (aliases): they change only as hato's API does.
 package supervisor

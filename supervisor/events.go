@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// EventKind says what happened to a supervised child.
+// EventKind says what happened to a supervised child (see Event). Package
+// hato exports it and its values as hato.EventKind, hato.EventReady, ....
 type EventKind int
 
 const (
@@ -61,21 +62,33 @@ func (k EventKind) String() string {
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
 
-// Event is one supervision event. Every event is logged; Config.OnEvent
-// receives them too.
+// Event is one supervision event: what happened to a supervised child (in
+// hato, the service's connection or one of its routes). Every event is
+// logged; Config.OnEvent receives them too. Package hato exports it as
+// hato.SupervisorEvent (see hato.WithSupervisorEvents).
 type Event struct {
-	Time  time.Time
-	Kind  EventKind
+	// Time is when it happened.
+	Time time.Time
+	// Kind is what happened.
+	Kind EventKind
+	// Child is who it happened to: in hato, "connection" or the route's
+	// name (hato.RouteInfo.Name).
 	Child string
-	// Reason is why the child failed or gave up (nil for Ready, Restarted,
-	// Respawned).
+	// Reason is why the child failed, stopped or gave up (nil for
+	// EventReady, EventRestarted, EventRespawned). A panic that was not an
+	// error reads "panic: <value>" (a *PanicError).
 	Reason error
-	// Failures counts the child's failures since its last quiet period.
+	// Failures counts the child's failures since it last ran quietly for
+	// Policy.ResetAfter (hato.RestartPolicy.ResetAfter).
 	Failures int
-	// Delay is the backoff before the restart (EventFailed, EventStopped).
+	// Delay is the backoff before the restart (EventFailed, EventStopped);
+	// for EventPaused the cooldown before the first trial, for
+	// EventResumed how long the route was paused.
 	Delay time.Duration
-	// Detail is what the child reported with ChildReady or ChildFailed
-	// (e.g. the broker node of the connection), if anything.
+	// Detail is where it happened, when the child says (with ChildReady or
+	// ChildFailed): for hato's "connection", the broker node of each
+	// connection ("publish=host:port consume=host:port") on EventReady and
+	// EventUnavailable.
 	Detail string
 }
 

@@ -10,7 +10,10 @@ import (
 // the failures since the child last ran quietly for ResetAfter. A child that
 // needs more than MaxRestarts restarts within Window has exhausted its budget:
 // it is stopped and an EventGaveUp is reported; it never dies silently.
+// Package hato exports it as hato.RestartPolicy.
 type Policy struct {
+	// Backoff paces the restarts. Zero means 100 ms doubling to 30 s with
+	// 20 % jitter (DefaultBackoff).
 	Backoff Backoff
 	// ResetAfter is the quiet period after which the failure count (and so
 	// the backoff) starts again from one. Zero means 30 s.
