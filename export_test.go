@@ -11,3 +11,7 @@ func WithSessionStarter(start transport.SessionStarter) Option {
 		return nil
 	})
 }
+
+// LifecycleState is the name of svc's lifecycle state (tests only: a test
+// waits for a Stop to have cancelled a Start in progress).
+func LifecycleState(svc *Service) string { return svc.current().String() }

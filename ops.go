@@ -72,7 +72,6 @@ type opsState struct {
 	addr     string
 	srv      *http.Server
 	ln       net.Listener
-	stopOnce sync.Once
 }
 
 type childState struct {
@@ -215,21 +214,20 @@ func (s *Service) startOps() error {
 	return nil
 }
 
-// stopOps stops the ops server, if it runs.
+// stopOps stops the ops server, if it runs. finish calls it, once: on
+// the service's one move to stopped from aborting or closing.
 func (s *Service) stopOps() {
-	s.ops.stopOnce.Do(func() {
-		s.ops.mu.Lock()
-		srv := s.ops.srv
-		s.ops.mu.Unlock()
-		if srv == nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-	})
+	s.ops.mu.Lock()
+	srv := s.ops.srv
+	s.ops.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
+	}
 }
 
 // trackEvent follows the connection's and the routes' readiness and counts
@@ -268,10 +266,7 @@ func reasonSuffix(err error) string {
 // runningStatus is Status while the service runs (the publish gauges'
 // source: nothing to observe before Start or after Stop).
 func (s *Service) runningStatus(ctx context.Context) (ConnectionStatus, error) {
-	s.mu.Lock()
-	st := s.state
-	s.mu.Unlock()
-	if st != stateRunning {
+	if !s.current().running() {
 		return ConnectionStatus{}, ErrNotStarted
 	}
 	return s.Status(ctx)
@@ -283,7 +278,7 @@ func (s *Service) runningStatus(ctx context.Context) (ConnectionStatus, error) {
 // why. For readiness probes (see WithOpsServer).
 func (s *Service) Ready() error {
 	s.mu.Lock()
-	st := s.state
+	st := s.current()
 	names := make([]string, 0, len(s.routes)+1)
 	names = append(names, "connection")
 	for _, r := range s.routes {
@@ -293,9 +288,9 @@ func (s *Service) Ready() error {
 	switch st {
 	case stateNew:
 		return fmt.Errorf("%w: not started", ErrNotReady)
-	case stateStarting:
+	case stateStarting, stateSpawning, stateStartCancelled, stateAborting:
 		return fmt.Errorf("%w: starting", ErrNotReady)
-	case stateStopping, stateStopped:
+	case stateDraining, stateClosing, stateStopped:
 		return fmt.Errorf("%w: stopping", ErrNotReady)
 	}
 	if err := s.stuckRoute(false); err != nil {

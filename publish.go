@@ -259,7 +259,7 @@ func (s *Service) send(ctx context.Context, req *broker.Request, wait bool, pt p
 func (s *Service) hand(req *broker.Request) error {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
-	if s.pubClosed {
+	if s.current().publishingClosed() {
 		return ErrStopped
 	}
 	conn := s.conn.Load()

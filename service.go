@@ -2,7 +2,6 @@ package hato
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -45,54 +44,38 @@ type Service struct {
 	// protoWarn makes the protobuf-in-JSON publish warning once.
 	protoWarn sync.Once
 
+	// mu guards the registration fields, the lifecycle's data below and
+	// every change of st (see lifecycle.go).
 	mu        sync.Mutex
 	routes    []*route
 	regErr    error
 	onStart   []Hook
 	onStarted []Hook
 	onStop    []Hook
-	state     state
 	system    *actor.ActorSystem
 	ownSystem bool
 	root      *actor.PID
 	conn      atomic.Pointer[actor.PID] // the connection actor, once spawned
-	done      chan struct{}
-	fatal     error
-	fatalOnce sync.Once
-	failed    chan struct{} // closed on a fatal runtime failure
-	stopOnce  sync.Once
-	stopErr   error
-	doneOnce  sync.Once
 
-	// A Start in progress: Stop sets stopReq, cancels its ctx and waits for
-	// startDone; Start then tears down what it started itself, so only
-	// one of them ever shuts the actors down.
-	cancelStart  context.CancelFunc
-	startDone    chan struct{} // closed when Start returns; nil before Start
-	stopReq      bool
-	spawning     bool // Start got past its OnStart hooks
-	teardownOnce sync.Once
+	// The lifecycle (lifecycle.go). st is a state, changed only by
+	// transition under mu; atomic so that hand reads it without mu.
+	st          atomic.Int32
+	cancelStart context.CancelFunc // ends Start's ctx; nil until Start is called
+	done        chan struct{}      // closed on entering stopped
+	failed      chan struct{}      // closed on entering failed
+	fatal       error              // why it failed
+	stopErr     error              // the result of the Stop that stopped it
 
-	// gate orders publishes before the connection's drain: Publish holds
-	// it shared while it hands a request to the connection actor; Stop
-	// takes it exclusively to close publishing.
+	// gate orders publishes before the connection's drain: hand holds it
+	// shared while it checks the state and hands a request to the
+	// connection actor; transition takes it exclusively to enter a state
+	// that closes publishing.
 	gate        sync.RWMutex
-	pubClosed   bool
 	outstanding sync.Map             // *broker.Request → struct{}: publishes without an outcome
 	direct      actors.DirectPublish // the connection actor's publishing channel, for hand
 
 	dedupe dedupeCounters // see DedupeStats
 }
-
-type state int
-
-const (
-	stateNew state = iota
-	stateStarting
-	stateRunning
-	stateStopping
-	stateStopped
-)
 
 // New creates a service named name. Options are validated here; the
 // returned error wraps ErrInvalidOption.
@@ -242,7 +225,7 @@ func (s *Service) addHook(list *[]Hook, h Hook) {
 func (s *Service) register(r *route, err error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != stateNew {
+	if s.current() != stateNew {
 		err = fmt.Errorf("%w: subscribe after start", ErrAlreadyStarted)
 	}
 	if err == nil && r != nil {
@@ -342,144 +325,6 @@ func (s *Service) deliveryEvents() func(actors.DeliveryEvent) {
 			fn(e)
 		}
 	}
-}
-
-// Start connects, declares every route's topology and starts consuming. It
-// returns once the broker connection is up and every route consumes, or
-// with an error when ctx ends first or the broker refuses something
-// permanently (credentials, a conflicting queue declaration); everything
-// started is stopped again then. Start may be called once. Stop may be
-// called while Start runs, from another goroutine: it cancels the start
-// (the ctx OnStart hooks get ends), and Start returns ErrStopped.
-//
-// When parent has no deadline, the start timeout (WithStartTimeout,
-// default 60 s) bounds Start as it bounds Run: a service without a logger
-// would otherwise wait silently for an unreachable broker. The error then
-// says what the last connection attempt met. A nil parent is an error
-// matching ErrInvalidArgument.
-func (s *Service) Start(parent context.Context) error {
-	if parent == nil {
-		return fmt.Errorf("%w: Start with a nil context", ErrInvalidArgument)
-	}
-	if _, ok := parent.Deadline(); !ok {
-		var cancel context.CancelFunc
-		parent, cancel = context.WithTimeout(parent, s.cfg.startTimeout)
-		defer cancel()
-	}
-	ctx, hooks, err := s.beginStart(parent)
-	if err != nil {
-		return err
-	}
-	defer s.endStart()
-	for _, h := range hooks {
-		if err := h(ctx); err != nil {
-			return s.abortStart(fmt.Errorf("hato: on-start hook: %w", err))
-		}
-	}
-	if err := s.beginSpawn(ctx); err != nil {
-		return s.abortStart(err)
-	}
-	if err := s.startOps(); err != nil {
-		return s.abortStart(err)
-	}
-	if err := s.spawn(); err != nil {
-		return s.abortStart(err)
-	}
-	if err := s.awaitReady(ctx); err != nil {
-		return s.abortStart(err)
-	}
-	hooks, err = s.markRunning()
-	if err != nil {
-		return s.abortStart(err)
-	}
-	s.log.Info("service started", zap.Int("routes", len(s.routes)))
-	for _, h := range hooks {
-		if err := h(parent); err != nil {
-			err = fmt.Errorf("hato: on-started hook: %w", err)
-			s.fail(err)
-			return err
-		}
-	}
-	return nil
-}
-
-// beginStart moves a new service to starting; the returned ctx is
-// cancelled by a Stop while starting, or when Start returns.
-func (s *Service) beginStart(ctx context.Context) (context.Context, []Hook, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.state == stateStopped && s.startDone == nil:
-		return nil, nil, ErrStopped // stopped before it was started
-	case s.state != stateNew:
-		return nil, nil, ErrAlreadyStarted
-	case s.regErr != nil:
-		return nil, nil, s.regErr
-	}
-	s.state = stateStarting
-	ctx, s.cancelStart = context.WithCancel(ctx)
-	s.startDone = make(chan struct{})
-	return ctx, append([]Hook(nil), s.onStart...), nil
-}
-
-// beginSpawn lets Start spawn its actors, unless it was cancelled.
-func (s *Service) beginSpawn(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopReq {
-		return ErrStopped
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("hato: start: %w", err)
-	}
-	s.spawning = true
-	return nil
-}
-
-func (s *Service) endStart() {
-	s.cancelStart()
-	close(s.startDone)
-}
-
-// awaitReady waits until every child of the root supervisor is ready.
-func (s *Service) awaitReady(ctx context.Context) error {
-	ready := make(chan error, 1)
-	s.system.Root.Send(s.root, &supervisor.AwaitReady{Done: ready})
-	select {
-	case err := <-ready:
-		return err
-	case <-ctx.Done():
-		return s.startTimedOut(ctx.Err())
-	}
-}
-
-// markRunning ends a successful start, unless Stop asked to cancel it.
-func (s *Service) markRunning() ([]Hook, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopReq {
-		return nil, ErrStopped
-	}
-	s.state = stateRunning
-	return append([]Hook(nil), s.onStarted...), nil
-}
-
-// abortStart tears down whatever Start started and marks the service
-// stopped. It returns ErrStopped when a Stop cancelled the start, else err.
-func (s *Service) abortStart(err error) error {
-	s.mu.Lock()
-	stopped := s.stopReq
-	s.mu.Unlock()
-	if stopped {
-		err = ErrStopped
-	} else {
-		// The caller gets err; a stack trace of Start's internals adds
-		// nothing to it.
-		s.log.WithOptions(zap.AddStacktrace(zap.FatalLevel)).Error("start failed", zap.Error(err))
-	}
-	s.shutdownActors()
-	s.finishStopped()
-	return err
 }
 
 // spawn creates the actor system (unless embedded) and the root supervisor
@@ -592,33 +437,6 @@ func (s *Service) dialConfig(kind string) broker.Config {
 	}
 }
 
-// onEvent runs on the root supervisor's goroutine.
-func (s *Service) onEvent(e supervisor.Event) {
-	s.trackEvent(e)
-	if s.cfg.onSupervisorEvent != nil {
-		s.cfg.onSupervisorEvent(e)
-	}
-	if e.Kind == supervisor.EventGaveUp && !s.cfg.keepRunningOnRouteFailure {
-		s.mu.Lock()
-		running := s.state == stateRunning
-		s.mu.Unlock()
-		if running {
-			s.fail(fmt.Errorf("%w: %s: %w", ErrRouteFailed, e.Child, e.Reason))
-		}
-	}
-}
-
-// fail records a fatal runtime failure; Run stops the service on it.
-func (s *Service) fail(err error) {
-	s.fatalOnce.Do(func() {
-		s.mu.Lock()
-		s.fatal = err
-		s.mu.Unlock()
-		s.log.Error("fatal failure, the service must stop", zap.Error(err))
-		close(s.failed)
-	})
-}
-
 // ConnectionStatus is the state of the service's broker connections (see
 // Service.Status): Connected, Generation (incremented on every successful
 // (re)connection), Blocked (by the broker's flow control), Buffered and
@@ -634,10 +452,7 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 	if ctx == nil {
 		return ConnectionStatus{}, fmt.Errorf("%w: Status with a nil context", ErrInvalidArgument)
 	}
-	s.mu.Lock()
-	state := s.state
-	s.mu.Unlock()
-	if state == stateStopped {
+	if s.current() == stateStopped {
 		return ConnectionStatus{}, ErrStopped
 	}
 	conn := s.conn.Load()
@@ -668,183 +483,4 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 		ConsumeNode:    st.ConsumeNode,
 		Paused:         s.PausedRoutes(), // outage
 	}, nil
-}
-
-// Failed is closed when the service hit a fatal runtime failure (see Err).
-// Run stops the service then; an embedding program should call Stop.
-func (s *Service) Failed() <-chan struct{} { return s.failed }
-
-// Done is closed once the service has stopped.
-func (s *Service) Done() <-chan struct{} { return s.done }
-
-// Err returns the fatal runtime failure, if any.
-func (s *Service) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fatal
-}
-
-// Stop stops the service gracefully: routes stop taking deliveries, handlers
-// in flight get until the drain timeout (or ctx's deadline, if sooner) to
-// finish, the rest goes back to the broker; OnStop hooks run; outstanding
-// publishes are confirmed; then the connections close and the actors stop.
-// It is idempotent: later calls wait for the first and return its result.
-// Called while Start runs, it cancels the start and waits for Start to
-// have stopped what it started.
-//
-// A nil ctx is an error matching ErrInvalidArgument; nothing is stopped.
-func (s *Service) Stop(ctx context.Context) error {
-	if ctx == nil {
-		return fmt.Errorf("%w: Stop with a nil context", ErrInvalidArgument)
-	}
-	s.mu.Lock()
-	st := s.state
-	if st == stateNew {
-		s.state = stateStopped
-		s.mu.Unlock()
-		s.doneOnce.Do(func() { close(s.done) })
-		return nil
-	}
-	s.mu.Unlock()
-	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
-	select {
-	case <-s.done:
-		return s.stopErr
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Service) stop(ctx context.Context) error {
-	if err := s.cancelStarting(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if s.state != stateRunning {
-		// Start failed or was cancelled: it stopped what it started.
-		s.mu.Unlock()
-		return nil
-	}
-	s.state = stateStopping
-	hooks := append([]Hook(nil), s.onStop...)
-	routeNames := make([]string, len(s.routes))
-	for i, r := range s.routes {
-		routeNames[i] = r.name
-	}
-	s.mu.Unlock()
-	s.log.Info("stopping: draining routes")
-
-	deadline := time.Now().Add(s.cfg.drainTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	var errs []error
-	if err := s.waitDrain(ctx, routeNames, deadline); err != nil {
-		errs = append(errs, err)
-	}
-	for _, h := range hooks {
-		if err := h(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("hato: on-stop hook: %w", err))
-		}
-	}
-	s.gate.Lock()
-	s.pubClosed = true
-	s.gate.Unlock()
-	if err := s.waitDrain(ctx, []string{"connection"}, deadline); err != nil {
-		errs = append(errs, err)
-	}
-	s.shutdownActors()
-	s.finishStopped()
-	s.log.Info("service stopped")
-	return errors.Join(errs...)
-}
-
-// cancelStarting cancels a Start in progress. While Start runs its OnStart
-// hooks nothing is spawned, nor will be: the service is stopped at once (so
-// an OnStart hook may call Stop). Later it waits until Start returned,
-// having shut down what it started.
-func (s *Service) cancelStarting(ctx context.Context) error {
-	s.mu.Lock()
-	if s.state != stateStarting {
-		s.mu.Unlock()
-		return nil
-	}
-	s.stopReq = true
-	cancel, started, spawning := s.cancelStart, s.startDone, s.spawning
-	s.mu.Unlock()
-	cancel()
-	if !spawning {
-		s.finishStopped()
-		return nil
-	}
-	select {
-	case <-started:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("hato: stop: Start still running: %w", ctx.Err())
-	}
-}
-
-// waitDrain drains the named children. It returns an error wrapping
-// ErrDrainIncomplete when one of them could not finish by the deadline.
-func (s *Service) waitDrain(ctx context.Context, names []string, deadline time.Time) error {
-	done := make(chan struct{})
-	var mu sync.Mutex
-	var unfinished []string
-	s.system.Root.Send(s.root, &supervisor.DrainChildren{
-		Names: names, Deadline: deadline, Done: done,
-		Unfinished: func(child string, n int) {
-			mu.Lock()
-			unfinished = append(unfinished, fmt.Sprintf("%s: %d", child, n))
-			mu.Unlock()
-		},
-	})
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", ErrDrainIncomplete, ctx.Err())
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(unfinished) > 0 {
-		return fmt.Errorf("%w: unfinished at the deadline (returned to the broker, or unconfirmed): %v", ErrDrainIncomplete, unfinished)
-	}
-	return nil
-}
-
-// shutdownActors stops the root supervisor (and so every actor) and settles
-// any publish that never got an outcome, once: a second call waits for the
-// first.
-func (s *Service) shutdownActors() { s.teardownOnce.Do(s.teardown) }
-
-func (s *Service) teardown() {
-	if s.watchdog != nil {
-		s.watchdog.Stop()
-	}
-	s.gate.Lock()
-	s.pubClosed = true
-	s.gate.Unlock()
-	if s.root != nil {
-		if err := s.system.Root.StopFuture(s.root).Wait(); err != nil {
-			s.log.Warn("stopping the root supervisor timed out", zap.Error(err))
-		}
-	}
-	s.outstanding.Range(func(k, _ any) bool {
-		k.(*broker.Request).Finish(ErrStopped)
-		return true
-	})
-	if s.ownSystem {
-		s.system.Shutdown()
-	}
-}
-
-func (s *Service) finishStopped() {
-	s.stopOps()
-	s.mu.Lock()
-	s.state = stateStopped
-	s.mu.Unlock()
-	s.gate.Lock()
-	s.pubClosed = true
-	s.gate.Unlock()
-	s.doneOnce.Do(func() { close(s.done) })
 }
