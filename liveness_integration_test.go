@@ -95,30 +95,20 @@ func (ss *sessions) count() int {
 	return len(ss.list)
 }
 
-// events collects supervisor events.
-type events struct {
-	mu   sync.Mutex
-	list []hato.SupervisorEvent
-}
-
-func (e *events) add(ev hato.SupervisorEvent) {
-	e.mu.Lock()
-	e.list = append(e.list, ev)
-	e.mu.Unlock()
-}
-
-// unavailable counts the route's EventUnavailable events whose reason
-// wraps target.
-func (e *events) unavailable(route string, target error) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, ev := range e.list {
-		if ev.Kind == hato.EventUnavailable && ev.Child == route && errors.Is(ev.Reason, target) {
-			n++
-		}
-	}
-	return n
+// startWatched starts a service named name with liveness options, its
+// sessions started through ss and its events recorded, and a route on key
+// that collects the ids it handles; it returns the route's name.
+func startWatched(t *testing.T, name, key string, opts ...hato.Option) (*hato.Service, *sessions, *testutil.SupervisorEvents, *testutil.Collector, string) {
+	t.Helper()
+	ss, ev, got := &sessions{}, &testutil.SupervisorEvents{}, testutil.NewCollector()
+	svc := newService(t, name, append(append(livenessOptions(), opts...),
+		hato.WithSessionStarter(ss.start), hato.WithSupervisorEvents(ev.Add))...)
+	mustSubscribe(t, svc, key, func(_ context.Context, m *hato.Message[payload]) error {
+		got.Add(idOf(m))
+		return nil
+	})
+	testutil.Start(t, svc)
+	return svc, ss, ev, got, svc.Routes()[0].Name
 }
 
 func opsGet(t *testing.T, svc *hato.Service, path string) (int, string) {
@@ -159,17 +149,7 @@ func waitProbe(t *testing.T, svc *hato.Service, path string, code int, want ...s
 // consumes again once a new channel works.
 func TestLivenessRouteWhoseSessionDiedUnseen(t *testing.T) {
 	key := testutil.Key(t, "unseen")
-	ss := &sessions{}
-	ev := &events{}
-	got := testutil.NewCollector()
-	svc := newService(t, "liveness-unseen", append(livenessOptions(),
-		hato.WithSessionStarter(ss.start), hato.WithSupervisorEvents(ev.add))...)
-	mustSubscribe(t, svc, key, func(_ context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
-	route := svc.Routes()[0].Name
+	svc, ss, ev, got, route := startWatched(t, "liveness-unseen", key)
 	p := publisher(t)
 	publishN(t, p, key, []string{"before"})
 	got.WaitDistinct(t, 1, 10*time.Second)
@@ -180,7 +160,7 @@ func TestLivenessRouteWhoseSessionDiedUnseen(t *testing.T) {
 	s.mute.Store(true)
 	_ = s.ch.Close()
 
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.unavailable(route, hato.ErrRouteStalled) > 0 },
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Unavailable(route, hato.ErrRouteStalled) > 0 },
 		"an EventUnavailable of %s wrapping ErrRouteStalled", route)
 	waitProbe(t, svc, "/readyz", http.StatusServiceUnavailable, route, "stalled", "channel is closed")
 	waitProbe(t, svc, "/metrics", http.StatusOK, `hato_route_stalls_total{`, `reason="stalled"`)
@@ -200,17 +180,7 @@ func TestLivenessRouteWhoseSessionDiedUnseen(t *testing.T) {
 // messages ready; the route reopens and gets them.
 func TestLivenessConsumerGoneWhileChannelLives(t *testing.T) {
 	key := testutil.Key(t, "gone")
-	ss := &sessions{}
-	ev := &events{}
-	got := testutil.NewCollector()
-	svc := newService(t, "liveness-gone", append(livenessOptions(),
-		hato.WithSessionStarter(ss.start), hato.WithSupervisorEvents(ev.add))...)
-	mustSubscribe(t, svc, key, func(_ context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
-	route := svc.Routes()[0].Name
+	svc, ss, ev, got, route := startWatched(t, "liveness-gone", key)
 	s := ss.last()
 	if err := s.ch.Cancel(s.tag, false); err != nil {
 		t.Fatal(err)
@@ -218,7 +188,7 @@ func TestLivenessConsumerGoneWhileChannelLives(t *testing.T) {
 	p := publisher(t)
 	publishN(t, p, key, []string{"1", "2", "3"})
 
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.unavailable(route, hato.ErrRouteStalled) > 0 },
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Unavailable(route, hato.ErrRouteStalled) > 0 },
 		"an EventUnavailable of %s wrapping ErrRouteStalled", route)
 	got.WaitDistinct(t, 3, 15*time.Second)
 	if n := ss.count(); n < 2 {
@@ -226,7 +196,7 @@ func TestLivenessConsumerGoneWhileChannelLives(t *testing.T) {
 	}
 	// The stalled session's own end, reported after the verdict, is
 	// stale: it must not count as a second loss.
-	if n := ev.unavailable(route, broker.ErrClosed); n != 0 {
+	if n := ev.Unavailable(route, broker.ErrClosed); n != 0 {
 		t.Errorf("%d EventUnavailable wrapping ErrClosed after the stall, want 0", n)
 	}
 	waitProbe(t, svc, "/readyz", http.StatusOK)
@@ -238,22 +208,22 @@ func TestLivenessConsumerGoneWhileChannelLives(t *testing.T) {
 // log, /readyz naming the route) instead of an error log on every retry,
 // and is ready again once dead-lettering works.
 func TestLivenessDeadLetteringRefused(t *testing.T) {
-	vhost := brokerVhost(t)
+	vhost := pkgVhost.Name(t)
 	user, pass := "hato-nodl-"+broker.RandomID()[:8], "nodl-"+broker.RandomID()[:8]
 	ctl(t, "add_user", user, pass)
 	t.Cleanup(func() { _, _ = brokertest.Rabbitmqctl("delete_user", user) })
 	ctl(t, "set_permissions", "-p", vhost, user, ".*", `^(?!amq\.default$).*`, ".*")
-	u, err := amqp.ParseURI(brokerURL(t))
+	u, err := amqp.ParseURI(pkgVhost.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.Username, u.Password = user, pass
 
 	key := testutil.Key(t, "nodl")
-	ev := &events{}
+	ev := &testutil.SupervisorEvents{}
 	core, logs := observer.New(zapcore.DebugLevel)
 	svc, err := hato.New("liveness-nodl", append(testutil.Options(t, u.String()), append(livenessOptions(),
-		hato.WithSupervisorEvents(ev.add), hato.WithLogger(zap.New(core)))...)...)
+		hato.WithSupervisorEvents(ev.Add), hato.WithLogger(zap.New(core)))...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +244,7 @@ func TestLivenessDeadLetteringRefused(t *testing.T) {
 	if n := failed(zapcore.ErrorLevel); n != 1 {
 		t.Errorf("%d error logs for the refused copy, want 1", n)
 	}
-	if n := ev.unavailable(route, hato.ErrDeadLetterFailing); n != 1 {
+	if n := ev.Unavailable(route, hato.ErrDeadLetterFailing); n != 1 {
 		t.Errorf("%d EventUnavailable wrapping ErrDeadLetterFailing, want 1", n)
 	}
 	waitProbe(t, svc, "/readyz", http.StatusServiceUnavailable, route, "dead-lettering failing")
@@ -283,7 +253,7 @@ func TestLivenessDeadLetteringRefused(t *testing.T) {
 	// Granted: the held copy goes through and the route is ready again.
 	ctl(t, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
 	waitProbe(t, svc, "/readyz", http.StatusOK)
-	conn := brokertest.Dial(t, brokerURL(t), "test-nodl-inspect")
+	conn := brokertest.Dial(t, pkgVhost.URL(t), "test-nodl-inspect")
 	defer conn.Close()
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		n, _, err := brokertest.InspectQueue(conn, dlq)
@@ -304,92 +274,42 @@ func ctl(t *testing.T, args ...string) {
 // them; the reopened route gets every message.
 func TestLivenessReadyMessagesNeverDelivered(t *testing.T) {
 	key := testutil.Key(t, "lost")
-	ss := &sessions{}
-	ev := &events{}
-	got := testutil.NewCollector()
-	svc := newService(t, "liveness-lost", append(livenessOptions(), hato.Prefetch(2, 0),
-		hato.WithSessionStarter(ss.start), hato.WithSupervisorEvents(ev.add))...)
-	mustSubscribe(t, svc, key, func(_ context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	lose.Store(true)
+	lose.Store(true) // the first session loses its deliveries
 	t.Cleanup(func() { lose.Store(false) })
-	testutil.Start(t, svc)
+	svc, _, ev, got, route := startWatched(t, "liveness-lost", key, hato.Prefetch(2, 0))
 	lose.Store(false) // the next session works
-	route := svc.Routes()[0].Name
 	publishN(t, publisher(t), key, fmtIDs("m", 5))
 
-	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.unavailable(route, hato.ErrRouteStalled) > 0 },
+	brokertest.WaitFor(t, 10*time.Second, func() bool { return ev.Unavailable(route, hato.ErrRouteStalled) > 0 },
 		"an EventUnavailable of %s wrapping ErrRouteStalled", route)
-	if r := ev.reasons(route); !strings.Contains(r, "messages ready") {
+	if r := ev.Reasons(route); !strings.Contains(r, "messages ready") {
 		t.Errorf("route unavailable for %q, want messages ready and none delivered", r)
 	}
 	got.WaitDistinct(t, 5, 15*time.Second)
 	waitProbe(t, svc, "/readyz", http.StatusOK)
 }
 
-// reasons joins the reasons of the route's events.
-func (e *events) reasons(route string) string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []string
-	for _, ev := range e.list {
-		if ev.Child == route && ev.Reason != nil {
-			out = append(out, ev.Reason.Error())
-		}
-	}
-	return strings.Join(out, "; ")
-}
-
-// brokerURL is the AMQP URL of this package's vhost; it fails the test if
-// the broker is unavailable. (The broker scenarios live in
-// test/integration; these liveness tests stay here because they need
-// export_test.go's WithSessionStarter.)
-func brokerURL(t testing.TB) string {
-	t.Helper()
-	return pkgVhost.URL(t)
-}
-
-// brokerVhost is the name of this package's vhost (see brokerURL).
-func brokerVhost(t testing.TB) string {
-	t.Helper()
-	return pkgVhost.Name(t)
-}
+// The broker scenarios live in test/integration; these liveness tests
+// stay here because they need export_test.go's WithSessionStarter. Their
+// helpers are testutil's, on this package's vhost (pkgVhost).
 
 // newService makes a service on this package's vhost with test options.
 func newService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	svc, err := hato.New(name, append(testutil.Options(t, brokerURL(t)), opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return svc
+	return testutil.NewService(t, pkgVhost.URL(t), name, opts...)
 }
 
-type payload struct {
-	ID string `json:"id"`
-}
+type payload = testutil.Payload
 
-func idOf(m *hato.Message[payload]) string { return m.Data.ID }
+var idOf = testutil.IDOf
 
 // publisher starts a service without routes, for publishing in tests.
 func publisher(t *testing.T, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	p := newService(t, "test-publisher", opts...)
-	testutil.Start(t, p)
-	return p
+	return testutil.Publisher(t, pkgVhost.URL(t), opts...)
 }
 
-func publishN(t *testing.T, p *hato.Service, key string, ids []string, opts ...hato.PublishOption) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, id := range ids {
-		if err := p.Publish(ctx, map[string]any{"id": id}, key, opts...); err != nil {
-			t.Fatalf("publish %s: %v", id, err)
-		}
-	}
-}
+// publishN publishes {"id": id} for each of ids (testutil.PublishN).
+var publishN = testutil.PublishN
 
 func fmtIDs(prefix string, n int) []string { return testutil.IDs(prefix, n) }

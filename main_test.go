@@ -8,7 +8,7 @@ import (
 )
 
 // pkgVhost is this package's own vhost on the test broker, created when the
-// first test asks for it (brokerURL, brokerVhost), so the unit tests run
+// first test asks for it (pkgVhost.URL, pkgVhost.Name), so the unit tests run
 // without a broker.
 //
 // Two layers: files whose tests need the broker start with

@@ -19,19 +19,12 @@ import (
 // stays up for the message behind it. Before the guard, the connection
 // died with a frame error at the first one.
 func TestDialGuardsAgainstUnreadableHeaders(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		headers amqp.Table
-		reason  string
-	}{
-		{"nested 40", brokertest.NestedHeaders(40), "nested deeper than 32"},
-		{"9000 entries", brokertest.WideHeaders(9000), "more than 8192 elements"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range brokertest.UnreadableHeaders() {
+		t.Run(tc.Name, func(t *testing.T) {
 			conn := dial(t, "broker-test-guard")
 			queue, _ := queueWith(t, conn, 0)
 			brokertest.PublishHostile(t, brokerURL(t), "", queue, amqp.Publishing{
-				Headers: tc.headers, MessageId: "bad-1", ContentType: "application/json", Body: []byte("bad body"),
+				Headers: tc.Headers, MessageId: "bad-1", ContentType: "application/json", Body: []byte("bad body"),
 			})
 			brokertest.PublishHostile(t, brokerURL(t), "", queue, amqp.Publishing{MessageId: "good-1", Body: []byte("good")})
 
@@ -49,7 +42,7 @@ func TestDialGuardsAgainstUnreadableHeaders(t *testing.T) {
 			bad := got[0]
 			why, _ := bad.Headers[HeaderUnparseable].(string)
 			raw, _ := bad.Headers[HeaderRawHeaders].([]byte)
-			if !strings.Contains(why, tc.reason) || len(raw) == 0 {
+			if !strings.Contains(why, tc.Reason) || len(raw) == 0 {
 				t.Fatalf("rewritten headers: reason %q, %d raw bytes", why, len(raw))
 			}
 			if bad.MessageId != "bad-1" || bad.ContentType != "application/json" || string(bad.Body) != "bad body" {

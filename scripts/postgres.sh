@@ -20,9 +20,8 @@ PROG=${0##*/}
 URL=${HATO_TEST_PG_URL:-postgres://hato:hato@127.0.0.1:5432/hato_test}
 START_TIMEOUT=${PG_START_TIMEOUT:-60}
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { log "$*"; exit 1; }
-have() { command -v "$1" >/dev/null 2>&1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # parse_url: postgres://user:pass@host:port/db (no query string).
 parse_url() {
@@ -41,8 +40,6 @@ parse_url() {
 		die "role and database in '$URL' must be plain lower-case identifiers"
 }
 
-is_local() { case $HOST in localhost | 127.* | ::1) return 0 ;; esac; return 1; }
-
 db_ok() { have psql && PGCONNECT_TIMEOUT=5 psql "$URL" -Atqc 'select 1' >/dev/null 2>&1; }
 
 server_up() {
@@ -50,16 +47,6 @@ server_up() {
 		pg_isready -q -h "$HOST" -p "$PORT" -t 5
 	else
 		(exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
-	fi
-}
-
-sudo_cmd() {
-	if [[ $(id -u) == 0 ]]; then
-		SUDO=()
-	elif have sudo && sudo -n true 2>/dev/null; then
-		SUDO=(sudo -n)
-	else
-		return 1
 	fi
 }
 
@@ -72,22 +59,7 @@ as_postgres() {
 	fi
 }
 
-wait_up() {
-	local deadline=$((SECONDS + START_TIMEOUT))
-	while ((SECONDS < deadline)); do
-		server_up && return 0
-		sleep 1
-	done
-	return 1
-}
-
-install_pg() {
-	log "postgresql is not installed; installing it with apt-get"
-	"${SUDO[@]}" apt-get update -qq
-	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null ||
-		log "apt-get install reported an error (often just the service start in a container); continuing"
-	have pg_lsclusters || die "installing postgresql failed"
-}
+wait_up() { wait_for "$START_TIMEOUT" server_up; }
 
 # start_cluster starts the Debian cluster on PORT (creating one if none).
 start_cluster() {
@@ -131,7 +103,7 @@ ensure() {
 	sudo_cmd || die "the test database is not reachable with $URL and creating it needs root or passwordless sudo. Create it yourself: CREATE ROLE $PGROLE LOGIN PASSWORD '...'; CREATE DATABASE $DB OWNER $PGROLE; or set HATO_TEST_PG_URL."
 	if ! have pg_lsclusters && ! server_up; then
 		have apt-get || die "PostgreSQL is not installed and apt-get is not available. Install PostgreSQL >= 13 (e.g. 'docker run -d -p 5432:5432 -e POSTGRES_PASSWORD=hato postgres:16') and set HATO_TEST_PG_URL."
-		install_pg
+		apt_install postgresql pg_lsclusters
 	fi
 	server_up || start_cluster
 	create_role_db
@@ -149,8 +121,4 @@ status() {
 	return 1
 }
 
-case ${1:-} in
-ensure) ensure ;;
-status) status ;;
-*) echo "usage: $PROG ensure|status" >&2; exit 2 ;;
-esac
+dispatch "$@"

@@ -19,9 +19,8 @@ HOST=${ADDR%:*}
 PORT=${ADDR##*:}
 START_TIMEOUT=${REDIS_START_TIMEOUT:-30}
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { log "$*"; exit 1; }
-have() { command -v "$1" >/dev/null 2>&1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # redis_ok: the port answers PING with +PONG (bash's /dev/tcp only, so it
 # works before redis-cli is installed).
@@ -37,34 +36,7 @@ redis_ok() {
 	' redis-probe "$HOST" "$PORT" 2>/dev/null
 }
 
-is_local() { case $HOST in localhost | 127.* | ::1) return 0 ;; esac; return 1; }
-
-sudo_cmd() {
-	if [[ $(id -u) == 0 ]]; then
-		SUDO=()
-	elif have sudo && sudo -n true 2>/dev/null; then
-		SUDO=(sudo -n)
-	else
-		return 1
-	fi
-}
-
-wait_ready() {
-	local deadline=$((SECONDS + START_TIMEOUT))
-	while ((SECONDS < deadline)); do
-		redis_ok && return 0
-		sleep 1
-	done
-	return 1
-}
-
-install_redis() {
-	log "redis-server is not installed; installing it with apt-get"
-	"${SUDO[@]}" apt-get update -qq
-	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
-		log "apt-get install reported an error (often just the service start in a container); continuing"
-	have redis-server || die "installing redis-server failed"
-}
+wait_ready() { wait_for "$START_TIMEOUT" redis_ok; }
 
 start_redis() {
 	if [[ $PORT == 6379 && -d /run/systemd/system ]] && have systemctl && systemctl cat redis-server.service >/dev/null 2>&1; then
@@ -87,7 +59,7 @@ ensure() {
 	SUDO=()
 	if ! have redis-server; then
 		if have apt-get && sudo_cmd; then
-			install_redis
+			apt_install redis-server redis-server
 			if wait_ready; then
 				echo "redis: ok ($ADDR, installed)"
 				return 0
@@ -110,8 +82,4 @@ status() {
 	return 1
 }
 
-case ${1:-} in
-ensure) ensure ;;
-status) status ;;
-*) echo "usage: $PROG ensure|status" >&2; exit 2 ;;
-esac
+dispatch "$@"

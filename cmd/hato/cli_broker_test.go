@@ -240,7 +240,7 @@ func TestPoisonDeadLetterListShowReplay(t *testing.T) {
 	}
 
 	failing.Store(false)
-	r = hatoRun(t, url, "", "dlq", "replay", "--json", dlq)
+	r = hatoRun(t, url, "", "dlq", "replay", "--yes", "--json", dlq)
 	sums := jsonLines[replaySummary](t, r.stdout)
 	if r.code != exitOK || len(sums) != 2 || sums[1].Replayed != 1 || sums[1].Left != 0 {
 		t.Fatalf("replay: %v", r)

@@ -47,6 +47,7 @@ whom (service, route).
   list [QUEUE...]   queues with their message counts and reasons
   show QUEUE        the messages, without consuming them
   replay QUEUE      republish to their route (or --to), then remove them
+                    (shows where and asks first)
   purge QUEUE       delete every message (asks first)`,
 	examples: `  hato dlq list
   hato dlq show --limit 5 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq

@@ -448,10 +448,24 @@ func (o *dlqPurgeOpts) purge(e *env, s *session, queue string) error {
 	return nil
 }
 
-// confirm asks question on stderr and reads the answer from stdin.
+// confirm asks question on stderr (control characters escaped) and reads
+// one line from stdin: true only for y or yes, in any case. Anything
+// else, an empty line, end of input or an interrupt while waiting is no.
 func confirm(e *env, question string) bool {
-	fmt.Fprint(e.stderr, question)
-	line, _ := bufio.NewReader(e.stdin).ReadString('\n')
+	fmt.Fprint(e.stderr, safeLines(question))
+	lines := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(e.stdin).ReadString('\n')
+		lines <- line
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-e.ctx.Done():
+	}
+	if !strings.HasSuffix(line, "\n") {
+		fmt.Fprintln(e.stderr) // end of input or interrupted: end the question's line
+	}
 	answer := strings.ToLower(strings.TrimSpace(line))
 	return answer == "yes" || answer == "y"
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -38,9 +40,19 @@ route with a --routing-key-prefix needs that flag); --to-queue needs
 x-hato-original-queue to be QUEUE without ".dlq". Other messages are
 skipped and named. --trust-headers replays them where their headers say
 (queues with an explicit queue name, or per-instance dead-letter queues,
-need it or --to).`,
+need it or --to).
+
+Before it publishes anything, replay reads the queue once as --dry-run
+does and prints on stderr how many messages would go to each exchange and
+routing key and how many are skipped, then asks "Replay N messages to
+...? [y/N]"; only y or yes goes on, and then at most those N messages, to
+those targets only (a message that arrived since is skipped and stays).
+--yes (-y) replays without reading twice and without asking. When stdin
+is not a terminal, replay refuses (exit 2) unless --yes or --dry-run, so a
+script cannot replay by mistake.`,
 	examples: `  hato dlq replay --dry-run QUEUE.dlq
   hato dlq replay QUEUE.dlq
+  hato dlq replay --yes --json QUEUE.dlq
   hato dlq replay --reason 'connection refused' --older-than 10m --count 100 QUEUE.dlq
   hato dlq replay --to example.topic.retry QUEUE.dlq
 `,
@@ -59,6 +71,7 @@ type replayOpts struct {
 	dryRun    bool
 	trust     bool
 	keyPrefix string
+	yes       bool
 }
 
 func (o *replayOpts) register(fs *flag.FlagSet) {
@@ -74,6 +87,8 @@ func (o *replayOpts) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "show what would be replayed; change nothing")
 	fs.BoolVar(&o.trust, "trust-headers", false, "replay to where x-hato-original-* say even when it is not the queue's own route")
 	fs.StringVar(&o.keyPrefix, "routing-key-prefix", "", "tomodachi's routing_key_prefix of the route, to check its routing key against the queue name")
+	fs.BoolVar(&o.yes, "yes", false, "replay without showing the plan and asking (needed when stdin is not a terminal)")
+	fs.BoolVar(&o.yes, "y", false, "short for --yes")
 }
 
 // replayed is the record dlq replay prints for each message it replays
@@ -111,13 +126,26 @@ type replaySummary struct {
 type replayTarget struct {
 	Exchange   string `json:"exchange"`
 	RoutingKey string `json:"routing_key"`
+	// Messages is how many were replayed (or would be) to it.
+	Messages int `json:"messages"`
+}
+
+func (t replayTarget) text() string {
+	return fmt.Sprintf("exchange %q key %q", t.Exchange, t.RoutingKey)
+}
+
+// target returns the index of exchange/key in s.Targets, or -1.
+func (s *replaySummary) target(exchange, key string) int {
+	return slices.IndexFunc(s.Targets, func(t replayTarget) bool { return t.Exchange == exchange && t.RoutingKey == key })
 }
 
 func (s *replaySummary) addTarget(exchange, key string) {
-	t := replayTarget{exchange, key}
-	if !slices.Contains(s.Targets, t) {
-		s.Targets = append(s.Targets, t)
+	i := s.target(exchange, key)
+	if i < 0 {
+		i = len(s.Targets)
+		s.Targets = append(s.Targets, replayTarget{Exchange: exchange, RoutingKey: key})
 	}
+	s.Targets[i].Messages++
 }
 
 func (s replaySummary) text() string {
@@ -132,7 +160,7 @@ func (s replaySummary) text() string {
 		if i == 0 {
 			sep = " to "
 		}
-		t += fmt.Sprintf("%sexchange %q key %q", sep, tg.Exchange, tg.RoutingKey)
+		t += fmt.Sprintf("%s%s (%d)", sep, tg.text(), tg.Messages)
 	}
 	if s.Skipped > 0 {
 		t += fmt.Sprintf(" (%d skipped: see their lines)", s.Skipped)
@@ -152,18 +180,74 @@ func runDLQReplay(e *env, args []string) error {
 	if o.count < 0 || o.olderThan < 0 || o.newerThan < 0 || (o.toQueue && (o.to != "" || o.exchange != "")) {
 		return usagef("dlq replay: --count and ages must not be negative; --to-queue excludes --to and --exchange")
 	}
+	ask := !o.dryRun && !o.yes
+	if ask && !e.stdinTerminal() {
+		return usagef("dlq replay: stdin is not a terminal, so replay cannot ask before it publishes: pass --yes (-y) to replay without asking, or --dry-run to see what it would do")
+	}
 	s, err := connect(e, &o.conn, "dlq replay")
 	if err != nil {
 		return err
 	}
 	defer s.close()
 	o.out.w = e.stdout
-	sum, err := o.replay(e, s, pos[0])
+	var plan *replaySummary
+	if ask {
+		if plan, err = o.confirmPlan(e, s, pos[0]); err != nil {
+			return err
+		}
+	}
+	sum, err := o.replay(e, s, pos[0], plan)
 	if err != nil {
 		sum.Error = err.Error()
 	}
 	o.out.record(sum, sum.text())
 	return err
+}
+
+// confirmPlan reads the queue as --dry-run does, without printing its
+// lines, shows on stderr what a replay would publish where, and asks. It
+// returns the plan the operator agreed to, or an error when they did not.
+// A plan with nothing to replay is not asked about.
+func (o *replayOpts) confirmPlan(e *env, s *session, queue string) (*replaySummary, error) {
+	dry := *o
+	dry.dryRun = true
+	dry.out = printer{w: io.Discard}
+	plan, err := dry.replay(e, s, queue, nil)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	fmt.Fprint(e.stderr, safeLines(plan.planText()))
+	if plan.Matched-plan.Skipped > 0 && !confirm(e, plan.question()) {
+		return nil, errors.New("not replayed (not confirmed)")
+	}
+	return &plan, nil
+}
+
+// planText is the plan shown before the question: counts per target.
+func (s replaySummary) planText() string {
+	t := fmt.Sprintf("dlq replay %s: %s to replay, %d skipped", s.Queue, plural(s.Matched-s.Skipped, "message"), s.Skipped)
+	if s.Skipped > 0 {
+		t += " (--dry-run lists them with the reason)"
+	}
+	t += "\n"
+	for _, tg := range s.Targets {
+		t += fmt.Sprintf("  %5d to %s\n", tg.Messages, tg.text())
+	}
+	return t
+}
+
+// question asks to go ahead with the plan; it names up to three targets.
+func (s replaySummary) question() string {
+	const named = 3
+	var to []string
+	for i, tg := range s.Targets {
+		if i == named {
+			to = append(to, fmt.Sprintf("%d more (listed above)", len(s.Targets)-named))
+			break
+		}
+		to = append(to, tg.text())
+	}
+	return fmt.Sprintf("Replay %s to %s? [y/N] ", plural(s.Matched-s.Skipped, "message"), strings.Join(to, ", "))
 }
 
 // replayer is one run of dlq replay.
@@ -174,11 +258,15 @@ type replayer struct {
 	pub  *confirmer
 	sum  replaySummary
 	held uint64 // last delivery tag kept unacked, to nack back at the end
+	// plan, when the operator confirmed one, bounds the run: no more
+	// messages to a target than it counted, and no other target.
+	plan *replaySummary
 }
 
-// replay walks the messages the queue holds when it starts, once each.
-func (o *replayOpts) replay(e *env, s *session, queue string) (replaySummary, error) {
-	r := &replayer{replayOpts: o, e: e, sum: replaySummary{Queue: queue, DryRun: o.dryRun}}
+// replay walks the messages the queue holds when it starts, once each;
+// with a plan, only within it.
+func (o *replayOpts) replay(e *env, s *session, queue string, plan *replaySummary) (replaySummary, error) {
+	r := &replayer{replayOpts: o, e: e, sum: replaySummary{Queue: queue, DryRun: o.dryRun}, plan: plan}
 	n, err := checkQueue(s, queue)
 	if err != nil {
 		return r.sum, err
@@ -237,6 +325,9 @@ func (r *replayer) one(queue string, d amqp.Delivery) error {
 			broker.HeaderRawHeaders + "; fix it and publish it by hand"
 		r.sum.Skipped++
 		r.keep(d)
+	case why == "" && !r.inPlan(exchange, key):
+		why = "not in the confirmed plan (the queue changed since): run replay again"
+		fallthrough
 	case why != "":
 		rec.Action, rec.Why = "skipped", why
 		r.sum.Skipped++
@@ -272,6 +363,23 @@ func (r *replayer) republish(d amqp.Delivery, exchange, key string) error {
 }
 
 func (r *replayer) keep(d amqp.Delivery) { r.held = d.DeliveryTag }
+
+// inPlan reports whether one more message to exchange/key stays within
+// the confirmed plan (always, without one).
+func (r *replayer) inPlan(exchange, key string) bool {
+	if r.plan == nil {
+		return true
+	}
+	i := r.plan.target(exchange, key)
+	if i < 0 {
+		return false
+	}
+	done := 0
+	if j := r.sum.target(exchange, key); j >= 0 {
+		done = r.sum.Targets[j].Messages
+	}
+	return done < r.plan.Targets[i].Messages
+}
 
 // release returns the kept messages to the queue, in order (acked ones
 // are not affected by a multiple nack).

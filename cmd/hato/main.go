@@ -14,12 +14,17 @@
 //	                            dead-letter queues: counts and reasons, read unacked,
 //	                            republish (acked only once the copy is confirmed), purge
 //
+// dlq replay and dlq purge ask on the terminal first, replay after
+// printing how many messages would go to each exchange and routing key;
+// --yes (-y) does not ask. Without a terminal on stdin, replay refuses
+// unless --yes or --dry-run.
+//
 // It connects to --url, else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/
 // (several URLs are tried in order). Every subcommand has --help with
 // examples. Output is text for people, or one JSON object per line with
 // --json. Exit codes: 0 success, 1 failure (broker unreachable, a publish
-// nacked or unroutable, a queue missing, interrupted, a purge not
-// confirmed), 2 usage error.
+// nacked or unroutable, a queue missing, interrupted, a purge or replay
+// not confirmed), 2 usage error.
 //
 // The manual, with every flag and what replay guarantees, is docs/cli.md in
 // the repository (https://github.com/hato-go/hato/blob/main/docs/cli.md).
@@ -46,18 +51,24 @@ const (
 )
 
 // env is what a command sees of the process: its context (cancelled by
-// SIGINT/SIGTERM), standard streams and environment.
+// SIGINT/SIGTERM), standard streams, environment, and whether stdin is a
+// terminal (nil: it is not), which decides whether a command may ask.
 type env struct {
-	ctx    context.Context
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
+	ctx      context.Context
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
+	getenv   func(string) string
+	terminal func() bool
 }
+
+// stdinTerminal reports whether someone can answer a question on stdin.
+func (e *env) stdinTerminal() bool { return e.terminal != nil && e.terminal() }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
+		terminal: func() bool { return isTerminal(os.Stdin) }}
 	code := run(e, os.Args[1:])
 	stop()
 	os.Exit(code)
@@ -138,8 +149,9 @@ stderr, only when it is a terminal.
 Exit codes:
   0  success
   1  failure: broker unreachable, publish nacked or unroutable, queue missing,
-     interrupted, purge not confirmed
-  2  usage error: unknown command or flag, wrong arguments
+     interrupted, purge or replay not confirmed
+  2  usage error: unknown command or flag, wrong arguments, dlq replay
+     without --yes when stdin is not a terminal
 
 Example:
   hato publish example.topic '{"hello": "world"}'

@@ -47,13 +47,24 @@ func (r result) String() string {
 // runIn runs the command in process with stdin and the environment vars
 // (AMQP_URL is unset unless given).
 func runIn(stdin string, vars map[string]string, args ...string) result {
+	return runEnv(false, stdin, vars, args...)
+}
+
+// runInTerminal is runIn with stdin taken for a terminal, as when an
+// operator types the answers.
+func runInTerminal(stdin string, vars map[string]string, args ...string) result {
+	return runEnv(true, stdin, vars, args...)
+}
+
+func runEnv(terminal bool, stdin string, vars map[string]string, args ...string) result {
 	var out, errb bytes.Buffer
 	e := &env{
-		ctx:    context.Background(),
-		stdin:  strings.NewReader(stdin),
-		stdout: &out,
-		stderr: &errb,
-		getenv: func(k string) string { return vars[k] },
+		ctx:      context.Background(),
+		stdin:    strings.NewReader(stdin),
+		stdout:   &out,
+		stderr:   &errb,
+		getenv:   func(k string) string { return vars[k] },
+		terminal: func() bool { return terminal },
 	}
 	code := run(e, args)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}

@@ -46,7 +46,7 @@ func TestDLQCommandsSurviveUnparseableHeaders(t *testing.T) {
 	if r := hatoRun(t, url, "", "dlq", "list", "--json", q); r.code != exitOK || !strings.Contains(r.stdout, `"messages":2`) {
 		t.Errorf("dlq list: %v", r)
 	}
-	r = hatoRun(t, url, "", "dlq", "replay", "--json", "--exchange", "", "--to", target, q)
+	r = hatoRun(t, url, "", "dlq", "replay", "-y", "--json", "--exchange", "", "--to", target, q)
 	reps := jsonLines[replayed](t, r.stdout)
 	if len(reps) < 2 || reps[0].Action != "skipped" || !strings.Contains(reps[0].Why, "unparseable") {
 		t.Fatalf("dlq replay: %v", r)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -16,36 +15,20 @@ import (
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/dedupe/dedupetest"
 	"github.com/hato-go/hato/dedupe/pgstore"
+	"github.com/hato-go/hato/test/brokertest"
 )
-
-func dbURL() string {
-	if u := os.Getenv("HATO_TEST_PG_URL"); u != "" {
-		return u
-	}
-	return "postgres://hato:hato@127.0.0.1:5432/hato_test"
-}
 
 // schema returns a pool and a schema unique to t, dropped at cleanup. A
 // missing PostgreSQL fails the test (scripts/postgres.sh ensure sets one
 // up).
 func schema(t testing.TB) (*pgxpool.Pool, string) {
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dbURL())
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), brokertest.PostgresURL())
 	if err != nil {
-		t.Fatalf("postgres at %s: %v (run scripts/postgres.sh ensure)", dbURL(), err)
+		t.Fatalf("postgres at %s: %v (run scripts/postgres.sh ensure)", brokertest.PostgresURL(), err)
 	}
-	name := fmt.Sprintf("hato_test_%d", time.Now().UnixNano())
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
-		pool.Close()
-	})
-	return pool, name
+	exec := func(ctx context.Context, sql string) error { _, err := pool.Exec(ctx, sql); return err }
+	return pool, brokertest.PostgresSchema(t, "hato_test", pool.Ping, exec, pool.Close)
 }
 
 func newStore(t testing.TB, opts ...pgstore.Option) (*pgstore.Store, *pgxpool.Pool, string) {
@@ -147,7 +130,7 @@ func TestCrash(t *testing.T) {
 	}
 	dedupetest.Crash(t, dedupetest.CrashConfig{
 		Node:     "./internal/crashnode",
-		Env:      []string{"HATO_TEST_PG_URL=" + dbURL(), "HATO_CRASH_SCHEMA=" + sch},
+		Env:      []string{"HATO_TEST_PG_URL=" + brokertest.PostgresURL(), "HATO_CRASH_SCHEMA=" + sch},
 		Messages: 600,
 		Effects: func(ctx context.Context) (map[string]int, error) {
 			rows, err := pool.Query(ctx, "SELECT id, n FROM "+effects)

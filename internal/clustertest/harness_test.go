@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,61 +24,37 @@ import (
 // result is one row of the scenario table (the same columns as the fault
 // suite's, test/faults): every published id is accounted for.
 type result struct {
-	scenario   string
-	published  int
-	confirmed  int
-	handled    int
-	lost       int
-	duplicates int
-	left       int           // messages left in the queue once the consumers stopped
-	reconnect  time.Duration // fault to the connection (or route) being ready again
-	stall      time.Duration // longest pause between handler starts from the fault on
-	notes      string
+	scenario string
+	testutil.Tally
+	left      int           // messages left in the queue once the consumers stopped
+	reconnect time.Duration // fault to the connection (or route) being ready again
+	stall     time.Duration // longest pause between handler starts from the fault on
+	notes     string
 }
 
-var table struct {
-	mu         sync.Mutex
-	rows       []result
-	throughput []string
-}
+var (
+	table = testutil.Table{
+		Header: []string{"scenario", "published", "confirmed", "handled", "lost", "duplicates", "left", "reconnect", "max stall", "notes"},
+		Align:  "lrrrrrrrrl",
+	}
+	throughput = testutil.Table{
+		Header: []string{"hato processes", "messages", "time", "throughput"},
+		Align:  "rrrr",
+	}
+)
 
 func record(r result) {
-	table.mu.Lock()
-	table.rows = append(table.rows, r)
-	table.mu.Unlock()
-}
-
-func recordThroughput(line string) {
-	table.mu.Lock()
-	table.throughput = append(table.throughput, line)
-	table.mu.Unlock()
-}
-
-func dur(d time.Duration) string {
-	if d <= 0 {
-		return "-"
-	}
-	return d.Round(10 * time.Millisecond).String()
+	table.Add(r.scenario, r.Published, r.Confirmed, r.Handled, r.Lost, r.Duplicates, r.left,
+		testutil.TableDuration(r.reconnect), testutil.TableDuration(r.stall), r.notes)
 }
 
 // printTable prints the results as Markdown tables (lines start with "|").
 func printTable() {
-	table.mu.Lock()
-	defer table.mu.Unlock()
 	fmt.Println()
-	fmt.Println("| scenario | published | confirmed | handled | lost | duplicates | left | reconnect | max stall | notes |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-	for _, r := range table.rows {
-		fmt.Printf("| %s | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n",
-			r.scenario, r.published, r.confirmed, r.handled, r.lost, r.duplicates, r.left, dur(r.reconnect), dur(r.stall), r.notes)
-	}
-	if len(table.throughput) > 0 {
+	table.Print(os.Stdout)
+	if throughput.Len() > 0 {
 		fmt.Println()
-		fmt.Println("| hato processes | messages | time | throughput |")
-		fmt.Println("|---:|---:|---:|---:|")
-		for _, l := range table.throughput {
-			fmt.Println(l)
-		}
+		throughput.Print(os.Stdout)
 	}
 	fmt.Println()
 }
@@ -295,28 +272,12 @@ func (s *scenario) stall() time.Duration {
 // must not count as poison) or an ack sent on the wrong channel.
 func (s *scenario) finish(left int, reconnect time.Duration, notes string) {
 	s.t.Helper()
-	res := result{
-		scenario:   s.name,
-		published:  int(s.Attempted()),
-		confirmed:  int(s.Confirmed()),
-		handled:    s.Handled.Distinct(),
-		lost:       s.Lost(),
-		duplicates: s.Handled.Total() - s.Handled.Distinct(),
-		left:       left,
-		reconnect:  reconnect,
-		stall:      s.stall(),
-		notes:      notes,
-	}
+	res := result{scenario: s.name, Tally: s.Tally(), left: left, reconnect: reconnect, stall: s.stall(), notes: notes}
 	record(res)
 	s.t.Logf("%s: %+v", s.name, res)
-	if res.lost > 0 {
-		s.t.Errorf("%d confirmed messages never handled, e.g. %v", res.lost, s.LostIDs(5))
-	}
+	s.Check(s.t, res.Tally)
 	if left > 0 {
 		s.t.Errorf("%d messages left in the queue", left)
-	}
-	if res.confirmed != len(s.IDs) {
-		s.t.Errorf("only %d of %d publishes confirmed (%d errors)", res.confirmed, len(s.IDs), s.Failed())
 	}
 	for _, e := range s.dl.Snapshot() {
 		s.t.Errorf("delivery event: %s %s: %v", e.Action, e.MessageID, e.Err)

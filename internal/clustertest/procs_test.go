@@ -141,7 +141,7 @@ func scenarioHatoProcesses(t *testing.T, c *clustertest.Cluster) {
 		s.WaitPublished(s.PublishAll(p, s.key, s.rate))
 		brokertest.WaitFor(t, 2*time.Minute, func() bool { return s.Handled.Distinct() >= msgs }, "%d messages handled", msgs)
 		took := time.Since(begin)
-		recordThroughput(fmt.Sprintf("| %d | %d | %s | %.0f msg/s |", k, msgs, took.Round(10*time.Millisecond), float64(msgs)/took.Seconds()))
+		throughput.Add(k, msgs, took.Round(10*time.Millisecond), fmt.Sprintf("%.0f msg/s", float64(msgs)/took.Seconds()))
 		for _, w := range ws {
 			w.stop(t)
 		}

@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,4 +81,27 @@ func (e *SupervisorEvents) Snapshot() []hato.SupervisorEvent {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]hato.SupervisorEvent(nil), e.list...)
+}
+
+// Unavailable counts the EventUnavailable events of child (a route)
+// whose reason wraps target.
+func (e *SupervisorEvents) Unavailable(child string, target error) int {
+	n := 0
+	for _, ev := range e.Snapshot() {
+		if ev.Kind == hato.EventUnavailable && ev.Child == child && errors.Is(ev.Reason, target) {
+			n++
+		}
+	}
+	return n
+}
+
+// Reasons joins the reasons of child's events, "; " between them.
+func (e *SupervisorEvents) Reasons(child string) string {
+	var out []string
+	for _, ev := range e.Snapshot() {
+		if ev.Child == child && ev.Reason != nil {
+			out = append(out, ev.Reason.Error())
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -136,3 +136,35 @@ func (l *Ledger) LostIDs(max int) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Tally is a ledger's account of its ids, the columns every fault and
+// cluster scenario's row starts with.
+type Tally struct {
+	Published  int // publishes attempted
+	Confirmed  int
+	Handled    int // distinct ids handled
+	Lost       int // confirmed, never handled
+	Duplicates int // handlings beyond the first of an id
+}
+
+// Tally accounts for the ids now.
+func (l *Ledger) Tally() Tally {
+	return Tally{
+		Published:  int(l.Attempted()),
+		Confirmed:  int(l.Confirmed()),
+		Handled:    l.Handled.Distinct(),
+		Lost:       l.Lost(),
+		Duplicates: l.Handled.Total() - l.Handled.Distinct(),
+	}
+}
+
+// Check fails t on a lost message and on a publish not confirmed.
+func (l *Ledger) Check(t testing.TB, tally Tally) {
+	t.Helper()
+	if tally.Lost > 0 {
+		t.Errorf("%d confirmed messages never handled, e.g. %v", tally.Lost, l.LostIDs(5))
+	}
+	if tally.Confirmed != len(l.IDs) {
+		t.Errorf("only %d of %d publishes confirmed (%d errors)", tally.Confirmed, len(l.IDs), l.Failed())
+	}
+}

@@ -34,7 +34,7 @@ func TestRelayCrash(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-race", "-o", bin, "./internal/relaynode").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	env := append(os.Environ(), "HATO_RELAY_AMQP_URL="+url, "HATO_TEST_PG_URL="+dbURL(), "HATO_RELAY_TABLE="+sch+".outbox")
+	env := append(os.Environ(), "HATO_RELAY_AMQP_URL="+url, "HATO_TEST_PG_URL="+brokertest.PostgresURL(), "HATO_RELAY_TABLE="+sch+".outbox")
 	nodes := []*exec.Cmd{relayNode(t, bin, env), relayNode(t, bin, env)}
 	brokertest.WaitFor(t, 60*time.Second, func() bool { return recv.n() >= 600 }, "relaying under way")
 	if err := nodes[0].Process.Kill(); err != nil {

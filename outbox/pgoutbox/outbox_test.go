@@ -5,8 +5,6 @@ package pgoutbox_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,32 +17,15 @@ import (
 	"github.com/hato-go/hato/test/brokertest"
 )
 
-func dbURL() string {
-	if u := os.Getenv("HATO_TEST_PG_URL"); u != "" {
-		return u
-	}
-	return "postgres://hato:hato@127.0.0.1:5432/hato_test"
-}
-
 // schema returns a pool and a schema unique to t, dropped at cleanup.
 func schema(t testing.TB) (*pgxpool.Pool, string) {
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dbURL())
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), brokertest.PostgresURL())
 	if err != nil {
-		t.Fatalf("postgres at %s: %v (run scripts/postgres.sh ensure)", dbURL(), err)
+		t.Fatalf("postgres at %s: %v (run scripts/postgres.sh ensure)", brokertest.PostgresURL(), err)
 	}
-	name := fmt.Sprintf("hato_outbox_test_%d", time.Now().UnixNano())
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
-		pool.Close()
-	})
-	return pool, name
+	exec := func(ctx context.Context, sql string) error { _, err := pool.Exec(ctx, sql); return err }
+	return pool, brokertest.PostgresSchema(t, "hato_outbox_test", pool.Ping, exec, pool.Close)
 }
 
 func newOutbox(t testing.TB, pool *pgxpool.Pool, sch string, opts ...pgoutbox.Option) *pgoutbox.Outbox {

@@ -11,6 +11,9 @@
 //   - HATO_TEST_RABBITMQCTL: rabbitmqctl executable (default: "rabbitmqctl"
 //     from PATH). Point it at a wrapper script to reach a broker in a
 //     container, e.g. `exec docker exec rabbit rabbitmqctl "$@"`.
+//   - HATO_TEST_PG_URL: the PostgreSQL of the dedupe/pgstore and
+//     outbox/pgoutbox tests (PostgresURL, PostgresSchema), default
+//     postgres://hato:hato@127.0.0.1:5432/hato_test (scripts/postgres.sh ensure).
 //   - HATO_TEST_BROKER_LOCK=off disables the cross-process broker lock (see
 //     below); HATO_TEST_BROKER_LOCK_DIR moves its files (default $TMPDIR).
 //

@@ -29,6 +29,23 @@ func WideHeaders(n int) amqp.Table {
 	return h
 }
 
+// UnreadableHeaders are the header tables amqp091-go v1.16 cannot read,
+// each with the text its read error (and so hato's quarantine reason)
+// holds: the cases of every test of the frame guard and quarantine.
+func UnreadableHeaders() []UnreadableCase {
+	return []UnreadableCase{
+		{"nested 40", NestedHeaders(40), "nested deeper than 32"},
+		{"9000 entries", WideHeaders(9000), "more than 8192 elements"},
+	}
+}
+
+// UnreadableCase is one of UnreadableHeaders.
+type UnreadableCase struct {
+	Name    string
+	Headers amqp.Table
+	Reason  string // in the read error
+}
+
 // PublishHostile publishes msg to exchange with routing key key on a
 // connection of its own, as another client would: amqp091-go's writer
 // takes tables its own reader refuses, so this is how a test sends them.

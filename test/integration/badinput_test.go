@@ -40,13 +40,7 @@ func TestPublishOverMaxMessageSizeFailsAtOnce(t *testing.T) {
 	const limit = 4096
 	key := testutil.Key(t, "sized")
 	sup := &testutil.SupervisorEvents{}
-	got := testutil.NewCollector()
-	svc := newService(t, "max-size")
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
+	got := startWatched(t, "max-size", key).got
 	p := publisher(t, hato.WithMaxMessageSize(limit), hato.WithSupervisorEvents(sup.Add))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -79,13 +73,7 @@ func TestPublishOverMaxMessageSizeFailsAtOnce(t *testing.T) {
 // good publishes in flight at the same time are sent again: none is lost.
 func TestPublishToMissingExchangeFailsThatPublishOnly(t *testing.T) {
 	key := testutil.Key(t, "around-missing-exchange")
-	got := testutil.NewCollector()
-	svc := newService(t, "missing-exchange-consumer")
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
+	got := startWatched(t, "missing-exchange-consumer", key).got
 	sup := &testutil.SupervisorEvents{}
 	p := publisher(t, hato.WithSupervisorEvents(sup.Add))
 
@@ -151,10 +139,7 @@ func TestConflictingQueueLeavesTheOwnersQueueAlone(t *testing.T) {
 		t.Errorf("the owner's queue holds %d messages, want its 1", n)
 	}
 	other := testutil.Key(t, "other")
-	got := testutil.NewCollector()
-	svc := newService(t, "unaffected")
-	mustSubscribe(t, svc, other, func(ctx context.Context, m *hato.Message[payload]) error { got.Add(idOf(m)); return nil })
-	testutil.Start(t, svc)
+	got := startWatched(t, "unaffected", other).got
 	publishN(t, publisher(t), other, []string{"ok"})
 	got.WaitDistinct(t, 1, 30*time.Second)
 }
@@ -216,13 +201,7 @@ func TestPublishToForbiddenExchangeFailsThatPublishOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := testutil.Key(t, "allowed")
-	got := testutil.NewCollector()
-	svc := newService(t, "forbidden-consumer")
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
+	got := startWatched(t, "forbidden-consumer", key).got
 
 	// May write anything but the hato.forbidden.* exchanges.
 	u := throwawayUser(t, []string{".*", "^(?!hato[.]forbidden).*", ".*"})
@@ -323,13 +302,8 @@ func badPublishes() []struct {
 func TestBadPublishInputFailsAtOnceAndHarmsNothing(t *testing.T) {
 	key := testutil.Key(t, "good")
 	relay := testutil.Key(t, "relay")
-	sup := &testutil.SupervisorEvents{}
-	good := testutil.NewCollector()
-	svc := newService(t, "bad-publish", hato.WithSupervisorEvents(sup.Add))
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
-		good.Add(idOf(m))
-		return nil
-	})
+	w := watchService(t, "bad-publish", nil, key)
+	svc, good, sup := w.svc, w.got, w.sup
 	inHandler := make(chan error, 100)
 	mustSubscribe(t, svc, relay, func(ctx context.Context, m *hato.Message[payload]) error {
 		// The issue's handler: forwards every message, one in ten to a bad key.
@@ -412,10 +386,7 @@ func TestBadSubscribeInputFailsAtRegistration(t *testing.T) {
 	}
 	// The broker and other services are untouched.
 	key := testutil.Key(t, "after")
-	got := testutil.NewCollector()
-	svc := newService(t, "after-bad-subscribe")
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error { got.Add(idOf(m)); return nil })
-	testutil.Start(t, svc)
+	got := startWatched(t, "after-bad-subscribe", key).got
 	publishN(t, publisher(t), key, []string{"ok"})
 	got.WaitDistinct(t, 1, 30*time.Second)
 	if q, ok, err := brokertest.FindQueue(brokerVhost(t), strings.Repeat("q", 253)); err != nil || ok {
@@ -592,12 +563,8 @@ func zlibBomb(t *testing.T) []byte {
 func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.T) {
 	jsonKey, protoKey := testutil.Key(t, "json"), testutil.Key(t, "proto")
 	evs := &testutil.DeliveryEvents{}
-	good := testutil.NewCollector()
-	svc := newService(t, "hardened", hato.WithDeliveryEvents(evs.Add))
-	mustSubscribe(t, svc, jsonKey, func(ctx context.Context, m *hato.Message[payload]) error {
-		good.Add(idOf(m))
-		return nil
-	})
+	w := watchService(t, "hardened", []hato.Option{hato.WithDeliveryEvents(evs.Add)}, jsonKey)
+	svc, good := w.svc, w.got
 	mustSubscribe(t, svc, protoKey, func(ctx context.Context, m *hato.Message[*testpb.Person]) error {
 		good.Add(m.Data.Id)
 		return nil
@@ -712,44 +679,61 @@ func TestBadInputIsDeadLetteredWithItsTypedErrorAndNothingElseIsLost(t *testing.
 // lost. Before the frame guard, the consuming connection died at the
 // message and again at every redelivery, and nothing behind it arrived.
 func TestUnparseableHeadersAreQuarantined(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		headers amqp.Table
-		reason  string
-	}{
-		{"nested 40", brokertest.NestedHeaders(40), "nested deeper than 32"},
-		{"9000 entries", brokertest.WideHeaders(9000), "more than 8192 elements"},
-	} {
-		t.Run(tc.name, func(t *testing.T) { quarantineCase(t, tc.headers, tc.reason) })
+	for _, tc := range brokertest.UnreadableHeaders() {
+		t.Run(tc.Name, func(t *testing.T) { quarantineCase(t, tc.Headers, tc.Reason) })
 	}
 }
 
-func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
-	const n = 200
-	keyA, keyB := testutil.Key(t, "hostile-a"), testutil.Key(t, "hostile-b")
-	sup := &testutil.SupervisorEvents{}
-	got := testutil.NewCollector()
-	svc := newService(t, "quarantine", hato.WithSupervisorEvents(sup.Add))
-	handle := func(ctx context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
+// watched is a started service whose routes collect the ids they handle,
+// with its supervisor events.
+type watched struct {
+	svc   *hato.Service
+	got   *testutil.Collector
+	sup   *testutil.SupervisorEvents
+	dlq   string // the first route's dead-letter queue
+	ready int    // ready events once started
+}
+
+// watchService makes a service named name (with opts) with a route on
+// each of keys that collects the ids of its messages; it does not start it.
+func watchService(t *testing.T, name string, opts []hato.Option, keys ...string) watched {
+	t.Helper()
+	w := watched{sup: &testutil.SupervisorEvents{}, got: testutil.NewCollector()}
+	w.svc = newService(t, name, append(opts, hato.WithSupervisorEvents(w.sup.Add))...)
+	for _, key := range keys {
+		mustSubscribe(t, w.svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
+			w.got.Add(idOf(m))
+			return nil
+		})
 	}
-	mustSubscribe(t, svc, keyA, handle)
-	mustSubscribe(t, svc, keyB, handle)
-	testutil.Start(t, svc)
-	dlq := svc.Routes()[0].DeadLetterQueue
-	ready := sup.Count(hato.EventReady)
+	return w
+}
 
-	brokertest.PublishHostile(t, brokerURL(t), "amq.topic", keyA, amqp.Publishing{
-		Headers: headers, MessageId: "hostile", ContentType: "application/json",
-		CorrelationId: "corr-1", Body: []byte(`{"id":"hostile"}`),
-	})
-	p := publisher(t)
-	publishN(t, p, keyA, fmtIDs("a", n))
-	publishN(t, p, keyB, fmtIDs("b", n))
-	got.WaitDistinct(t, 2*n, 60*time.Second)
+// startWatched is watchService, started.
+func startWatched(t *testing.T, name string, keys ...string) watched {
+	t.Helper()
+	w := watchService(t, name, nil, keys...)
+	testutil.Start(t, w.svc)
+	w.dlq = w.svc.Routes()[0].DeadLetterQueue
+	w.ready = w.sup.Count(hato.EventReady)
+	return w
+}
 
-	conn := brokertest.Dial(t, brokerURL(t), "test-quarantine-check")
+// checkNothingLost fails the test if the service lost a connection or
+// channel since it started.
+func (w watched) checkNothingLost(t *testing.T) {
+	t.Helper()
+	if n := w.sup.Count(hato.EventUnavailable); n != 0 || w.sup.Count(hato.EventReady) != w.ready {
+		t.Errorf("%d unavailable events, ready %d -> %d: connections or channels were lost",
+			n, w.ready, w.sup.Count(hato.EventReady))
+	}
+}
+
+// getDeadLetter takes the first message of dlq, waiting for it, on a
+// connection of its own, which it returns.
+func getDeadLetter(t *testing.T, dlq, what string) (*amqp.Connection, amqp.Delivery) {
+	t.Helper()
+	conn := brokertest.Dial(t, brokerURL(t), "test-dead-letter-check")
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -762,7 +746,25 @@ func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
 			t.Fatal(err)
 		}
 		return ok
-	}, "the hostile message in %s", dlq)
+	}, "%s in %s", what, dlq)
+	return conn, d
+}
+
+func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
+	const n = 200
+	keyA, keyB := testutil.Key(t, "hostile-a"), testutil.Key(t, "hostile-b")
+	w := startWatched(t, "quarantine", keyA, keyB)
+
+	brokertest.PublishHostile(t, brokerURL(t), "amq.topic", keyA, amqp.Publishing{
+		Headers: headers, MessageId: "hostile", ContentType: "application/json",
+		CorrelationId: "corr-1", Body: []byte(`{"id":"hostile"}`),
+	})
+	p := publisher(t)
+	publishN(t, p, keyA, fmtIDs("a", n))
+	publishN(t, p, keyB, fmtIDs("b", n))
+	w.got.WaitDistinct(t, 2*n, 60*time.Second)
+
+	conn, d := getDeadLetter(t, w.dlq, "the hostile message")
 	why, _ := d.Headers[actors.HeaderReason].(string)
 	if !strings.HasPrefix(why, "unparseable: ") || !strings.Contains(why, reason) {
 		t.Errorf("%s = %q, want unparseable: ...%s", actors.HeaderReason, why, reason)
@@ -774,14 +776,11 @@ func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
 		string(d.Body) != `{"id":"hostile"}` {
 		t.Errorf("properties or body of the copy: %+v", d)
 	}
-	if got.Count("hostile") != 0 {
+	if w.got.Count("hostile") != 0 {
 		t.Error("the handler ran on the unparseable message")
 	}
-	if n := sup.Count(hato.EventUnavailable); n != 0 || sup.Count(hato.EventReady) != ready {
-		t.Errorf("%d unavailable events, ready %d -> %d: connections or channels were lost",
-			n, ready, sup.Count(hato.EventReady))
-	}
-	if m, _ := brokertest.Inspect(t, conn, dlq); m != 0 {
+	w.checkNothingLost(t)
+	if m, _ := brokertest.Inspect(t, conn, w.dlq); m != 0 {
 		t.Errorf("%d more messages in the dead-letter queue", m)
 	}
 }
@@ -792,16 +791,7 @@ func quarantineCase(t *testing.T, headers amqp.Table, reason string) {
 // the publishing connection at every attempt.
 func TestDeadLetterOfHeadersNearFrameMax(t *testing.T) {
 	key := testutil.Key(t, "near-frame-max")
-	sup := &testutil.SupervisorEvents{}
-	got := testutil.NewCollector()
-	svc := newService(t, "near-frame-max", hato.WithSupervisorEvents(sup.Add))
-	mustSubscribe(t, svc, key, func(ctx context.Context, m *hato.Message[payload]) error {
-		got.Add(idOf(m))
-		return nil
-	})
-	testutil.Start(t, svc)
-	dlq := svc.Routes()[0].DeadLetterQueue
-	ready := sup.Count(hato.EventReady)
+	w := startWatched(t, "near-frame-max", key)
 
 	// Its body is no envelope: it is dead-lettered as undecodable.
 	brokertest.PublishHostile(t, brokerURL(t), "amq.topic", key, amqp.Publishing{
@@ -809,29 +799,14 @@ func TestDeadLetterOfHeadersNearFrameMax(t *testing.T) {
 		Body: []byte(`{"id":"big"}`),
 	})
 	publishN(t, publisher(t), key, fmtIDs("after", 50))
-	got.WaitDistinct(t, 50, 60*time.Second)
+	w.got.WaitDistinct(t, 50, 60*time.Second)
 
-	conn := brokertest.Dial(t, brokerURL(t), "test-near-frame-max-check")
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d amqp.Delivery
-	brokertest.WaitFor(t, 30*time.Second, func() bool {
-		var ok bool
-		d, ok, err = ch.Get(dlq, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	}, "the copy in %s", dlq)
+	_, d := getDeadLetter(t, w.dlq, "the copy")
 	note, _ := d.Headers[actors.HeaderDroppedHeaders].(string)
 	if !strings.Contains(note, "big") || d.Headers["small"] != "kept" || d.MessageId != "big" {
 		t.Errorf("copy: note %q, small %v, id %q", note, d.Headers["small"], d.MessageId)
 	}
-	if n := sup.Count(hato.EventUnavailable); n != 0 || sup.Count(hato.EventReady) != ready {
-		t.Errorf("%d unavailable events: connections or channels were lost", n)
-	}
+	w.checkNothingLost(t)
 }
 
 // Over amqps the guard sits above TLS (the dialer does the handshake):

@@ -29,31 +29,17 @@ func brokerVhost(t testing.TB) string {
 // newService makes a service on this package's vhost with test options.
 func newService(t *testing.T, name string, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	svc, err := hato.New(name, append(testutil.Options(t, brokerURL(t)), opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return svc
+	return testutil.NewService(t, brokerURL(t), name, opts...)
 }
 
 // publisher starts a service without routes, for publishing in tests.
 func publisher(t *testing.T, opts ...hato.Option) *hato.Service {
 	t.Helper()
-	p := newService(t, "test-publisher", opts...)
-	testutil.Start(t, p)
-	return p
+	return testutil.Publisher(t, brokerURL(t), opts...)
 }
 
-func publishN(t *testing.T, p *hato.Service, key string, ids []string, opts ...hato.PublishOption) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, id := range ids {
-		if err := p.Publish(ctx, map[string]any{"id": id}, key, opts...); err != nil {
-			t.Fatalf("publish %s: %v", id, err)
-		}
-	}
-}
+// publishN publishes {"id": id} for each of ids (testutil.PublishN).
+var publishN = testutil.PublishN
 
 // publishAsync publishes in the background; the returned channel yields
 // the first error (or nil) when done.
@@ -73,11 +59,9 @@ func publishAsync(p *hato.Service, key string, ids []string, opts ...hato.Publis
 	return done
 }
 
-type payload struct {
-	ID string `json:"id"`
-}
+type payload = testutil.Payload
 
-func idOf(m *hato.Message[payload]) string { return m.Data.ID }
+var idOf = testutil.IDOf
 
 func routeQueue(t *testing.T, s *hato.Service, i int) string {
 	t.Helper()
