@@ -120,8 +120,11 @@ type FailurePolicy struct {
 // check refuses negative values, which the defaults would silently
 // replace.
 func (p FailurePolicy) check() error {
-	if p.MaxAttempts < 0 || p.MaxRedeliveries < 0 {
-		return invalid("failure policy: negative MaxAttempts %d or MaxRedeliveries %d", p.MaxAttempts, p.MaxRedeliveries)
+	if p.MaxAttempts < 0 {
+		return invalid("failure policy: MaxAttempts %d is negative (0 means the default)", p.MaxAttempts)
+	}
+	if p.MaxRedeliveries < 0 {
+		return invalid("failure policy: MaxRedeliveries %d is negative (0 means the default)", p.MaxRedeliveries)
 	}
 	return p.Backoff.check()
 }

@@ -141,6 +141,11 @@ func TestBadValuesAreRefusedAtNew(t *testing.T) {
 			t.Errorf("%s: New: %v, want ErrInvalidOption", name, err)
 		}
 	}
+	// The error names the field that is negative, not a valid one beside it.
+	_, err := hato.New("bad", hato.FailureHandling(hato.FailurePolicy{MaxAttempts: -1}))
+	if err == nil || !strings.Contains(err.Error(), "MaxAttempts -1 is negative") || strings.Contains(err.Error(), "MaxRedeliveries") {
+		t.Errorf("negative MaxAttempts: %v", err)
+	}
 	svc, err := hato.New("bad", hato.WithURL(offlineURL))
 	if err != nil {
 		t.Fatal(err)
