@@ -100,8 +100,11 @@ type FailurePolicy = actors.FailurePolicy
 // checkFailurePolicy refuses negative values, which the defaults would
 // silently replace.
 func checkFailurePolicy(p FailurePolicy) error {
-	if p.MaxAttempts < 0 || p.MaxRedeliveries < 0 {
-		return invalid("failure policy: negative MaxAttempts %d or MaxRedeliveries %d", p.MaxAttempts, p.MaxRedeliveries)
+	if p.MaxAttempts < 0 {
+		return invalid("failure policy: MaxAttempts %d is negative (0 means the default)", p.MaxAttempts)
+	}
+	if p.MaxRedeliveries < 0 {
+		return invalid("failure policy: MaxRedeliveries %d is negative (0 means the default)", p.MaxRedeliveries)
 	}
 	return checkBackoff(p.Backoff)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,11 @@ func TestBadValuesAreRefusedAtNew(t *testing.T) {
 		if _, err := hato.New("bad", opt); !errors.Is(err, hato.ErrInvalidOption) {
 			t.Errorf("%s: New: %v, want ErrInvalidOption", name, err)
 		}
+	}
+	// The error names the field that is negative, not a valid one beside it.
+	_, err := hato.New("bad", hato.FailureHandling(hato.FailurePolicy{MaxAttempts: -1}))
+	if err == nil || !strings.Contains(err.Error(), "MaxAttempts -1 is negative") || strings.Contains(err.Error(), "MaxRedeliveries") {
+		t.Errorf("negative MaxAttempts: %v", err)
 	}
 	svc, err := hato.New("bad", hato.WithURL(offlineURL))
 	if err != nil {

@@ -29,7 +29,9 @@ type publishOption func(*publishConfig) error
 func (f publishOption) applyPublish(p *publishConfig) error { return f(p) }
 
 // Mandatory makes a publish that matches no queue fail with ErrUnroutable
-// instead of being dropped by the broker.
+// instead of being dropped by the broker. The message then carries the
+// string header x-hato-seq, by which the broker's return is matched to its
+// publish; consumers can ignore it.
 func Mandatory() PublishOption {
 	return publishOption(func(p *publishConfig) error { p.mandatory = true; return nil })
 }

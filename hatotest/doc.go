@@ -7,11 +7,12 @@
 // transport differs: an in-memory [Broker] with RabbitMQ's topic routing.
 //
 //	b := hatotest.NewBroker()
-//	svc, _ := hato.New("orders", hatotest.Transport(b))
-//	hato.Subscribe(svc, "order.created", handle)
+//	svc, err := hato.New("orders", hatotest.Transport(b)) // check err
+//	err = hato.Subscribe(svc, "order.created", handle, hato.HandlerName("handle"))
 //	hatotest.Start(t, svc) // stopped when the test ends
 //
-//	b.Publish(ctx, "order.created", map[string]any{"id": 1})
+//	// ctx: context.WithTimeout, so a stuck handler fails the test
+//	b.Publish(ctx, "order.created", map[string]any{"id": 1}) // MessageUUID("…") fixes the uuid
 //	b.WaitIdle(ctx)                        // every delivery settled: no sleeping
 //	b.PublishedTo("invoice.#")             // what handlers published, decoded
 //	b.DeadLettered(svc.Routes()[0].DeadLetterQueue)

@@ -121,7 +121,7 @@ func ExampleMessageUUID() {
 		handled++
 		mu.Unlock()
 		return nil
-	}, hato.Dedupe(time.Hour, nil))
+	}, hato.HandlerName("countOrders"), hato.Dedupe(time.Hour, nil))
 	if err := svc.Start(ctx); err != nil {
 		panic(err)
 	}

@@ -357,6 +357,41 @@ func TestStatusShowsNoConsumerAndDelayQueues(t *testing.T) {
 	brokertest.WaitFor(t, 10*time.Second, func() bool {
 		r := hatoRun(t, url, "", "status", "--retry-delays", "5s", q)
 		return r.code == 0 && strings.Contains(r.stdout, "0 consumers  (no consumer") &&
-			strings.Contains(r.stdout, q+".retry.5s  1 messages waiting")
+			strings.Contains(r.stdout, q+".retry.5s  1 message waiting")
 	}, "status to show the idle queue and its waiting retry")
+	// A delay queue --retry-delays names that does not exist (a wrong
+	// flag) is a failure, as a missing QUEUE is.
+	if r := hatoRun(t, url, "", "status", "--retry-delays", "5s,1m", q); r.code != exitFailure ||
+		!strings.Contains(r.stdout, q+".retry.1m0s  error") || !strings.Contains(r.stderr, "1 of 1 queue could not be read") {
+		t.Errorf("status with a missing delay queue: %v", r)
+	}
+}
+
+// The new-user pass of issue 19: the wording of publish's and status's
+// failures, and a dead-letter queue not called paused or down.
+func TestPublishAndStatusWording(t *testing.T) {
+	url := pkgVhost.URL(t)
+	key := testutil.Key(t, "nobody.listens")
+	r := hatoRun(t, url, "", "publish", key, "1")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "1 of 1 message not confirmed") ||
+		!strings.Contains(r.stdout, "--allow-unroutable accepts this") {
+		t.Errorf("unroutable publish: %v", r)
+	}
+	conn := brokertest.Dial(t, url, "cli-wording")
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq := "wording-" + testutil.Key(t, "q") + ".dlq"
+	if _, err := ch.QueueDeclare(dlq, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	r = hatoRun(t, url, "", "publish", "--exchange", "", dlq, "1")
+	if r.code != exitOK || !strings.Contains(r.stdout, "on the default exchange") {
+		t.Errorf("publish to the default exchange: %v", r)
+	}
+	brokertest.WaitFor(t, 10*time.Second, func() bool {
+		r = hatoRun(t, url, "", "status", dlq)
+		return r.code == exitOK && strings.Contains(r.stdout, dlq+"  1 message, 0 consumers\n")
+	}, "status of a DLQ without the paused-or-down note")
 }

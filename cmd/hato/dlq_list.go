@@ -20,17 +20,20 @@ import (
 var dlqListSpec = spec{
 	name: "dlq list",
 	args: "[QUEUE...]",
-	about: `Lists dead-letter queues with their message counts and the reasons their
-messages were dead-lettered (read from up to --peek messages each, which are
-returned to the queue untouched; reasons are grouped without the message
-uuid they name). AMQP cannot list queues: without QUEUE
-arguments hato runs "rabbitmqctl list_queues" for the URL's virtual host and
-keeps the queues named *.dlq, and the delay queues of delayed retries
-(*.retry.<delay>, listed with the messages waiting in them, not peeked), which works on the broker's machine (as a user
-rabbitmqctl accepts); elsewhere, name the queues (hato names prints them).
-rabbitmqctl talks to its own node, not to the broker of --url: when --url
-names a host other than this machine, pass --node (rabbit@HOST) to say
-which node to list. The node listed is named on stderr.`,
+	about: `Lists dead-letter queues with their message counts, the services and
+routing keys their messages came from, and the reasons they were
+dead-lettered (read from up to --peek messages each, which are returned to
+the queue untouched; reasons are grouped by cause, without the message uuid
+they name).
+
+AMQP cannot list queues. Without QUEUE arguments hato runs "rabbitmqctl
+list_queues" for the URL's virtual host and keeps the queues named *.dlq and
+the delay queues of delayed retries (*.retry.<delay>: listed with the
+messages waiting in them, not peeked). That works on the broker's machine,
+as a user rabbitmqctl accepts; elsewhere, name the queues (hato names
+prints them). rabbitmqctl talks to its own node, not to the broker of
+--url: when --url names a host other than this machine, pass --node
+(rabbit@HOST) to say which node to list. The node listed is named on stderr.`,
 	examples: `  hato dlq list
   hato dlq list --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175.dlq
   hato dlq list --rabbitmqctl /usr/sbin/rabbitmqctl --url amqp://guest:guest@127.0.0.1:5672/orders
@@ -128,7 +131,7 @@ func runDLQList(e *env, args []string) error {
 		o.out.record(info, info.text())
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d queues could not be read", failed, len(queues))
+		return fmt.Errorf("%d of %s could not be read", failed, plural(len(queues), "queue"))
 	}
 	return nil
 }

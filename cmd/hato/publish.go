@@ -27,9 +27,10 @@ is bound to KEY the broker returns it and hato exits 1 (--allow-unroutable
 accepts that). --count and --rate publish many copies for load; each gets its
 own message uuid. Envelopes: json (DATA is a JSON value), protobuf (DATA is a
 serialized message, or protobuf JSON with --proto-type and --descriptor-set),
-raw (DATA is the body). Every message carries the string header x-hato-seq
-(its publish's sequence number on the channel), by which a returned message
-is matched to its publish; consumers can ignore it.`,
+raw (DATA is the body). A mandatory message (all but --allow-unroutable)
+carries the string header x-hato-seq (its publish's sequence number on the
+channel), by which a returned message is matched to its publish; consumers
+can ignore it.`,
 	examples: `  hato publish example.topic '{"hello": "world"}'
   echo '"text"' | hato publish example.topic -
   hato publish --envelope raw --header trace=abc example.topic 'plain bytes'
@@ -88,9 +89,9 @@ type publishResult struct {
 
 func (r publishResult) text() string {
 	if r.Failed == 0 && r.Published == 1 {
-		return fmt.Sprintf("confirmed: %s on %s (message uuid %s)", r.RoutingKey, r.Exchange, r.MessageUUID)
+		return fmt.Sprintf("confirmed: %s on %s (message uuid %s)", r.RoutingKey, exchangeName(r.Exchange), r.MessageUUID)
 	}
-	s := fmt.Sprintf("confirmed %d of %d on %s %s in %.2fs (%.0f/s)", r.Confirmed, r.Published, r.Exchange, r.RoutingKey, r.Seconds, r.Rate)
+	s := fmt.Sprintf("confirmed %d of %d on %s %s in %.2fs (%.0f/s)", r.Confirmed, r.Published, exchangeName(r.Exchange), r.RoutingKey, r.Seconds, r.Rate)
 	if r.Failed > 0 {
 		s += fmt.Sprintf("; %d failed: %s", r.Failed, r.Error)
 	}
@@ -122,7 +123,7 @@ func runPublish(e *env, args []string) error {
 	res.RoutingKey, res.Exchange, res.Envelope = pos[0], o.exchange, o.envelope
 	o.out.record(res, res.text())
 	if res.Failed > 0 || res.Confirmed < o.count {
-		return fmt.Errorf("%d of %d messages not confirmed", o.count-res.Confirmed, o.count)
+		return fmt.Errorf("%d of %s not confirmed", o.count-res.Confirmed, plural(o.count, "message"))
 	}
 	return nil
 }
@@ -288,7 +289,7 @@ func (o *publishOpts) load(e *env, c *confirmer, next func() (*broker.Request, s
 		res.Published++
 		res.MessageUUID = muuid
 		t.wg.Add(1)
-		c.submit(r, func(err error) { t.done(unroutable(err)); <-slots; t.wg.Done() })
+		c.submit(r, func(err error) { t.done(publishUnroutable(err)); <-slots; t.wg.Done() })
 		conf, _, _ := t.counts()
 		prog.update("published %d/%d, confirmed %d", i+1, o.count, conf)
 	}
@@ -357,10 +358,28 @@ func waitConfirms(e *env, t *tally, timeout time.Duration) {
 	}
 }
 
-// unroutable explains a returned mandatory publish.
+// unroutable explains a returned mandatory publish (for publish and dlq
+// replay alike: only publish has --allow-unroutable, see publishUnroutable).
 func unroutable(err error) error {
+	if errors.Is(err, broker.ErrUnroutable) {
+		return fmt.Errorf("unroutable: no queue is bound to the routing key: %w", err)
+	}
+	return err
+}
+
+// publishUnroutable is unroutable with the flag of publish that accepts it.
+func publishUnroutable(err error) error {
 	if errors.Is(err, broker.ErrUnroutable) {
 		return fmt.Errorf("unroutable: no queue is bound to the routing key (--allow-unroutable accepts this): %w", err)
 	}
 	return err
+}
+
+// exchangeName is an exchange as text output names it: the default
+// exchange, whose name is empty, by that description.
+func exchangeName(name string) string {
+	if name == "" {
+		return "the default exchange"
+	}
+	return name
 }

@@ -17,8 +17,9 @@ messages waiting in its delay queues. A queue with messages and no consumer
 is not being worked on: every node of the route is paused by its circuit
 breaker (hato.Breaker; the node's /readyz names its paused routes),
 stopped, or down. The CLI cannot tell these apart: it sees only the broker.`,
-	examples: `  hato status 540e8e5bc604e4ea618f7e0517a04f030ad1dcbff2e121e9466ddd1c811450bf
-  hato status --retry-delays 10s,1m --json orders
+	examples: `  hato status 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175
+  hato status --retry-delays 10s,1m --json 6db12a9d302beb382083af15edb16743a71606430dccfd286ab4dd577289d175
+  hato status "$(hato names --json example.topic | jq -r .queue)"
 `,
 }
 
@@ -51,12 +52,26 @@ type queueStatus struct {
 	Error     string       `json:"error,omitempty"`
 }
 
+// ok is false when the queue, or one of the delay queues --retry-delays
+// names, could not be read (missing: a wrong QUEUE or --retry-delays).
+func (q queueStatus) ok() bool {
+	if q.Error != "" {
+		return false
+	}
+	for _, d := range q.Delayed {
+		if d.Error != "" {
+			return false
+		}
+	}
+	return true
+}
+
 func (q queueStatus) text() string {
 	if q.Error != "" {
 		return fmt.Sprintf("%s  error: %s", q.Queue, q.Error)
 	}
-	s := fmt.Sprintf("%s  %d messages, %d consumers", q.Queue, q.Messages, q.Consumers)
-	if q.Idle {
+	s := fmt.Sprintf("%s  %s, %s", q.Queue, plural(q.Messages, "message"), plural(q.Consumers, "consumer"))
+	if q.Idle && !strings.HasSuffix(q.Queue, ".dlq") { // nothing ever consumes a DLQ
 		s += "  (no consumer: paused by a circuit breaker, stopped or down)"
 	}
 	var b strings.Builder
@@ -66,7 +81,7 @@ func (q queueStatus) text() string {
 			fmt.Fprintf(&b, "\n  %s  error: %s", d.Queue, d.Error)
 			continue
 		}
-		fmt.Fprintf(&b, "\n  %s  %d messages waiting for a delayed retry", d.Queue, d.Messages)
+		fmt.Fprintf(&b, "\n  %s  %s waiting for a delayed retry", d.Queue, plural(d.Messages, "message"))
 	}
 	return b.String()
 }
@@ -86,13 +101,13 @@ func runStatus(e *env, args []string) error {
 	failed := 0
 	for _, name := range queues {
 		st := o.status(s, name)
-		if st.Error != "" {
+		if !st.ok() {
 			failed++
 		}
 		o.out.record(st, st.text())
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d queues could not be read", failed, len(queues))
+		return fmt.Errorf("%d of %s could not be read", failed, plural(len(queues), "queue"))
 	}
 	return nil
 }
