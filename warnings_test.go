@@ -13,7 +13,7 @@ import (
 	"github.com/hato-go/hato"
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/hatotest"
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 func warnings(logs *observer.ObservedLogs) []string {

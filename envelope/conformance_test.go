@@ -9,7 +9,7 @@ import (
 
 	"github.com/hato-go/hato/envelope"
 	"github.com/hato-go/hato/envelope/envelopetest"
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 // The conformance suite (envelopetest) on every envelope of this package and

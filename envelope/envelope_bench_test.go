@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 // Run: go test -run='^$' -bench=. -benchmem ./envelope/

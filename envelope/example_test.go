@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/hato-go/hato/envelope"
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 func ExampleJSONEnvelope_Build() {

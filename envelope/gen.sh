@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Go code of envelope's .proto files (committed; run after
 # editing a .proto): the SNSSQSMessage schema in internal/pb and the Person
-# test fixture in test/testpb (shared by the tests of several packages). Run from anywhere: `bash envelope/gen.sh`.
+# test fixture in internal/testpb (shared by the tests of several packages). Run from anywhere: `bash envelope/gen.sh`.
 set -euo pipefail
 
 PROTOC_GEN_GO_VERSION=v1.36.12 # keep equal to google.golang.org/protobuf in go.mod
@@ -32,6 +32,6 @@ protoc \
 	--go_out=. \
 	--go_opt=paths=source_relative \
 	envelope/internal/pb/sns_sqs_message.proto \
-	test/testpb/person.proto
+	internal/testpb/person.proto
 
-echo "gen.sh: regenerated envelope/internal/pb and test/testpb" >&2
+echo "gen.sh: regenerated envelope/internal/pb and internal/testpb" >&2

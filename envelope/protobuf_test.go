@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 func TestProtobufParseEncodings(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hato-go/hato/envelope/internal/pb"
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 func TestProtobufVectorsParse(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
-	"github.com/hato-go/hato/test/testpb"
+	"github.com/hato-go/hato/internal/testpb"
 )
 
 func TestParseAllowsFlagsAfterArguments(t *testing.T) {
@@ -170,7 +170,7 @@ func TestDeadLetterHeadersMatchTheRuntime(t *testing.T) {
 func descriptorSet(t *testing.T) string {
 	t.Helper()
 	set := &descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{
-		protodesc.ToFileDescriptorProto(testpb.File_test_testpb_person_proto),
+		protodesc.ToFileDescriptorProto(testpb.File_internal_testpb_person_proto),
 	}}
 	b, err := proto.Marshal(set)
 	if err != nil {

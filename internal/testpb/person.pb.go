@@ -6,7 +6,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: test/testpb/person.proto
+// source: internal/testpb/person.proto
 
 package testpb
 
@@ -35,7 +35,7 @@ type Person struct {
 
 func (x *Person) Reset() {
 	*x = Person{}
-	mi := &file_test_testpb_person_proto_msgTypes[0]
+	mi := &file_internal_testpb_person_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +47,7 @@ func (x *Person) String() string {
 func (*Person) ProtoMessage() {}
 
 func (x *Person) ProtoReflect() protoreflect.Message {
-	mi := &file_test_testpb_person_proto_msgTypes[0]
+	mi := &file_internal_testpb_person_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +60,7 @@ func (x *Person) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Person.ProtoReflect.Descriptor instead.
 func (*Person) Descriptor() ([]byte, []int) {
-	return file_test_testpb_person_proto_rawDescGZIP(), []int{0}
+	return file_internal_testpb_person_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Person) GetId() string {
@@ -77,32 +77,32 @@ func (x *Person) GetName() string {
 	return ""
 }
 
-var File_test_testpb_person_proto protoreflect.FileDescriptor
+var File_internal_testpb_person_proto protoreflect.FileDescriptor
 
-const file_test_testpb_person_proto_rawDesc = "" +
+const file_internal_testpb_person_proto_rawDesc = "" +
 	"\n" +
-	"\x18test/testpb/person.proto\x12\avectors\",\n" +
+	"\x1cinternal/testpb/person.proto\x12\avectors\",\n" +
 	"\x06Person\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04nameB,Z*github.com/hato-go/hato/test/testpb;testpbb\x06proto3"
+	"\x04name\x18\x02 \x01(\tR\x04nameB0Z.github.com/hato-go/hato/internal/testpb;testpbb\x06proto3"
 
 var (
-	file_test_testpb_person_proto_rawDescOnce sync.Once
-	file_test_testpb_person_proto_rawDescData []byte
+	file_internal_testpb_person_proto_rawDescOnce sync.Once
+	file_internal_testpb_person_proto_rawDescData []byte
 )
 
-func file_test_testpb_person_proto_rawDescGZIP() []byte {
-	file_test_testpb_person_proto_rawDescOnce.Do(func() {
-		file_test_testpb_person_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_test_testpb_person_proto_rawDesc), len(file_test_testpb_person_proto_rawDesc)))
+func file_internal_testpb_person_proto_rawDescGZIP() []byte {
+	file_internal_testpb_person_proto_rawDescOnce.Do(func() {
+		file_internal_testpb_person_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_internal_testpb_person_proto_rawDesc), len(file_internal_testpb_person_proto_rawDesc)))
 	})
-	return file_test_testpb_person_proto_rawDescData
+	return file_internal_testpb_person_proto_rawDescData
 }
 
-var file_test_testpb_person_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
-var file_test_testpb_person_proto_goTypes = []any{
+var file_internal_testpb_person_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_internal_testpb_person_proto_goTypes = []any{
 	(*Person)(nil), // 0: vectors.Person
 }
-var file_test_testpb_person_proto_depIdxs = []int32{
+var file_internal_testpb_person_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
 	0, // [0:0] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
@@ -110,26 +110,26 @@ var file_test_testpb_person_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for field type_name
 }
 
-func init() { file_test_testpb_person_proto_init() }
-func file_test_testpb_person_proto_init() {
-	if File_test_testpb_person_proto != nil {
+func init() { file_internal_testpb_person_proto_init() }
+func file_internal_testpb_person_proto_init() {
+	if File_internal_testpb_person_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_test_testpb_person_proto_rawDesc), len(file_test_testpb_person_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_testpb_person_proto_rawDesc), len(file_internal_testpb_person_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_test_testpb_person_proto_goTypes,
-		DependencyIndexes: file_test_testpb_person_proto_depIdxs,
-		MessageInfos:      file_test_testpb_person_proto_msgTypes,
+		GoTypes:           file_internal_testpb_person_proto_goTypes,
+		DependencyIndexes: file_internal_testpb_person_proto_depIdxs,
+		MessageInfos:      file_internal_testpb_person_proto_msgTypes,
 	}.Build()
-	File_test_testpb_person_proto = out.File
-	file_test_testpb_person_proto_goTypes = nil
-	file_test_testpb_person_proto_depIdxs = nil
+	File_internal_testpb_person_proto = out.File
+	file_internal_testpb_person_proto_goTypes = nil
+	file_internal_testpb_person_proto_depIdxs = nil
 }
