@@ -471,16 +471,7 @@ func (s *Service) Status(ctx context.Context) (ConnectionStatus, error) {
 	if !ok {
 		return ConnectionStatus{}, fmt.Errorf("hato: status: unexpected reply %T", res)
 	}
-	return ConnectionStatus{
-		Connected:      st.Connected,
-		Generation:     st.Generation,
-		Blocked:        st.Blocked,
-		Buffered:       st.Buffered,
-		Outstanding:    st.Outstanding,
-		FailedAttempts: st.FailedAttempts,
-		LastError:      st.LastError,
-		PublishNode:    st.PublishNode,
-		ConsumeNode:    st.ConsumeNode,
-		Paused:         s.PausedRoutes(), // outage
-	}, nil
+	out := *st
+	out.Paused = s.PausedRoutes() // outage
+	return out, nil
 }

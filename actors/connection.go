@@ -404,7 +404,7 @@ func (c *connection) openChannel(msg *OpenChannel) {
 
 func (c *connection) status() *ConnectionStatus {
 	c.prune()
-	st := &ConnectionStatus{Connected: c.connected, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
+	st := &ConnectionStatus{Connected: c.connected, Publishing: c.publisher != nil, Generation: c.gen, Blocked: c.blocked, Buffered: len(c.shared.pending),
 		FailedAttempts: c.failures, LastError: c.lastErr, PublishNode: c.pubNode, ConsumeNode: c.subNode}
 	if c.publisher != nil {
 		st.Outstanding = c.publisher.Outstanding()
@@ -542,7 +542,7 @@ func (c *connection) publisherGone(msg *publisherClosed) {
 	}
 	c.cfg.Direct.open(nil)
 	c.publisher = nil
-	c.connected = false
+	// Connected stays: only the channel closed (see ConnectionStatus).
 	if msg.err != nil {
 		c.log.Warn("publishing channel closed", zap.Error(msg.err))
 	}

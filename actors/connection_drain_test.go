@@ -108,3 +108,37 @@ func TestDrainWaitsForPublisherLetGoWithItsConnection(t *testing.T) {
 		t.Errorf("%d closed publishers still retired", len(c.shared.retired))
 	}
 }
+
+// Issue 17-4: a publishing channel the broker closes (a channel-level
+// error, e.g. dead-lettering refused for permissions) while the connection
+// lives on is not a disconnection: Status keeps Connected and clears
+// Publishing until the channel is open again.
+func TestStatusConnectedAcrossAPublishingChannelReopen(t *testing.T) {
+	sys := actor.NewActorSystem()
+	t.Cleanup(sys.Shutdown)
+	m := newCsim(sys, 1)
+	t.Cleanup(func() { sys.ProcessRegistry.Remove(m.self); sys.ProcessRegistry.Remove(m.parent) })
+	c := m.produce().(*connection)
+	m.actor = c
+	m.receive(&actor.Started{})
+	m.waitFor(func() bool { return len(m.dials) == 1 })
+	m.answerDial(m.dials[0], nil)
+	m.waitFor(func() bool { return len(m.inbox) == 1 })
+	m.deliver() // dialResult: opens the publishing channel
+	m.waitFor(func() bool { return len(m.opens) == 1 })
+	m.answerOpen(m.opens[0], nil)
+	m.waitFor(func() bool { return len(m.inbox) == 1 })
+	m.deliver() // publisherResult
+	if st := c.status(); !st.Connected || !st.Publishing {
+		t.Fatalf("status after the channel opened: %+v", st)
+	}
+	m.send() // one in flight, so the channel can die under it
+	m.waitFor(func() bool { return len(m.chans) == 1 && len(m.chans[0].inflight) == 1 })
+	m.channelDies(m.chans[0])
+	m.waitFor(func() bool { return len(m.inbox) == 1 })
+	m.deliver() // publisherClosed
+	if st := c.status(); !st.Connected || st.Publishing {
+		t.Fatalf("status while the publishing channel reopens: Connected %v Publishing %v, want true false", st.Connected, st.Publishing)
+	}
+	m.finish()
+}

@@ -66,8 +66,14 @@ type StatusRequest struct{}
 // connection actor's reply to a StatusRequest. Package hato exports it as
 // hato.ConnectionStatus (see Service.Status), which also fills Paused.
 type ConnectionStatus struct {
-	// Connected is set while the service is connected to the broker.
+	// Connected is set while the service is connected to the broker. A
+	// publishing channel the broker closed (a channel-level error, such as
+	// a publish refused for permissions) does not clear it: the connection
+	// lives on and the channel is reopened; see Publishing.
 	Connected bool
+	// Publishing is set while the publishing channel is open. Publishes
+	// made while it is not wait in the buffer (Buffered).
+	Publishing bool
 	// Generation increments on every successful (re)connection.
 	Generation uint64
 	// Blocked is set while the broker's flow control blocks publishing.

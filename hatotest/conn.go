@@ -54,7 +54,7 @@ func (c *connection) Receive(ctx actor.Context) {
 			ctx.Send(msg.ReplyTo, &actors.ChannelReply{Nonce: msg.Nonce})
 		}
 	case *actors.StatusRequest:
-		ctx.Respond(&actors.ConnectionStatus{Connected: true, Generation: 1})
+		ctx.Respond(&actors.ConnectionStatus{Connected: true, Publishing: true, Generation: 1})
 	case *supervisor.Drain:
 		close(msg.Done) // every publish already has its outcome
 	}
