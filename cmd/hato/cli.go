@@ -124,7 +124,7 @@ type connFlags struct {
 
 func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.Var(&c.urls, "url", "AMQP URL; repeat (or separate with commas or spaces) for fallbacks tried in order (default $AMQP_URL, else "+defaultURL+")")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on connecting and on waiting for each broker confirm")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on connecting and on each broker operation (a confirm, a get)")
 }
 
 // resolve returns the URLs to try, in order: --url, else AMQP_URL, else

@@ -563,3 +563,24 @@ func TestAutoDecodeOfTextShowsTheJSONError(t *testing.T) {
 		t.Errorf("auto decode of text: error %q, want the JSON envelope's %v", got.Error, jerr)
 	}
 }
+
+// New-user pass (issue 19): the summary names the targets before what is
+// left, and each usage mistake has its own message.
+func TestReplaySummaryOrderAndUsageMessages(t *testing.T) {
+	sum := replaySummary{Queue: "q.dlq", Replayed: 2, Left: 3,
+		Targets: []replayTarget{{Exchange: "amq.topic", RoutingKey: "k", Messages: 2}}}
+	got := sum.text()
+	to, left := strings.Index(got, " to "), strings.Index(got, "; 3 left in the queue")
+	if to < 0 || left < 0 || to > left {
+		t.Errorf("summary %q: want the targets before what is left", got)
+	}
+	for args, want := range map[string]string{
+		"--count -1":              "--count, --older-than and --newer-than must not be negative",
+		"--to-queue --to other.k": "--to-queue excludes --to and --exchange",
+	} {
+		r := runIn("", nil, append(append([]string{"dlq", "replay"}, strings.Fields(args)...), "q.dlq")...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, ";") {
+			t.Errorf("dlq replay %s: %v, want exit %d saying only %q", args, r, exitUsage, want)
+		}
+	}
+}

@@ -102,7 +102,7 @@ type replayed struct {
 }
 
 func (r replayed) text() string {
-	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, safe(orDash(r.MessageID)), r.Exchange, r.RoutingKey, safe(clip(orDash(shortReason(r.Reason)), 60)))
+	s := fmt.Sprintf("%-12s %s -> exchange %q key %q (reason: %s)", r.Action, safe(orDash(r.MessageID)), r.Exchange, r.RoutingKey, safe(clip(orDash(shortReason(r.Reason)), 160)))
 	if r.Why != "" {
 		s += ": " + r.Why
 	}
@@ -154,7 +154,7 @@ func (s replaySummary) text() string {
 	if s.DryRun {
 		verb, n = "would replay", s.Matched-s.Skipped
 	}
-	t := fmt.Sprintf("%s %s from %s; %d left in the queue", verb, plural(n, "message"), s.Queue, s.Left)
+	t := fmt.Sprintf("%s %s from %s", verb, plural(n, "message"), s.Queue)
 	for i, tg := range s.Targets {
 		sep := ", "
 		if i == 0 {
@@ -162,6 +162,7 @@ func (s replaySummary) text() string {
 		}
 		t += fmt.Sprintf("%s%s (%d)", sep, tg.text(), tg.Messages)
 	}
+	t += fmt.Sprintf("; %d left in the queue", s.Left)
 	if s.Skipped > 0 {
 		t += fmt.Sprintf(" (%d skipped: see their lines)", s.Skipped)
 	}
@@ -177,8 +178,11 @@ func runDLQReplay(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.count < 0 || o.olderThan < 0 || o.newerThan < 0 || (o.toQueue && (o.to != "" || o.exchange != "")) {
-		return usagef("dlq replay: --count and ages must not be negative; --to-queue excludes --to and --exchange")
+	if o.count < 0 || o.olderThan < 0 || o.newerThan < 0 {
+		return usagef("dlq replay: --count, --older-than and --newer-than must not be negative")
+	}
+	if o.toQueue && (o.to != "" || o.exchange != "") {
+		return usagef("dlq replay: --to-queue excludes --to and --exchange")
 	}
 	ask := !o.dryRun && !o.yes
 	if ask && !e.stdinTerminal() {
