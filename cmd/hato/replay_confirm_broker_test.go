@@ -55,7 +55,7 @@ func TestReplayAsksBeforeItPublishes(t *testing.T) {
 		}
 	}
 	r := runInTerminal("y\n", vars, args...)
-	if r.code != exitOK || !strings.Contains(r.stderr, question) || !strings.Contains(r.stdout, "replayed 2 messages from "+q+"; 0 left") {
+	if r.code != exitOK || !strings.Contains(r.stderr, question) || !strings.Contains(r.stdout, "replayed 2 messages from "+q+" to ") || !strings.Contains(r.stdout, "(2); 0 left in the queue") {
 		t.Errorf("replay answered y: %v", r)
 	}
 	if inDLQ, inTarget := counts(); inDLQ != 0 || inTarget != 2 {
