@@ -287,6 +287,10 @@ func TestRunExitCodes(t *testing.T) {
 			svc.OnStart(func(context.Context) error { return errors.New("no") })
 			return context.Background()
 		}, hato.ExitStartFailed},
+		{"OnStarted fails", func(t *testing.T, _ *hatotest.Broker, svc *hato.Service) context.Context {
+			svc.OnStarted(func(context.Context) error { return errors.New("no") })
+			return context.Background()
+		}, hato.ExitStartFailed},
 		{"a route gives up", func(t *testing.T, b *hatotest.Broker, svc *hato.Service) context.Context {
 			hopeless(t, b, svc, "doomed")
 			svc.OnStarted(func(ctx context.Context) error { return b.Publish(ctx, "doomed", map[string]string{}) })

@@ -71,7 +71,13 @@ func (s *Service) Run(ctx context.Context) error {
 	err := s.Start(startCtx)
 	cancel()
 	if err != nil {
-		return &RunError{Code: ExitStartFailed, Err: err}
+		// An OnStarted hook that failed leaves the service running: stop
+		// what Start spawned, so Run never returns with actors running.
+		// (After any other failure Start stopped it already; Stop is then
+		// a no-op.)
+		stopCtx, cancelStop := context.WithTimeout(context.Background(), s.cfg.drainTimeout+15*time.Second)
+		defer cancelStop()
+		return &RunError{Code: ExitStartFailed, Err: errors.Join(err, s.Stop(stopCtx))}
 	}
 
 	var fatal error
