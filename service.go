@@ -356,6 +356,9 @@ func (s *Service) spawn() error {
 		Children: children,
 		Logger:   s.log.Named("supervisor"),
 		OnEvent:  s.onEvent,
+		// Publish, Status and a start's diagnosis send to the connection
+		// actor once it is spawned (see supervisor.Config.Spawned).
+		Spawned: func() { s.conn.Store(connPID) },
 	})
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
@@ -365,8 +368,7 @@ func (s *Service) spawn() error {
 	s.mu.Lock()
 	s.root = root
 	s.mu.Unlock()
-	s.conn.Store(connPID)
-	s.watchdog.Start(sys, connPID)
+	s.watchdog.Start(sys, connPID) // its first status request comes an interval later
 	return nil
 }
 

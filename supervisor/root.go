@@ -29,6 +29,11 @@ type Config struct {
 	OnEvent func(Event)
 	// Logger receives every event too. Nil means zap.NewNop().
 	Logger *zap.Logger
+	// Spawned, when set, is called from the root's mailbox goroutine once
+	// every child was spawned. Send to a child's PID from another goroutine
+	// only after it: protoactor registers a spawned actor's process before
+	// it sets up its mailbox, and a message sent in between races with that.
+	Spawned func()
 }
 
 // ErrGaveUp is the reason reported when a child exhausted its restart budget.
@@ -122,6 +127,9 @@ func (r *root) started(ctx actor.Context) {
 		r.children[spec.Name] = c
 		r.order = append(r.order, spec.Name)
 		r.spawn(ctx, c)
+	}
+	if r.cfg.Spawned != nil {
+		r.cfg.Spawned()
 	}
 }
 
