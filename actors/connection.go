@@ -150,6 +150,9 @@ type connShared struct {
 
 	pending []*broker.Request
 	waiters []*OpenChannel
+	// dials are dial results holding connections, sent to the actor and not
+	// taken yet (under mu; see sendDial).
+	dials map[discarder]struct{}
 	// retired are publishers the actor let go of with their connection
 	// (closeConns) that have not closed yet: their requests come back
 	// through handBack, and until then they are outstanding (a drain must
@@ -175,6 +178,48 @@ func (s *connShared) handBack(unfinished []*broker.Request) bool {
 	s.handback = append(s.handback, unfinished...)
 	s.mu.Unlock()
 	return true
+}
+
+// sendDial sends a dial's result (connections it opened) to the actor by
+// send, registered until the actor takes it (takeDial). If the incarnation
+// that dialed stopped (ctx cancelled), it closes what res holds instead:
+// a result sent to a stopped actor is dropped with its mailbox, and the
+// connections in it would stay open for good. stop closes what results
+// still registered hold (sweepDials). Check and registration happen under
+// mu, after which stop's cancel and sweep come, so none is missed.
+func (s *connShared) sendDial(ctx context.Context, res discarder, send func()) {
+	s.mu.Lock()
+	if ctx.Err() != nil {
+		s.mu.Unlock()
+		res.discard()
+		return
+	}
+	if s.dials == nil {
+		s.dials = make(map[discarder]struct{})
+	}
+	s.dials[res] = struct{}{}
+	s.mu.Unlock()
+	send()
+}
+
+// takeDial claims a dial result for the actor; false if stop swept it.
+func (s *connShared) takeDial(res discarder) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.dials[res]
+	delete(s.dials, res)
+	return ok
+}
+
+// sweepDials closes what the dial results nobody took hold.
+func (s *connShared) sweepDials() {
+	s.mu.Lock()
+	left := s.dials
+	s.dials = nil
+	s.mu.Unlock()
+	for res := range left {
+		res.discard()
+	}
 }
 
 type connection struct {
@@ -308,6 +353,16 @@ func (c *connection) Receive(ctx actor.Context) {
 
 // receiveStamped drops a stale message, then dispatches a current one.
 func (c *connection) receiveStamped(ctx actor.Context, msg connStamped) {
+	switch res := msg.(type) {
+	case *dialResult:
+		if !c.shared.takeDial(res) {
+			return // swept (and closed) by a stop
+		}
+	case *subDialed:
+		if !c.shared.takeDial(res) {
+			return
+		}
+	}
 	if !c.current(msg) {
 		return
 	}
@@ -439,7 +494,7 @@ func (c *connection) nextNode() {
 func (c *connection) dial() {
 	c.dialing = true
 	ctx := c.ctx
-	self, sys := c.self, c.sys
+	self, sys, shared := c.self, c.sys, c.shared
 	res := &dialResult{stamp: stamp{inc: c.inc}, next: c.gen + 1, fx: c.cfg.fx}
 	res.pubCfg, res.subCfg = c.nodeConfigs()
 	go func() {
@@ -450,7 +505,7 @@ func (c *connection) dial() {
 			res.fx.closeConn(res.pub)
 			res.pub, res.err = nil, fmt.Errorf("consuming connection: %w", res.err)
 		}
-		sys.Root.Send(self, res)
+		shared.sendDial(ctx, res, func() { sys.Root.Send(self, res) })
 	}()
 }
 
@@ -745,6 +800,7 @@ func (c *connection) teardown() {
 
 func (c *connection) stop() {
 	c.teardown() // closes Direct too
+	c.shared.sweepDials()
 	c.shared.mu.Lock()
 	c.shared.stopped = true
 	rest := append(c.shared.handback, c.shared.pending...)

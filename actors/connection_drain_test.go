@@ -142,3 +142,46 @@ func TestStatusConnectedAcrossAPublishingChannelReopen(t *testing.T) {
 	}
 	m.finish()
 }
+
+// A dial that completes around a stop (Stop during Start): its connections
+// must be closed whether its result was still in the stopped mailbox or
+// arrived after the stop; the old code dropped the result with the mailbox
+// and leaked both connections (found by TestStopWhileStartRunsNeverPanicsOrHangs).
+func TestDialResultAroundAStopIsClosed(t *testing.T) {
+	for _, inMailbox := range []bool{true, false} {
+		sys := actor.NewActorSystem()
+		m := newCsim(sys, 1)
+		m.actor = m.produce()
+		m.receive(&actor.Started{})
+		m.waitFor(func() bool { return len(m.dials) == 1 })
+		if inMailbox {
+			m.answerDial(m.dials[0], nil)
+			m.waitFor(func() bool { return len(m.inbox) == 1 })
+			m.stopActor()
+		} else {
+			d := m.dials[0]
+			m.stopActor()
+			m.answerDial(d, nil)
+		}
+		m.waitFor(func() bool {
+			for _, c := range m.conns {
+				if !c.closing && !c.closed {
+					return false
+				}
+			}
+			return len(m.conns) == 2
+		})
+		m.mu.Lock()
+		for _, c := range m.conns {
+			if !c.closing && !c.closed {
+				t.Errorf("result in the mailbox at the stop %v: conn %d left open", inMailbox, c.id)
+			}
+		}
+		m.mu.Unlock()
+		m.stopped = true
+		m.finish()
+		sys.ProcessRegistry.Remove(m.self)
+		sys.ProcessRegistry.Remove(m.parent)
+		sys.Shutdown()
+	}
+}

@@ -109,11 +109,11 @@ func (c *connection) growSubs() {
 	c.growing = true
 	cfg := c.subCfg
 	cfg.ConnectionName = subName(cfg.ConnectionName, len(c.subs)+1)
-	ctx, self, sys, fx := c.ctx, c.self, c.sys, c.cfg.fx
+	ctx, self, sys, fx, shared := c.ctx, c.self, c.sys, c.cfg.fx, c.shared
 	res := &subDialed{stamp: stamp{inc: c.inc, gen: c.gen}}
 	go func() {
 		res.conn, res.err = fx.dial(ctx, cfg)
-		sys.Root.Send(self, res)
+		shared.sendDial(ctx, res, func() { sys.Root.Send(self, res) })
 	}()
 }
 
