@@ -22,9 +22,9 @@ import (
 	"github.com/hato-go/hato/actors"
 	"github.com/hato-go/hato/broker"
 	"github.com/hato-go/hato/envelope"
+	"github.com/hato-go/hato/internal/testpb"
 	"github.com/hato-go/hato/internal/testutil"
 	"github.com/hato-go/hato/test/brokertest"
-	"github.com/hato-go/hato/internal/testpb"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 )
