@@ -85,14 +85,14 @@ func TestChannelRequestLostIsRepeated(t *testing.T) {
 	}
 }
 
-// Issue 17-3b: a connection actor spawned again after a stop (the root
-// supervisor respawns a child stopped from outside) must hand publishes a
-// closed channel returns back for resending, as before the stop, instead
-// of failing them with ErrClosed.
-func TestConnectionRespawnedResendsHandedBack(t *testing.T) {
-	sys := newSystem(t)
+// stoppedConnection spawns a connection actor (to an unreachable broker)
+// named "connection" and stops it from outside, as an embedder may; the
+// root supervisor would spawn it again from props.
+func stoppedConnection(t *testing.T, sys *actor.ActorSystem, direct *DirectPublish) (*actor.Props, *connShared, *actor.PID) {
+	t.Helper()
 	props, shared := connectionProps(ConnectionConfig{
 		Name:      "connection",
+		Direct:    direct,
 		Publish:   broker.Config{URL: unreachable, ConnectionName: "pub", DialTimeout: time.Second},
 		Consume:   broker.Config{URL: unreachable, ConnectionName: "sub", DialTimeout: time.Second},
 		Reconnect: supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
@@ -105,6 +105,17 @@ func TestConnectionRespawnedResendsHandedBack(t *testing.T) {
 	if err := sys.Root.StopFuture(pid).Wait(); err != nil {
 		t.Fatal(err)
 	}
+	return props, shared, pid
+}
+
+// Issue 17-3b: a connection actor spawned again after a stop (the root
+// supervisor respawns a child stopped from outside) must hand publishes a
+// closed channel returns back for resending, as before the stop, instead
+// of failing them with ErrClosed.
+func TestConnectionRespawnedResendsHandedBack(t *testing.T) {
+	sys := newSystem(t)
+	props, shared, pid := stoppedConnection(t, sys, nil)
+	var err error
 	if pid, err = sys.Root.SpawnNamed(props, "connection"); err != nil {
 		t.Fatal(err)
 	}
@@ -155,21 +166,8 @@ func TestCrashWhileDrainingCompletesTheDrain(t *testing.T) {
 func TestConnectionRespawnedServesPublishesSentWhileStopped(t *testing.T) {
 	sys := newSystem(t)
 	direct := &DirectPublish{}
-	props, _ := connectionProps(ConnectionConfig{
-		Name:      "connection",
-		Direct:    direct,
-		Publish:   broker.Config{URL: unreachable, ConnectionName: "pub", DialTimeout: time.Second},
-		Consume:   broker.Config{URL: unreachable, ConnectionName: "sub", DialTimeout: time.Second},
-		Reconnect: supervisor.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
-	})
-	pid, err := sys.Root.SpawnNamed(props, "connection")
-	if err != nil {
-		t.Fatal(err)
-	}
-	status(t, sys, pid)
-	if err := sys.Root.StopFuture(pid).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	props, _, pid := stoppedConnection(t, sys, direct)
+	var err error
 	posted, postedDone := outcome("posted")
 	sent, sentDone := outcome("sent")
 	replies := make(chan *ChannelReply, 1)
